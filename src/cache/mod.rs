@@ -1,0 +1,478 @@
+//! The engine: a sharded cache of fixed-width rows keyed by `i64` ids.
+//!
+//! # Concurrency protocol
+//!
+//! Each shard (an [`index`] and a [`rows`] arena) sits behind its own
+//! reader-writer lock, padded to a cache line of its own. A batch is grouped by
+//! shard ([`batch`]) and takes each shard's lock once, so lock traffic is one
+//! acquisition per touched shard per batch, never per id, and a reader writes
+//! no shared memory per id. A reader holding a shard's read lock sees every row
+//! of that shard whole: old or new, never torn.
+//!
+//! Calls that change the contents (`batch_set`, `batch_remove`,
+//! `evict_older_than`) are serialized by one writer mutex per cache, which
+//! readers never take. That lets a publish plan its growth and capacity check
+//! against contents nobody else changes, allocate everything it needs first and
+//! only then write, so a failure leaves the cache unchanged. Writers hold a
+//! shard's write lock only for a bounded stretch (`WRITE_STRETCH` rows or
+//! `EVICT_STRETCH` buckets) and then let waiting readers in, so a large publish
+//! or an eviction pass delays a lookup by one stretch at most.
+//!
+//! Hits and misses are counted per batch into [`crate::stats`] counters, and
+//! sinks are called after the lookup, outside every lock.
+
+#![forbid(unsafe_code)]
+
+mod batch;
+mod config;
+mod error;
+mod index;
+mod rows;
+mod shard;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crossbeam_utils::CachePadded;
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
+
+pub use config::{CacheConfig, MissPolicy, TableName, MAX_ROW_BYTES, MAX_SHARDS};
+pub use error::{Error, ErrorKind};
+
+use crate::prefetch::{prefetch, prefetch_row};
+use crate::stats::{
+    self, BatchEvent, BatchStats, ReadCounters, ReadStats, Sink, SinkId, SinkRegistry,
+};
+use batch::{with_scratch, Grouping};
+use shard::Shard;
+
+/// Lookups are taken in windows of this many ids, which bounds the per-thread
+/// scratch and keeps a window's prefetched rows in the L2 cache.
+const LOOKUP_WINDOW: usize = 4096;
+/// Ids resolved ahead of the one being copied, for prefetching.
+const PREFETCH_DISTANCE: usize = 16;
+/// Rows a publish writes before letting waiting readers into the shard.
+const WRITE_STRETCH: usize = 512;
+/// Index buckets an eviction pass scans before letting waiting readers in.
+const EVICT_STRETCH: usize = 1024;
+
+const MISS: u32 = u32::MAX;
+
+/// What a cache holds now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheInfo {
+    pub row_bytes: usize,
+    pub num_shards: usize,
+    pub rows: u64,
+    /// Everything the cache holds: rows, timestamps, index, free space, and the
+    /// cache's own structures.
+    pub memory_bytes: u64,
+}
+
+pub struct Cache {
+    row_bytes: usize,
+    miss_policy: MissPolicy,
+    max_rows: Option<u64>,
+    max_memory_bytes: Option<u64>,
+    name: TableName,
+    hasher: ahash::RandomState,
+    shard_mask: u64,
+    shards: Box<[CachePadded<RwLock<Shard>>]>,
+    writer: Mutex<()>,
+    rows: AtomicU64,
+    memory_bytes: AtomicU64,
+    counters: ReadCounters,
+    sinks: SinkRegistry,
+}
+
+impl Cache {
+    pub fn new(config: CacheConfig) -> Result<Cache, Error> {
+        let num_shards = config.validated_shard_count()?;
+        let shards: Box<[_]> = (0..num_shards)
+            .map(|_| CachePadded::new(RwLock::new(Shard::new(config.row_bytes))))
+            .collect();
+        let cache = Cache {
+            row_bytes: config.row_bytes,
+            miss_policy: config.miss_policy,
+            max_rows: config.max_rows,
+            max_memory_bytes: config.max_memory_bytes,
+            name: config.name,
+            hasher: ahash::RandomState::new(),
+            shard_mask: num_shards as u64 - 1,
+            shards,
+            writer: Mutex::new(()),
+            rows: AtomicU64::new(0),
+            memory_bytes: AtomicU64::new(0),
+            counters: ReadCounters::new(),
+            sinks: SinkRegistry::new(),
+        };
+        let footprint = std::mem::size_of::<Cache>()
+            + num_shards * std::mem::size_of::<CachePadded<RwLock<Shard>>>()
+            + cache
+                .shards
+                .iter()
+                .map(|shard| shard.read().memory_bytes())
+                .sum::<usize>();
+        cache
+            .memory_bytes
+            .store(footprint as u64, Ordering::Relaxed);
+        if let Some(max) = cache.max_memory_bytes {
+            if max < footprint as u64 {
+                return Err(Error::invalid_argument(format!(
+                    "max_memory_bytes {max} < {footprint}, what an empty cache of {num_shards} shards holds"
+                )));
+            }
+        }
+        Ok(cache)
+    }
+
+    pub fn name(&self) -> &TableName {
+        &self.name
+    }
+
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    pub fn miss_policy(&self) -> MissPolicy {
+        self.miss_policy
+    }
+
+    pub fn info(&self) -> CacheInfo {
+        CacheInfo {
+            row_bytes: self.row_bytes,
+            num_shards: self.shards.len(),
+            rows: self.rows.load(Ordering::Relaxed),
+            memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    #[inline]
+    fn hash(&self, id: i64) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    #[inline]
+    fn shard_of(&self, hash: u64) -> usize {
+        (hash & self.shard_mask) as usize
+    }
+
+    fn group(&self, grouping: &mut Grouping, ids: &[i64]) {
+        grouping.group(
+            ids,
+            self.shards.len(),
+            |id| self.hash(id),
+            |h| self.shard_of(h),
+        );
+    }
+
+    fn expect_bytes(&self, what: &str, len: usize, ids: usize) -> Result<(), Error> {
+        match ids.checked_mul(self.row_bytes) {
+            Some(expected) if expected == len => Ok(()),
+            expected => Err(Error::invalid_argument(format!(
+                "{what} holds {len} bytes, n * row_bytes = {n} * {rb} = {expected}",
+                n = ids,
+                rb = self.row_bytes,
+                expected = expected.map_or("overflow".to_string(), |e| e.to_string()),
+            ))),
+        }
+    }
+
+    /// Stores `rows` (row `i` is `rows[i * row_bytes..][..row_bytes]`) for `ids`,
+    /// stamped with `timestamp`. The last occurrence of a duplicate id wins. On
+    /// error nothing is stored.
+    pub fn batch_set(&self, ids: &[i64], rows: &[u8], timestamp: u32) -> Result<(), Error> {
+        self.expect_bytes("rows", rows.len(), ids.len())?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if u32::try_from(ids.len()).is_err() {
+            return Err(Error::invalid_argument(format!(
+                "n {} > {} ids in one batch",
+                ids.len(),
+                u32::MAX
+            )));
+        }
+        let _writer = self.writer.lock();
+        with_scratch(|grouping| {
+            self.group(grouping, ids);
+            self.reserve_for_publish(grouping, ids)?;
+            let mut inserted = 0u64;
+            for (shard, range) in grouping.shard_groups() {
+                let mut guard = self.shards[shard].write();
+                for (written, &position) in grouping.order[range].iter().enumerate() {
+                    if written > 0 && written % WRITE_STRETCH == 0 {
+                        RwLockWriteGuard::bump(&mut guard);
+                    }
+                    let p = position as usize;
+                    let row = &rows[p * self.row_bytes..][..self.row_bytes];
+                    inserted += u64::from(guard.upsert(ids[p], grouping.hashes[p], row, timestamp));
+                }
+            }
+            self.rows.fetch_add(inserted, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    /// Allocates, shard by shard, what the grouped publish needs, after checking
+    /// it fits within `max_rows` and `max_memory_bytes`. Runs under the writer
+    /// mutex, so the plan stays valid until the rows are written.
+    fn reserve_for_publish(&self, grouping: &mut Grouping, ids: &[i64]) -> Result<(), Error> {
+        let bounded = self.max_rows.is_some() || self.max_memory_bytes.is_some();
+        // Unbounded caches reserve for every id being new: cheaper than looking
+        // each up twice, and the surplus is reused by the next publish.
+        let new_rows_of = |shard: &Shard, positions: &[u32]| -> usize {
+            if !bounded {
+                return positions.len();
+            }
+            let mut new_ids = ahash::HashSet::default();
+            for &position in positions {
+                let p = position as usize;
+                if !shard.contains(ids[p], grouping.hashes[p]) {
+                    new_ids.insert(ids[p]);
+                }
+            }
+            new_ids.len()
+        };
+        // The per-shard counts go into `slots`, indexed by shard.
+        let mut needs = std::mem::take(&mut grouping.slots);
+        needs.clear();
+        needs.resize(self.shards.len(), 0);
+        let mut new_rows = 0u64;
+        let mut added_bytes = 0u64;
+        for (shard, range) in grouping.shard_groups() {
+            let guard = self.shards[shard].read();
+            let need = new_rows_of(&guard, &grouping.order[range]);
+            needs[shard] = need as u32;
+            new_rows += need as u64;
+            if bounded {
+                added_bytes += guard.growth_for(need).added_bytes as u64;
+            }
+        }
+        let result = self.check_capacity(new_rows, added_bytes).and_then(|()| {
+            for (shard, _) in grouping.shard_groups() {
+                let mut guard = self.shards[shard].write();
+                let before = guard.memory_bytes();
+                let reserved = guard.reserve(needs[shard] as usize, |id| self.hash(id));
+                let after = guard.memory_bytes();
+                self.memory_bytes
+                    .fetch_add((after - before) as u64, Ordering::Relaxed);
+                reserved?;
+            }
+            Ok(())
+        });
+        grouping.slots = needs;
+        result
+    }
+
+    fn check_capacity(&self, new_rows: u64, added_bytes: u64) -> Result<(), Error> {
+        let info = self.info();
+        if let Some(max_rows) = self.max_rows {
+            if info.rows + new_rows > max_rows {
+                return Err(Error::capacity_exceeded(format!(
+                    "{} rows + {new_rows} new > max_rows {max_rows}",
+                    info.rows
+                )));
+            }
+        }
+        if let Some(max_bytes) = self.max_memory_bytes {
+            if info.memory_bytes + added_bytes > max_bytes {
+                return Err(Error::capacity_exceeded(format!(
+                    "memory_bytes {} + {added_bytes} to store the new rows > max_memory_bytes {max_bytes}",
+                    info.memory_bytes
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks up `ids`, copying each hit into `out[i * row_bytes..]` and applying
+    /// the miss policy to each miss; `hit_mask[i]` is set to 1 or 0 when given.
+    /// Counts the batch and calls the sinks.
+    pub fn batch_get(
+        &self,
+        ids: &[i64],
+        out: &mut [u8],
+        hit_mask: Option<&mut [u8]>,
+    ) -> Result<BatchStats, Error> {
+        self.batch_get_then(ids, out, hit_mask, |_| {})
+    }
+
+    /// [`batch_get`](Self::batch_get), running `before_sinks` with the batch's
+    /// counts after they are counted and before any sink is called.
+    pub fn batch_get_then(
+        &self,
+        ids: &[i64],
+        out: &mut [u8],
+        mut hit_mask: Option<&mut [u8]>,
+        before_sinks: impl FnOnce(&BatchStats),
+    ) -> Result<BatchStats, Error> {
+        self.expect_bytes("out", out.len(), ids.len())?;
+        if let Some(mask) = &hit_mask {
+            if mask.len() != ids.len() {
+                return Err(Error::invalid_argument(format!(
+                    "hit_mask holds {} bytes, n = {}",
+                    mask.len(),
+                    ids.len()
+                )));
+            }
+        }
+        if ids.is_empty() {
+            return Ok(BatchStats::default());
+        }
+        let started = Instant::now();
+        let mut hits = 0u64;
+        with_scratch(|grouping| {
+            let window_bytes = LOOKUP_WINDOW * self.row_bytes;
+            for (window, (ids, out)) in ids
+                .chunks(LOOKUP_WINDOW)
+                .zip(out.chunks_mut(window_bytes))
+                .enumerate()
+            {
+                let mask = hit_mask
+                    .as_deref_mut()
+                    .map(|mask| &mut mask[window * LOOKUP_WINDOW..][..ids.len()]);
+                hits += self.lookup_window(grouping, ids, out, mask);
+            }
+        });
+        let stats = BatchStats {
+            hits,
+            misses: ids.len() as u64 - hits,
+            total: ids.len() as u64,
+            duration_ns: started.elapsed().as_nanos() as u64,
+        };
+        self.counters.record(stats.hits, stats.misses);
+        before_sinks(&stats);
+        let event = BatchEvent {
+            table: &self.name,
+            stats,
+        };
+        self.sinks.notify(&event);
+        stats::notify_global_sinks(&event);
+        Ok(stats)
+    }
+
+    fn lookup_window(
+        &self,
+        grouping: &mut Grouping,
+        ids: &[i64],
+        out: &mut [u8],
+        mut hit_mask: Option<&mut [u8]>,
+    ) -> u64 {
+        self.group(grouping, ids);
+        let mut slots = std::mem::take(&mut grouping.slots);
+        slots.clear();
+        slots.resize(ids.len(), MISS);
+        let hashes = &grouping.hashes;
+        let mut hits = 0;
+        for (shard, range) in grouping.shard_groups() {
+            let shard = self.shards[shard].read();
+            let positions = &grouping.order[range.clone()];
+            let slots = &mut slots[range];
+            let index = shard.index();
+            let rows = shard.rows();
+            // Resolve every id of the shard first, prefetching buckets ahead and
+            // each hit's row as soon as its slot is known, then copy: the copies
+            // then find their rows in cache.
+            for &position in positions.iter().take(PREFETCH_DISTANCE) {
+                prefetch(index.probe_start(hashes[position as usize]));
+            }
+            for (j, &position) in positions.iter().enumerate() {
+                if let Some(&ahead) = positions.get(j + PREFETCH_DISTANCE) {
+                    prefetch(index.probe_start(hashes[ahead as usize]));
+                }
+                let p = position as usize;
+                if let Some(slot) = index.get(ids[p], hashes[p]) {
+                    prefetch_row(rows.row(slot));
+                    slots[j] = slot;
+                }
+            }
+            for (&position, &slot) in positions.iter().zip(slots.iter()) {
+                let p = position as usize;
+                let hit = slot != MISS;
+                let target = &mut out[p * self.row_bytes..][..self.row_bytes];
+                if hit {
+                    target.copy_from_slice(rows.row(slot));
+                    hits += 1;
+                } else if self.miss_policy == MissPolicy::ZeroFill {
+                    target.fill(0);
+                }
+                if let Some(mask) = hit_mask.as_deref_mut() {
+                    mask[p] = u8::from(hit);
+                }
+            }
+        }
+        grouping.slots = slots;
+        hits
+    }
+
+    /// Removes `ids`; returns how many were stored.
+    pub fn batch_remove(&self, ids: &[i64]) -> Result<u64, Error> {
+        if u32::try_from(ids.len()).is_err() {
+            return Err(Error::invalid_argument(format!(
+                "n {} > {} ids in one batch",
+                ids.len(),
+                u32::MAX
+            )));
+        }
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let _writer = self.writer.lock();
+        let removed = with_scratch(|grouping| {
+            self.group(grouping, ids);
+            let mut removed = 0u64;
+            for (shard, range) in grouping.shard_groups() {
+                let mut guard = self.shards[shard].write();
+                for &position in &grouping.order[range] {
+                    let p = position as usize;
+                    removed += u64::from(guard.remove(ids[p], grouping.hashes[p]));
+                }
+            }
+            removed
+        });
+        self.rows.fetch_sub(removed, Ordering::Relaxed);
+        Ok(removed)
+    }
+
+    /// Removes every row stamped before `threshold`; returns how many.
+    pub fn evict_older_than(&self, threshold: u32) -> u64 {
+        let _writer = self.writer.lock();
+        let mut evicted = 0u64;
+        for shard in self.shards.iter() {
+            let mut guard = shard.write();
+            let buckets = guard.bucket_count();
+            let mut start = 0;
+            while start < buckets {
+                let end = (start + EVICT_STRETCH).min(buckets);
+                evicted += guard.evict_older_than(threshold, start..end) as u64;
+                RwLockWriteGuard::bump(&mut guard);
+                start = end;
+            }
+        }
+        self.rows.fetch_sub(evicted, Ordering::Relaxed);
+        evicted
+    }
+
+    /// Hit and miss counts since the previous call (or creation), then starts a
+    /// new window. Every batch is counted in exactly one window.
+    pub fn take_read_hit_rate_stats(&self) -> ReadStats {
+        self.counters.take_window()
+    }
+
+    /// Hit and miss counts since creation; resets nothing.
+    pub fn cumulative_read_stats(&self) -> ReadStats {
+        self.counters.cumulative()
+    }
+
+    /// Registers a sink called once per non-empty lookup batch of this cache.
+    pub fn register_stat_sink(&self, sink: Sink) -> SinkId {
+        self.sinks.register(sink)
+    }
+
+    /// When this returns, the sink is not running on any thread (other than in
+    /// an enclosing call of itself on this one) and will never be called again.
+    pub fn unregister_stat_sink(&self, id: SinkId) -> Result<(), Error> {
+        self.sinks.unregister(id)
+    }
+}

@@ -1,0 +1,400 @@
+//! The cache handle: lifecycle, data and counters.
+
+use std::ffi::c_void;
+
+use super::guard::{
+    boundary, boundary_or, bounded_c_str, live_cache, overlap, required, required_mut, slice,
+    slice_mut, FfiError,
+};
+use super::types::*;
+use crate::{Cache, CacheConfig, MissPolicy, TableName};
+
+/// Bytes of the 1.0 `kvzch_options`, the smallest a host may pass.
+const OPTIONS_V1_0_SIZE: usize = 40;
+/// Bytes of the 1.0 `kvzch_cache_info`, the smallest a host may pass.
+const CACHE_INFO_V1_0_SIZE: usize = 40;
+const MAX_NAME_BYTES: usize = 64;
+
+/// Fills `opts` with the defaults and sets `struct_size` to
+/// `sizeof(kvzch_options)`. `row_bytes` is left 0: the host must set it.
+/// NULL: no-op.
+#[no_mangle]
+pub extern "C" fn kvzch_options_init(opts: *mut kvzch_options) {
+    boundary_or("kvzch_options_init", (), || {
+        // SAFETY: the contract: `opts` is NULL or points to a writable kvzch_options.
+        if let Ok(opts) = unsafe { required_mut(opts, "opts") } {
+            *opts = default_options();
+        }
+    })
+}
+
+fn default_options() -> kvzch_options {
+    kvzch_options {
+        struct_size: size_of::<kvzch_options>() as u32,
+        row_bytes: 0,
+        num_shards: 0,
+        miss_policy: KVZCH_MISS_ZERO_FILL,
+        max_rows: 0,
+        max_memory_bytes: 0,
+        name: std::ptr::null(),
+    }
+}
+
+/// Reads the host's options: `min(struct_size, sizeof ours)` bytes, the rest
+/// defaulted. Bytes past ours must be zero: they would be options this build
+/// does not have, which it must not silently ignore.
+///
+/// # Safety
+/// `opts` is non-NULL, aligned, and valid for reads of `struct_size` bytes.
+unsafe fn read_options(opts: *const kvzch_options) -> Result<kvzch_options, FfiError> {
+    // SAFETY: `struct_size` is the first field, inside any struct the host has.
+    let host_size = unsafe { opts.cast::<u32>().read() } as usize;
+    if host_size < OPTIONS_V1_0_SIZE {
+        return Err(FfiError::invalid(format!(
+            "opts->struct_size {host_size} < {OPTIONS_V1_0_SIZE}, the size of the 1.0 kvzch_options"
+        )));
+    }
+    let ours = size_of::<kvzch_options>();
+    // SAFETY: the host's struct holds `host_size` bytes.
+    let host_bytes = unsafe { std::slice::from_raw_parts(opts.cast::<u8>(), host_size) };
+    if let Some(offset) = host_bytes.iter().skip(ours).position(|&b| b != 0) {
+        return Err(FfiError::new(
+            kvzch_status::KVZCH_STATUS_UNSUPPORTED,
+            format!(
+                "opts sets byte {} past the {ours} bytes of options this library (ABI {KVZCH_ABI_MAJOR}.{KVZCH_ABI_MINOR}) knows",
+                ours + offset
+            ),
+        ));
+    }
+    let mut options = default_options();
+    // SAFETY: `host_size >= ours` here, so `ours` bytes are readable, and every
+    // bit pattern of these bytes is a valid kvzch_options (integers and a pointer).
+    unsafe {
+        std::ptr::copy_nonoverlapping(opts.cast::<u8>(), (&raw mut options).cast::<u8>(), ours);
+    }
+    Ok(options)
+}
+
+fn config_from(options: &kvzch_options) -> Result<CacheConfig, FfiError> {
+    let miss_policy = match options.miss_policy {
+        KVZCH_MISS_ZERO_FILL => MissPolicy::ZeroFill,
+        KVZCH_MISS_LEAVE_UNTOUCHED => MissPolicy::LeaveUntouched,
+        other => {
+            return Err(FfiError::invalid(format!(
+                "opts->miss_policy {other} is neither KVZCH_MISS_ZERO_FILL (0) nor KVZCH_MISS_LEAVE_UNTOUCHED (1)"
+            )))
+        }
+    };
+    let name = if options.name.is_null() {
+        TableName::default()
+    } else {
+        // SAFETY: a non-NULL name is a NUL-terminated string by the ABI.
+        let bytes = unsafe { bounded_c_str(options.name, MAX_NAME_BYTES, "opts->name") }?;
+        let name = std::str::from_utf8(bytes).map_err(|_| {
+            FfiError::invalid(format!(
+                "opts->name {:?} is not UTF-8",
+                String::from_utf8_lossy(bytes)
+            ))
+        })?;
+        TableName::new(name).map_err(|e| FfiError::from(e).prefixed("opts->"))?
+    };
+    let nonzero = |value: u64| (value != 0).then_some(value);
+    Ok(CacheConfig {
+        row_bytes: options.row_bytes as usize,
+        num_shards: options.num_shards as usize,
+        miss_policy,
+        max_rows: nonzero(options.max_rows),
+        max_memory_bytes: nonzero(options.max_memory_bytes),
+        name,
+    })
+}
+
+/// Creates a cache. `opts->row_bytes` is required; see `kvzch_options` for the
+/// rest. On success `*out` owns the new cache.
+#[no_mangle]
+pub extern "C" fn kvzch_cache_create(
+    opts: *const kvzch_options,
+    out: *mut *mut kvzch_cache,
+) -> kvzch_status {
+    boundary("kvzch_cache_create", || {
+        // SAFETY: the contract: `opts` is NULL or a readable kvzch_options.
+        unsafe { required(opts, "opts") }?;
+        // SAFETY: `out` is NULL or a writable pointer.
+        let out = unsafe { required_mut(out, "out") }?;
+        // SAFETY: `opts` was checked non-NULL and aligned just above.
+        let options = unsafe { read_options(opts) }?;
+        let config = config_from(&options)?;
+        let cache = Cache::new(config).map_err(|e| FfiError::from(e).prefixed("opts->"))?;
+        *out = Box::into_raw(Box::new(kvzch_cache {
+            magic: LIVE_CACHE,
+            cache,
+        }));
+        Ok(())
+    })
+}
+
+/// Destroys a cache and everything it holds, sinks included. The host calls it
+/// once, after every other call on the cache has returned. NULL: no-op.
+#[no_mangle]
+pub extern "C" fn kvzch_cache_destroy(cache: *mut kvzch_cache) {
+    boundary_or("kvzch_cache_destroy", (), || {
+        // SAFETY: the contract: NULL or a live handle from kvzch_cache_create.
+        if unsafe { live_cache(cache) }.is_ok() {
+            // SAFETY: the handle came from `Box::into_raw` in kvzch_cache_create
+            // and no other call is using it; clearing the magic first lets a
+            // later use of the dangling handle be caught while the memory stays
+            // mapped.
+            unsafe {
+                (*cache).magic = 0;
+                drop(Box::from_raw(cache));
+            }
+        }
+    })
+}
+
+/// Checks that a buffer of `len` bytes holds `n` rows, and returns `n * row_bytes`.
+fn rows_bytes(cache: &Cache, n: usize, len: usize, what: &str) -> Result<usize, FfiError> {
+    let needed = n.checked_mul(cache.row_bytes()).ok_or_else(|| {
+        FfiError::invalid(format!(
+            "n {n} * row_bytes {} overflows size_t",
+            cache.row_bytes()
+        ))
+    })?;
+    if len < needed {
+        return Err(FfiError::invalid(format!(
+            "{what} {len} < n * row_bytes = {needed}"
+        )));
+    }
+    Ok(needed)
+}
+
+/// Inserts or overwrites `n` rows, stamping each with `timestamp`. Row `i` is
+/// `rows + i * row_bytes`; `rows_len` is the buffer's length in bytes. The last
+/// occurrence of a duplicate id wins. With `max_rows` / `max_memory_bytes` set
+/// and no room: `KVZCH_STATUS_CAPACITY_EXCEEDED`, and nothing is stored.
+/// Concurrent readers see every row whole, old or new.
+#[no_mangle]
+pub extern "C" fn kvzch_cache_batch_set(
+    cache: *mut kvzch_cache,
+    ids: *const i64,
+    n: usize,
+    rows: *const c_void,
+    rows_len: usize,
+    timestamp: u32,
+) -> kvzch_status {
+    boundary("kvzch_cache_batch_set", || {
+        // SAFETY: the contract: NULL or a live handle.
+        let cache = unsafe { live_cache(cache) }?;
+        let needed = rows_bytes(cache, n, rows_len, "rows_len")?;
+        // SAFETY: the ABI: `ids` holds `n` ids.
+        let ids = unsafe { slice(ids, n, "ids") }?;
+        // SAFETY: `rows` holds `rows_len >= needed` bytes.
+        let rows = unsafe { slice(rows.cast::<u8>(), needed, "rows") }?;
+        cache.batch_set(ids, rows, timestamp)?;
+        Ok(())
+    })
+}
+
+/// Looks up `n` ids. For each `i`, copies the row of `ids[i]` to
+/// `out + i * row_bytes` on a hit; on a miss, zero-fills it
+/// (`KVZCH_MISS_ZERO_FILL`) or leaves it (`KVZCH_MISS_LEAVE_UNTOUCHED`).
+/// `hit_mask` (optional, `n` bytes) gets 1 per hit and 0 per miss. Then, in
+/// this order: adds the batch's hits and misses to the cache's counters in one
+/// indivisible step, writes `*stats` (optional), and calls every sink of the
+/// cache and every global sink once (none when `n == 0`). Never changes the
+/// cache's contents. `out`, `ids` and `hit_mask` must not overlap.
+#[no_mangle]
+pub extern "C" fn kvzch_cache_batch_get(
+    cache: *mut kvzch_cache,
+    ids: *const i64,
+    n: usize,
+    out: *mut c_void,
+    out_len: usize,
+    hit_mask: *mut u8,
+    stats: *mut kvzch_batch_stats,
+) -> kvzch_status {
+    boundary("kvzch_cache_batch_get", || {
+        // SAFETY: the contract: NULL or a live handle.
+        let cache = unsafe { live_cache(cache) }?;
+        let needed = rows_bytes(cache, n, out_len, "out_len")?;
+        let out = out.cast::<u8>();
+        if n > 0 && ids.is_null() {
+            return Err(FfiError::null("ids"));
+        }
+        if n > 0 && out.is_null() {
+            return Err(FfiError::null("out"));
+        }
+        let buffers = [
+            ("ids", ids as usize, n.saturating_mul(size_of::<i64>())),
+            ("out", out as usize, needed),
+            (
+                "hit_mask",
+                hit_mask as usize,
+                if hit_mask.is_null() { 0 } else { n },
+            ),
+            (
+                "stats",
+                stats as usize,
+                if stats.is_null() {
+                    0
+                } else {
+                    size_of::<kvzch_batch_stats>()
+                },
+            ),
+        ];
+        for (i, &(a, a_start, a_len)) in buffers.iter().enumerate() {
+            for &(b, b_start, b_len) in &buffers[i + 1..] {
+                if overlap(a_start as *const u8, a_len, b_start as *const u8, b_len) {
+                    return Err(FfiError::invalid(format!("{a} and {b} overlap")));
+                }
+            }
+        }
+        // SAFETY: the ABI: `ids` holds `n` ids; the buffers were checked disjoint.
+        let ids = unsafe { slice(ids, n, "ids") }?;
+        // SAFETY: `out` holds `out_len >= needed` writable bytes, disjoint from the rest.
+        let out = unsafe { slice_mut(out, needed, "out") }?;
+        let hit_mask = if hit_mask.is_null() {
+            None
+        } else {
+            // SAFETY: a non-NULL `hit_mask` holds `n` writable bytes, disjoint from the rest.
+            Some(unsafe { slice_mut(hit_mask, n, "hit_mask") }?)
+        };
+        // SAFETY: `stats` is NULL or a writable kvzch_batch_stats, disjoint from the rest.
+        let stats = if stats.is_null() {
+            None
+        } else {
+            Some(unsafe { required_mut(stats, "stats") }?)
+        };
+        cache.batch_get_then(ids, out, hit_mask, |batch| {
+            if let Some(stats) = stats {
+                *stats = (*batch).into();
+            }
+        })?;
+        Ok(())
+    })
+}
+
+/// Removes `n` ids; `*out_removed` (optional) gets how many were stored.
+#[no_mangle]
+pub extern "C" fn kvzch_cache_batch_remove(
+    cache: *mut kvzch_cache,
+    ids: *const i64,
+    n: usize,
+    out_removed: *mut u64,
+) -> kvzch_status {
+    boundary("kvzch_cache_batch_remove", || {
+        // SAFETY: the contract: NULL or a live handle.
+        let cache = unsafe { live_cache(cache) }?;
+        // SAFETY: the ABI: `ids` holds `n` ids.
+        let ids = unsafe { slice(ids, n, "ids") }?;
+        let out_removed = optional_out(out_removed, "out_removed")?;
+        let removed = cache.batch_remove(ids)?;
+        if let Some(out) = out_removed {
+            *out = removed;
+        }
+        Ok(())
+    })
+}
+
+/// Removes every row whose timestamp is `< threshold` (publish a snapshot at T,
+/// then evict older than T); `*out_evicted` (optional) gets how many. Readers
+/// keep going and see each row present or absent, never torn.
+#[no_mangle]
+pub extern "C" fn kvzch_cache_evict_older_than(
+    cache: *mut kvzch_cache,
+    threshold: u32,
+    out_evicted: *mut u64,
+) -> kvzch_status {
+    boundary("kvzch_cache_evict_older_than", || {
+        // SAFETY: the contract: NULL or a live handle.
+        let cache = unsafe { live_cache(cache) }?;
+        let out_evicted = optional_out(out_evicted, "out_evicted")?;
+        let evicted = cache.evict_older_than(threshold);
+        if let Some(out) = out_evicted {
+            *out = evicted;
+        }
+        Ok(())
+    })
+}
+
+/// An optional out-param: NULL is fine, a misaligned pointer is not.
+fn optional_out<'a, T>(ptr: *mut T, what: &str) -> Result<Option<&'a mut T>, FfiError> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: a non-NULL optional out-param is writable by the ABI.
+    unsafe { required_mut(ptr, what) }.map(Some)
+}
+
+/// Fills `*out` with what the cache holds now. The host sets `out->struct_size`
+/// (at least the 1.0 size, 40); the library fills at most that many bytes and
+/// sets `struct_size` to the number it filled.
+#[no_mangle]
+pub extern "C" fn kvzch_cache_get_info(
+    cache: *const kvzch_cache,
+    out: *mut kvzch_cache_info,
+) -> kvzch_status {
+    boundary("kvzch_cache_get_info", || {
+        // SAFETY: the contract: NULL or a live handle.
+        let cache = unsafe { live_cache(cache) }?;
+        // SAFETY: `out` is NULL or points to at least the 1.0 struct, whose first
+        // field is `struct_size`.
+        let host_size = unsafe { required(out.cast_const(), "out") }?.struct_size as usize;
+        if host_size < CACHE_INFO_V1_0_SIZE {
+            return Err(FfiError::invalid(format!(
+                "out->struct_size {host_size} < {CACHE_INFO_V1_0_SIZE}, the size of the 1.0 kvzch_cache_info"
+            )));
+        }
+        let filled = host_size.min(size_of::<kvzch_cache_info>());
+        let info = cache.info();
+        let info = kvzch_cache_info {
+            struct_size: filled as u32,
+            row_bytes: info.row_bytes as u32,
+            num_shards: info.num_shards as u32,
+            reserved: 0,
+            rows: info.rows,
+            memory_bytes: info.memory_bytes,
+        };
+        // SAFETY: the host's struct holds `host_size >= filled` bytes, and `info`
+        // is a kvzch_cache_info of at least `filled` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping((&raw const info).cast::<u8>(), out.cast::<u8>(), filled);
+        }
+        Ok(())
+    })
+}
+
+/// Writes the hits and misses since the previous call on this cache (or since
+/// creation) and starts a new window. Every batch is counted in exactly one
+/// window, wholly: a snapshot never splits a batch.
+#[no_mangle]
+pub extern "C" fn kvzch_cache_get_read_hit_rate_stats(
+    cache: *mut kvzch_cache,
+    out: *mut kvzch_read_stats,
+) -> kvzch_status {
+    boundary("kvzch_cache_get_read_hit_rate_stats", || {
+        // SAFETY: the contract: NULL or a live handle.
+        let cache = unsafe { live_cache(cache) }?;
+        // SAFETY: `out` is NULL or a writable kvzch_read_stats.
+        let out = unsafe { required_mut(out, "out") }?;
+        *out = cache.take_read_hit_rate_stats().into();
+        Ok(())
+    })
+}
+
+/// Writes the hits and misses since creation; resets nothing, so any number of
+/// pollers can read it. A consistent snapshot: each batch wholly or not at all.
+#[no_mangle]
+pub extern "C" fn kvzch_cache_get_cumulative_read_stats(
+    cache: *const kvzch_cache,
+    out: *mut kvzch_read_stats,
+) -> kvzch_status {
+    boundary("kvzch_cache_get_cumulative_read_stats", || {
+        // SAFETY: the contract: NULL or a live handle.
+        let cache = unsafe { live_cache(cache) }?;
+        // SAFETY: `out` is NULL or a writable kvzch_read_stats.
+        let out = unsafe { required_mut(out, "out") }?;
+        *out = cache.cumulative_read_stats().into();
+        Ok(())
+    })
+}

@@ -1,0 +1,93 @@
+//! What the loaded library is and has: versions, features, names, last error.
+
+use std::ffi::{c_char, CStr};
+
+use super::guard::{boundary_or, bounded_c_str, copy_last_error, slice_mut};
+use super::types::*;
+
+/// The features a 1.0 host may ask for; later versions only add names.
+const FEATURES: &[&str] = &[
+    "read_hit_rate_stats",
+    "cumulative_read_stats",
+    "stat_sink",
+    "global_stat_sink",
+    "evict_older_than",
+    "batch_remove",
+    "plugin_api_v1",
+];
+const LONGEST_FEATURE: usize = 64;
+
+/// `(KVZCH_ABI_MAJOR << 16) | KVZCH_ABI_MINOR` of the loaded library, which may
+/// be newer than the header the host was compiled with.
+#[no_mangle]
+pub extern "C" fn kvzch_abi_version() -> u32 {
+    KVZCH_ABI_MAJOR << 16 | KVZCH_ABI_MINOR
+}
+
+/// The library's semantic version, e.g. "0.1.0". Static.
+#[no_mangle]
+pub extern "C" fn kvzch_version() -> *const c_char {
+    const VERSION: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(version) => version,
+            Err(_) => panic!("the crate version has no NUL"),
+        };
+    VERSION.as_ptr()
+}
+
+/// True when the loaded library has the named feature (see the ABI's list).
+/// NULL or an unknown name: false.
+#[no_mangle]
+pub extern "C" fn kvzch_has_feature(name: *const c_char) -> bool {
+    boundary_or("kvzch_has_feature", false, || {
+        if name.is_null() {
+            return false;
+        }
+        // SAFETY: a non-NULL name is NUL-terminated by the ABI.
+        match unsafe { bounded_c_str(name, LONGEST_FEATURE, "name") } {
+            Ok(bytes) => FEATURES.iter().any(|feature| feature.as_bytes() == bytes),
+            Err(_) => false,
+        }
+    })
+}
+
+/// "OK", "NULL_ARGUMENT", ...: the status's name without the prefix. Static.
+/// An unknown value: "UNKNOWN".
+#[no_mangle]
+pub extern "C" fn kvzch_status_name(status: StatusCode) -> *const c_char {
+    let name: &CStr = match status.0 {
+        0 => c"OK",
+        1 => c"NULL_ARGUMENT",
+        2 => c"INVALID_ARGUMENT",
+        3 => c"OUT_OF_MEMORY",
+        4 => c"CAPACITY_EXCEEDED",
+        5 => c"NOT_FOUND",
+        6 => c"UNSUPPORTED",
+        7 => c"WOULD_DEADLOCK",
+        8 => c"INTERNAL",
+        _ => c"UNKNOWN",
+    };
+    name.as_ptr()
+}
+
+/// Copies the calling thread's last error message into `buf` (NUL-terminated,
+/// truncated to `len - 1` bytes) and returns its full length without the NUL;
+/// 0 if this thread has had no error. `buf` may be NULL when `len` is 0. A
+/// successful call does not clear the message.
+#[no_mangle]
+pub extern "C" fn kvzch_last_error_message(buf: *mut c_char, len: usize) -> usize {
+    boundary_or("kvzch_last_error_message", 0, || {
+        // SAFETY: the contract: `buf` holds `len` writable bytes (or len is 0).
+        match unsafe { slice_mut(buf.cast::<u8>(), len, "buf") } {
+            Ok(buf) => copy_last_error(buf),
+            Err(_) => copy_last_error(&mut []),
+        }
+    })
+}
+
+/// The canonical counter name of a `KVZCH_STAT_*` number
+/// ("kvzch.inference.read_hit_count", ...). Static. Unknown: NULL.
+#[no_mangle]
+pub extern "C" fn kvzch_stat_name(stat: u32) -> *const c_char {
+    crate::stats::stat_name(stat).map_or(std::ptr::null(), CStr::as_ptr)
+}

@@ -1,0 +1,21 @@
+//! kvzch: a DRAM key-value embedding cache for ML inference.
+//!
+//! Hosts publish fixed-width embedding rows keyed by `i64` ids
+//! ([`Cache::batch_set`]), look them up in large batches from many threads
+//! ([`Cache::batch_get`]), evict stale rows after a republish
+//! ([`Cache::evict_older_than`]), and measure the read-time hit rate: counters
+//! that are consistent snapshots ([`Cache::take_read_hit_rate_stats`],
+//! [`Cache::cumulative_read_stats`]) and sinks called with every batch's counts.
+//!
+//! The same engine is exported to C and C++ through the `kvzch_*` functions of
+//! `include/kvzch.h` (see `ffi`).
+
+pub mod cache;
+pub mod ffi;
+mod prefetch;
+pub mod stats;
+
+pub use cache::{Cache, CacheConfig, CacheInfo, Error, ErrorKind, MissPolicy, TableName};
+pub use stats::{
+    register_global_sink, unregister_global_sink, BatchEvent, BatchStats, ReadStats, Sink, SinkId,
+};
