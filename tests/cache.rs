@@ -1,0 +1,269 @@
+//! The engine's behaviour through its Rust API: contents, miss policies,
+//! capacity, eviction and accounting.
+
+use kvzch::{Cache, CacheConfig, ErrorKind, MissPolicy, TableName};
+
+fn config(row_bytes: usize) -> CacheConfig {
+    CacheConfig {
+        num_shards: 4,
+        ..CacheConfig::new(row_bytes)
+    }
+}
+
+/// A row that encodes its id and a version in every byte position.
+fn row_of(id: i64, version: u8, row_bytes: usize) -> Vec<u8> {
+    (0..row_bytes)
+        .map(|i| (id as u8).wrapping_mul(31).wrapping_add(i as u8) ^ version)
+        .collect()
+}
+
+fn rows_of(ids: &[i64], version: u8, row_bytes: usize) -> Vec<u8> {
+    ids.iter()
+        .flat_map(|&id| row_of(id, version, row_bytes))
+        .collect()
+}
+
+fn get(cache: &Cache, ids: &[i64]) -> (Vec<u8>, Vec<u8>, kvzch::BatchStats) {
+    let mut out = vec![0xAB; ids.len() * cache.row_bytes()];
+    let mut mask = vec![7; ids.len()];
+    let stats = cache.batch_get(ids, &mut out, Some(&mut mask)).unwrap();
+    (out, mask, stats)
+}
+
+#[test]
+fn set_then_get_returns_every_row_and_counts_hits() {
+    let cache = Cache::new(config(13)).unwrap();
+    let ids: Vec<i64> = (-500..500)
+        .map(|i| i * 1_000_003)
+        .chain([i64::MIN, i64::MAX, -1])
+        .collect();
+    cache.batch_set(&ids, &rows_of(&ids, 1, 13), 10).unwrap();
+    assert_eq!(cache.info().rows, ids.len() as u64);
+    let (out, mask, stats) = get(&cache, &ids);
+    assert_eq!(out, rows_of(&ids, 1, 13));
+    assert!(mask.iter().all(|&m| m == 1));
+    assert_eq!(
+        (stats.hits, stats.misses, stats.total),
+        (ids.len() as u64, 0, ids.len() as u64)
+    );
+}
+
+#[test]
+fn lookups_span_several_windows() {
+    let cache = Cache::new(config(8)).unwrap();
+    let ids: Vec<i64> = (0..10_000).collect();
+    cache.batch_set(&ids, &rows_of(&ids, 3, 8), 1).unwrap();
+    let wanted: Vec<i64> = (0..12_000).rev().collect();
+    let (out, mask, stats) = get(&cache, &wanted);
+    for (i, &id) in wanted.iter().enumerate() {
+        let row = &out[i * 8..][..8];
+        if id < 10_000 {
+            assert_eq!(row, row_of(id, 3, 8), "id {id}");
+            assert_eq!(mask[i], 1);
+        } else {
+            assert_eq!(row, [0; 8], "id {id}");
+            assert_eq!(mask[i], 0);
+        }
+    }
+    assert_eq!((stats.hits, stats.misses), (10_000, 2_000));
+}
+
+#[test]
+fn misses_are_zero_filled_or_left_untouched() {
+    let zero = Cache::new(config(4)).unwrap();
+    let leave = Cache::new(CacheConfig {
+        miss_policy: MissPolicy::LeaveUntouched,
+        ..config(4)
+    })
+    .unwrap();
+    for cache in [&zero, &leave] {
+        cache.batch_set(&[1], &[1, 2, 3, 4], 0).unwrap();
+    }
+    let (out, mask, _) = get(&zero, &[5, 1]);
+    assert_eq!(out, [0, 0, 0, 0, 1, 2, 3, 4]);
+    assert_eq!(mask, [0, 1]);
+    let (out, mask, _) = get(&leave, &[5, 1]);
+    assert_eq!(out, [0xAB, 0xAB, 0xAB, 0xAB, 1, 2, 3, 4]);
+    assert_eq!(mask, [0, 1]);
+}
+
+#[test]
+fn duplicate_ids_keep_the_last_row_and_exactly_one_entry() {
+    let cache = Cache::new(config(2)).unwrap();
+    cache
+        .batch_set(&[9, 4, 9, 9], &[1, 1, 2, 2, 3, 3, 4, 4], 5)
+        .unwrap();
+    assert_eq!(cache.info().rows, 2);
+    let (out, _, _) = get(&cache, &[9, 4, 9]);
+    assert_eq!(out, [4, 4, 2, 2, 4, 4]);
+    assert_eq!(cache.batch_remove(&[9]).unwrap(), 1);
+    let (_, mask, _) = get(&cache, &[9]);
+    assert_eq!(
+        mask,
+        [0],
+        "a removed duplicate leaves no second copy behind"
+    );
+}
+
+#[test]
+fn remove_counts_only_stored_ids() {
+    let cache = Cache::new(config(1)).unwrap();
+    cache.batch_set(&[1, 2, 3], &[1, 2, 3], 0).unwrap();
+    assert_eq!(cache.batch_remove(&[2, 2, 7]).unwrap(), 1);
+    assert_eq!(cache.batch_remove(&[]).unwrap(), 0);
+    assert_eq!(cache.info().rows, 2);
+    let (out, mask, _) = get(&cache, &[1, 2, 3]);
+    assert_eq!((out, mask), (vec![1, 0, 3], vec![1, 0, 1]));
+}
+
+#[test]
+fn evict_older_than_removes_exactly_the_stale_rows() {
+    let cache = Cache::new(config(4)).unwrap();
+    let old: Vec<i64> = (0..3000).collect();
+    let new: Vec<i64> = (1500..5000).collect();
+    cache.batch_set(&old, &rows_of(&old, 1, 4), 100).unwrap();
+    cache.batch_set(&new, &rows_of(&new, 2, 4), 200).unwrap();
+    assert_eq!(cache.evict_older_than(100), 0, "the threshold is exclusive");
+    assert_eq!(cache.evict_older_than(200), 1500);
+    assert_eq!(cache.info().rows, 3500);
+    let all: Vec<i64> = (0..5000).collect();
+    let (out, mask, _) = get(&cache, &all);
+    for &id in &all {
+        let i = id as usize;
+        assert_eq!(mask[i] == 1, id >= 1500, "id {id}");
+        if id >= 1500 {
+            assert_eq!(&out[i * 4..][..4], row_of(id, 2, 4));
+        }
+    }
+    // Freed slots are reused: republishing the evicted ids does not grow memory.
+    let before = cache.info().memory_bytes;
+    let evicted: Vec<i64> = (0..1500).collect();
+    cache
+        .batch_set(&evicted, &rows_of(&evicted, 3, 4), 300)
+        .unwrap();
+    assert_eq!(cache.info().memory_bytes, before);
+}
+
+#[test]
+fn bad_buffers_are_rejected_and_change_nothing() {
+    let cache = Cache::new(config(4)).unwrap();
+    cache.batch_set(&[1], &[1, 1, 1, 1], 0).unwrap();
+    let error = cache.batch_set(&[2, 3], &[0; 7], 0).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidArgument);
+    assert!(error.message().contains("rows holds 7 bytes"), "{error}");
+    let mut out = [0u8; 4];
+    let error = cache.batch_get(&[1, 2], &mut out, None).unwrap_err();
+    assert!(error.message().contains("out holds 4 bytes"), "{error}");
+    let mut out = [0u8; 8];
+    let error = cache
+        .batch_get(&[1, 2], &mut out, Some(&mut [0u8; 1]))
+        .unwrap_err();
+    assert!(error.message().contains("hit_mask"), "{error}");
+    assert_eq!(cache.info().rows, 1);
+    assert_eq!(
+        cache.cumulative_read_stats().total,
+        0,
+        "failed lookups are not counted"
+    );
+}
+
+#[test]
+fn max_rows_rejects_a_publish_that_does_not_fit_and_stores_nothing() {
+    let cache = Cache::new(CacheConfig {
+        max_rows: Some(100),
+        ..config(8)
+    })
+    .unwrap();
+    let first: Vec<i64> = (0..90).collect();
+    cache.batch_set(&first, &rows_of(&first, 1, 8), 1).unwrap();
+    // 10 old ids and 11 new ones (one of them twice): 101 rows would not fit.
+    let mut too_many: Vec<i64> = (80..101).collect();
+    too_many.push(100);
+    let error = cache
+        .batch_set(&too_many, &rows_of(&too_many, 2, 8), 2)
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::CapacityExceeded);
+    assert!(error.message().contains("max_rows 100"), "{error}");
+    assert_eq!(cache.info().rows, 90);
+    let (out, _, _) = get(&cache, &first);
+    assert_eq!(out, rows_of(&first, 1, 8), "old rows were not overwritten");
+    // Exactly full is fine, and overwrites need no room.
+    let fits: Vec<i64> = (80..100).chain([99]).collect();
+    cache.batch_set(&fits, &rows_of(&fits, 2, 8), 2).unwrap();
+    assert_eq!(cache.info().rows, 100);
+    cache.batch_set(&first, &rows_of(&first, 3, 8), 3).unwrap();
+}
+
+#[test]
+fn max_memory_bytes_is_never_exceeded() {
+    let empty = Cache::new(config(64)).unwrap().info().memory_bytes;
+    let limit = empty + 64 * 1024;
+    let cache = Cache::new(CacheConfig {
+        max_memory_bytes: Some(limit),
+        ..config(64)
+    })
+    .unwrap();
+    let mut stored = 0u64;
+    let mut next = 0i64;
+    loop {
+        let ids: Vec<i64> = (next..next + 50).collect();
+        match cache.batch_set(&ids, &rows_of(&ids, 1, 64), 1) {
+            Ok(()) => {
+                stored += 50;
+                next += 50;
+            }
+            Err(error) => {
+                assert_eq!(error.kind(), ErrorKind::CapacityExceeded, "{error}");
+                break;
+            }
+        }
+        assert!(cache.info().memory_bytes <= limit);
+    }
+    assert!(stored > 0);
+    assert_eq!(cache.info().rows, stored);
+    let error = Cache::new(CacheConfig {
+        max_memory_bytes: Some(10),
+        ..config(64)
+    })
+    .err()
+    .unwrap();
+    assert!(error.message().contains("max_memory_bytes 10"), "{error}");
+}
+
+#[test]
+fn memory_accounting_covers_the_payload_with_bounded_overhead() {
+    let cache = Cache::new(config(256)).unwrap();
+    let ids: Vec<i64> = (0..200_000).collect();
+    for chunk in ids.chunks(4096) {
+        cache.batch_set(chunk, &rows_of(chunk, 0, 256), 0).unwrap();
+    }
+    let info = cache.info();
+    let payload = 200_000 * 256;
+    assert!(info.memory_bytes >= payload);
+    let overhead_per_row = (info.memory_bytes - payload) as f64 / 200_000.0;
+    assert!(
+        overhead_per_row < 64.0,
+        "{overhead_per_row} bytes per row beyond the payload"
+    );
+}
+
+#[test]
+fn config_errors_name_the_argument() {
+    let error = Cache::new(CacheConfig::new(0)).err().unwrap();
+    assert!(error.message().contains("row_bytes 0"), "{error}");
+    let error = Cache::new(CacheConfig {
+        num_shards: 100_000,
+        ..CacheConfig::new(1)
+    })
+    .err()
+    .unwrap();
+    assert!(error.message().contains("num_shards 100000"), "{error}");
+    assert!(TableName::new("no spaces").is_err());
+    let info = Cache::new(CacheConfig {
+        num_shards: 5,
+        ..CacheConfig::new(3)
+    })
+    .unwrap()
+    .info();
+    assert_eq!((info.num_shards, info.row_bytes, info.rows), (8, 3, 0));
+}
