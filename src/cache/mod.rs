@@ -50,7 +50,7 @@ use shard::Shard;
 /// scratch and keeps a window's prefetched rows in the L2 cache.
 const LOOKUP_WINDOW: usize = 4096;
 /// Ids resolved ahead of the one being copied, for prefetching.
-const PREFETCH_DISTANCE: usize = 16;
+const PREFETCH_DISTANCE: usize = 8;
 /// Rows a publish writes before letting waiting readers into the shard.
 const WRITE_STRETCH: usize = 512;
 /// Index buckets an eviction pass scans before letting waiting readers in.
@@ -318,6 +318,9 @@ impl Cache {
             }
         }
         if ids.is_empty() {
+            // Nothing to count and no sink to call, but the caller still learns
+            // the (empty) batch's counts.
+            before_sinks(&BatchStats::default());
             return Ok(BatchStats::default());
         }
         let started = Instant::now();
@@ -371,24 +374,28 @@ impl Cache {
             let slots = &mut slots[range];
             let index = shard.index();
             let rows = shard.rows();
-            // Resolve every id of the shard first, prefetching buckets ahead and
-            // each hit's row as soon as its slot is known, then copy: the copies
-            // then find their rows in cache.
-            for &position in positions.iter().take(PREFETCH_DISTANCE) {
-                prefetch(index.probe_start(hashes[position as usize]));
-            }
-            for (j, &position) in positions.iter().enumerate() {
-                if let Some(&ahead) = positions.get(j + PREFETCH_DISTANCE) {
+            // A three-stage software pipeline over the shard's ids: the bucket of
+            // id j + 2d is prefetched, id j + d is resolved (its bucket has
+            // arrived) and its row prefetched, and id j is copied (its row has
+            // arrived). Each id's two dependent misses overlap with the other
+            // ids' work instead of stalling on their own.
+            let d = PREFETCH_DISTANCE;
+            for j in 0..positions.len() + 2 * d {
+                if let Some(&ahead) = positions.get(j) {
                     prefetch(index.probe_start(hashes[ahead as usize]));
                 }
-                let p = position as usize;
-                if let Some(slot) = index.get(ids[p], hashes[p]) {
-                    prefetch_row(rows.row(slot));
-                    slots[j] = slot;
+                if let Some(resolving) = j.checked_sub(d).filter(|&k| k < positions.len()) {
+                    let p = positions[resolving] as usize;
+                    if let Some(slot) = index.get(ids[p], hashes[p]) {
+                        prefetch_row(rows.row(slot));
+                        slots[resolving] = slot;
+                    }
                 }
-            }
-            for (&position, &slot) in positions.iter().zip(slots.iter()) {
-                let p = position as usize;
+                let Some(copying) = j.checked_sub(2 * d).filter(|&k| k < positions.len()) else {
+                    continue;
+                };
+                let p = positions[copying] as usize;
+                let slot = slots[copying];
                 let hit = slot != MISS;
                 let target = &mut out[p * self.row_bytes..][..self.row_bytes];
                 if hit {

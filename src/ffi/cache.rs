@@ -12,7 +12,7 @@ use crate::{Cache, CacheConfig, MissPolicy, TableName};
 /// Bytes of the 1.0 `kvzch_options`, the smallest a host may pass.
 const OPTIONS_V1_0_SIZE: usize = 40;
 /// Bytes of the 1.0 `kvzch_cache_info`, the smallest a host may pass.
-const CACHE_INFO_V1_0_SIZE: usize = 40;
+const CACHE_INFO_V1_0_SIZE: usize = 32;
 const MAX_NAME_BYTES: usize = 64;
 
 /// Fills `opts` with the defaults and sets `struct_size` to
@@ -327,7 +327,7 @@ fn optional_out<'a, T>(ptr: *mut T, what: &str) -> Result<Option<&'a mut T>, Ffi
 }
 
 /// Fills `*out` with what the cache holds now. The host sets `out->struct_size`
-/// (at least the 1.0 size, 40); the library fills at most that many bytes and
+/// (at least the 1.0 size, 32); the library fills at most that many bytes and
 /// sets `struct_size` to the number it filled.
 #[no_mangle]
 pub extern "C" fn kvzch_cache_get_info(

@@ -1,0 +1,63 @@
+# Builds the Rust crate with cargo and exposes it as two imported targets:
+#   kvzch::kvzch         libkvzch.so (SONAME libkvzch.so.1)
+#   kvzch::kvzch_static  libkvzch.a
+# cargo runs at build time only, so configuring never touches the network.
+
+if(DEFINED ENV{CARGO} AND NOT "$ENV{CARGO}" STREQUAL "")
+  set(_kvzch_cargo_default "$ENV{CARGO}")
+else()
+  find_program(_kvzch_cargo_found cargo
+    HINTS "$ENV{CARGO_HOME}/bin" "$ENV{HOME}/.cargo/bin")
+  set(_kvzch_cargo_default "${_kvzch_cargo_found}")
+endif()
+set(KVZCH_CARGO "${_kvzch_cargo_default}" CACHE FILEPATH "The cargo that builds libkvzch")
+if(NOT KVZCH_CARGO)
+  message(FATAL_ERROR "cargo not found: install Rust or set CARGO / KVZCH_CARGO")
+endif()
+
+find_package(Threads REQUIRED)
+
+set(KVZCH_CARGO_TARGET_DIR "${CMAKE_BINARY_DIR}/cargo")
+set(KVZCH_SHARED_LIBRARY "${KVZCH_CARGO_TARGET_DIR}/release/libkvzch.so")
+set(KVZCH_SONAME_LINK "${KVZCH_CARGO_TARGET_DIR}/release/libkvzch.so.1")
+set(KVZCH_STATIC_LIBRARY "${KVZCH_CARGO_TARGET_DIR}/release/libkvzch.a")
+set(KVZCH_INCLUDE_DIR "${CMAKE_CURRENT_SOURCE_DIR}/include")
+
+# The target always runs and lets cargo's own fingerprints decide whether to
+# rebuild: a DEPENDS list of Rust sources would go stale as the crate grows,
+# and a no-op cargo build costs well under a second. Dependents relink only
+# when cargo actually rewrites the libraries.
+#
+# Executables record the SONAME, libkvzch.so.1, not the file they linked, so
+# running them from the build tree needs that link beside libkvzch.so. CMake
+# already puts this directory in the build RUNPATH of whatever links
+# kvzch::kvzch (it does so for every imported shared library), so no
+# BUILD_RPATH of our own is needed.
+add_custom_target(kvzch_cargo ALL
+  COMMAND "${CMAKE_COMMAND}" -E env "CARGO_TARGET_DIR=${KVZCH_CARGO_TARGET_DIR}"
+          "${KVZCH_CARGO}" build --release --locked
+          --manifest-path "${CMAKE_CURRENT_SOURCE_DIR}/Cargo.toml"
+  COMMAND "${CMAKE_COMMAND}" -E create_symlink libkvzch.so "${KVZCH_SONAME_LINK}"
+  BYPRODUCTS "${KVZCH_SHARED_LIBRARY}" "${KVZCH_SONAME_LINK}" "${KVZCH_STATIC_LIBRARY}"
+  WORKING_DIRECTORY "${CMAKE_CURRENT_SOURCE_DIR}"
+  COMMENT "cargo build --release --locked (libkvzch.so, libkvzch.a)"
+  USES_TERMINAL
+  VERBATIM)
+
+add_library(kvzch::kvzch SHARED IMPORTED GLOBAL)
+set_target_properties(kvzch::kvzch PROPERTIES
+  IMPORTED_LOCATION "${KVZCH_SHARED_LIBRARY}"
+  IMPORTED_SONAME "libkvzch.so.1"
+  INTERFACE_INCLUDE_DIRECTORIES "${KVZCH_INCLUDE_DIR}")
+add_dependencies(kvzch::kvzch kvzch_cargo)
+
+# What Rust's std needs from the system when linked statically, as reported by
+# `cargo rustc --release --crate-type staticlib -- --print native-static-libs`
+# (gcc_s and c come with every C/C++ link already).
+add_library(kvzch::kvzch_static STATIC IMPORTED GLOBAL)
+set_target_properties(kvzch::kvzch_static PROPERTIES
+  IMPORTED_LOCATION "${KVZCH_STATIC_LIBRARY}"
+  IMPORTED_LINK_INTERFACE_LANGUAGES "C"
+  INTERFACE_INCLUDE_DIRECTORIES "${KVZCH_INCLUDE_DIR}"
+  INTERFACE_LINK_LIBRARIES "Threads::Threads;${CMAKE_DL_LIBS};m;rt;util")
+add_dependencies(kvzch::kvzch_static kvzch_cargo)

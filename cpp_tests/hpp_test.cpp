@@ -1,0 +1,399 @@
+// The C++ layer (kvzch.hpp): ownership, errors, sink registrations, adapter.
+// Built against the .so and the .a, and once more as C++20 for std::span.
+#include "kvzch.hpp"
+
+#if defined(KVZCH_TEST_REQUIRE_SPAN) && !defined(KVZCH_HPP_HAS_SPAN)
+#error "built as C++20 with <span>, yet kvzch.hpp left out its std::span overloads"
+#endif
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace {
+
+static_assert(!std::is_copy_constructible_v<kvzch::Cache>);
+static_assert(!std::is_copy_assignable_v<kvzch::Cache>);
+static_assert(std::is_nothrow_move_constructible_v<kvzch::Cache>);
+static_assert(std::is_nothrow_move_assignable_v<kvzch::Cache>);
+static_assert(!std::is_copy_constructible_v<kvzch::SinkRegistration>);
+static_assert(std::is_nothrow_move_constructible_v<kvzch::SinkRegistration>);
+static_assert(std::is_base_of_v<std::runtime_error, kvzch::Error>);
+
+std::vector<std::uint8_t> row_of(std::uint8_t value, std::size_t row_bytes) {
+  return std::vector<std::uint8_t>(row_bytes, value);
+}
+
+void put(kvzch::Cache& cache, std::int64_t id, std::uint8_t value, std::uint32_t ts = 1) {
+  const std::vector<std::uint8_t> row = row_of(value, cache.row_bytes());
+  cache.batch_set(&id, 1, row.data(), row.size(), ts);
+}
+
+kvzch_batch_stats lookup(kvzch::Cache& cache, const std::vector<std::int64_t>& ids) {
+  std::vector<std::uint8_t> out(ids.size() * cache.row_bytes());
+  return cache.batch_get(ids.data(), ids.size(), out.data(), out.size());
+}
+
+TEST(Cache, OptionsBuilderReachesTheLibrary) {
+  kvzch::Cache cache(kvzch::Options()
+                         .row_bytes(48)
+                         .num_shards(3)
+                         .miss_policy(kvzch::MissPolicy::LeaveUntouched)
+                         .max_rows(1000)
+                         .max_memory_bytes(std::uint64_t{1} << 30)
+                         .name("hpp.table-1"));
+  EXPECT_EQ(cache.row_bytes(), 48u);
+  const kvzch_cache_info info = cache.info();
+  EXPECT_EQ(info.row_bytes, 48u);
+  EXPECT_EQ(info.num_shards, 4u);
+  EXPECT_EQ(info.rows, 0u);
+
+  // LeaveUntouched really was passed through.
+  const std::int64_t id = 5;
+  std::vector<std::uint8_t> out(48, 0xAB);
+  const kvzch_batch_stats s = cache.batch_get(&id, 1, out.data(), out.size());
+  EXPECT_EQ(s.misses, 1u);
+  EXPECT_EQ(out[0], 0xAB);
+}
+
+TEST(Cache, OptionsCopyKeepsItsOwnName) {
+  kvzch::Options original = kvzch::Options().row_bytes(8).name("first");
+  const kvzch::Options copy = original;
+  original.name("second");
+  std::string seen;
+  kvzch::Cache cache(copy);
+  kvzch::SinkRegistration reg =
+      cache.on_batch([&](const kvzch_batch_event& e) { seen = e.table; });
+  static_cast<void>(lookup(cache, {1}));
+  EXPECT_EQ(seen, "first");
+}
+
+TEST(Cache, RoundTripHitMaskStats) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(4));
+  const std::int64_t ids[] = {1, 2, 3};
+  const std::uint8_t rows[] = {1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3};
+  cache.batch_set(ids, 3, rows, sizeof rows, 10);
+
+  const std::int64_t query[] = {3, 4, 1};
+  std::uint8_t out[12];
+  std::uint8_t mask[3];
+  const kvzch_batch_stats s = cache.batch_get(query, 3, out, sizeof out, mask);
+  EXPECT_EQ(s.hits, 2u);
+  EXPECT_EQ(s.misses, 1u);
+  EXPECT_EQ(s.total, 3u);
+  EXPECT_EQ(mask[0], 1);
+  EXPECT_EQ(mask[1], 0);
+  EXPECT_EQ(mask[2], 1);
+  EXPECT_EQ(out[0], 3);
+  EXPECT_EQ(out[4], 0) << "zero-fill is the default miss policy";
+  EXPECT_EQ(out[8], 1);
+  EXPECT_EQ(cache.info().rows, 3u);
+
+  const std::int64_t gone[] = {1, 99};
+  EXPECT_EQ(cache.batch_remove(gone, 2), 1u);
+  put(cache, 7, 7, 20);
+  EXPECT_EQ(cache.evict_older_than(20), 2u);
+  EXPECT_EQ(cache.info().rows, 1u);
+}
+
+TEST(Cache, ReadHitRateResetsCumulativeDoesNot) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(8));
+  put(cache, 1, 1);
+  static_cast<void>(lookup(cache, {1, 1, 2}));
+  const kvzch_read_stats window = cache.read_hit_rate_stats();
+  EXPECT_EQ(window.hits, 2u);
+  EXPECT_EQ(window.misses, 1u);
+  EXPECT_EQ(window.total, 3u);
+  EXPECT_EQ(cache.read_hit_rate_stats().total, 0u);
+  EXPECT_EQ(cache.cumulative_read_stats().total, 3u);
+  EXPECT_EQ(cache.cumulative_read_stats().total, 3u);
+}
+
+TEST(Cache, MoveTransfersOwnership) {
+  kvzch::Cache a(kvzch::Options().row_bytes(8));
+  put(a, 1, 9);
+  kvzch_cache* handle = a.handle();
+  ASSERT_NE(handle, nullptr);
+
+  kvzch::Cache b(std::move(a));
+  EXPECT_EQ(b.handle(), handle);
+  EXPECT_EQ(a.handle(), nullptr);  // the moved-from state is specified: no handle
+  EXPECT_EQ(b.info().rows, 1u);
+
+  kvzch::Cache c(kvzch::Options().row_bytes(16));
+  c = std::move(b);
+  EXPECT_EQ(c.handle(), handle);
+  EXPECT_EQ(c.row_bytes(), 8u);
+  EXPECT_EQ(c.info().rows, 1u);
+}
+
+TEST(Cache, MovedFromCacheThrowsNullArgument) {
+  kvzch::Cache a(kvzch::Options().row_bytes(8));
+  kvzch::Cache b(std::move(a));
+  try {
+    static_cast<void>(a.info());
+    FAIL() << "no exception";
+  } catch (const kvzch::Error& e) {
+    EXPECT_EQ(e.status(), KVZCH_STATUS_NULL_ARGUMENT);
+  }
+}
+
+TEST(Errors, BadOptionsThrowWithStatusAndMessage) {
+  try {
+    kvzch::Cache cache(kvzch::Options().row_bytes(0));
+    FAIL() << "no exception";
+  } catch (const kvzch::Error& e) {
+    EXPECT_EQ(e.status(), KVZCH_STATUS_INVALID_ARGUMENT);
+    const std::string what = e.what();
+    EXPECT_EQ(what.rfind("INVALID_ARGUMENT: kvzch_cache_create: ", 0), 0u) << what;
+    EXPECT_NE(what.find("row_bytes"), std::string::npos) << what;
+    EXPECT_FALSE(e.library_message().empty());
+    EXPECT_NE(what.find(e.library_message()), std::string::npos);
+  }
+  EXPECT_THROW(kvzch::Cache(kvzch::Options().row_bytes(8).name("a b")), kvzch::Error);
+}
+
+TEST(Errors, ShortBufferThrowsAndNamesTheArgument) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(16));
+  const std::int64_t ids[] = {1, 2};
+  std::uint8_t out[31];
+  try {
+    static_cast<void>(cache.batch_get(ids, 2, out, sizeof out));
+    FAIL() << "no exception";
+  } catch (const kvzch::Error& e) {
+    EXPECT_EQ(e.status(), KVZCH_STATUS_INVALID_ARGUMENT);
+    const std::string what = e.what();
+    EXPECT_EQ(what.rfind("INVALID_ARGUMENT: kvzch_cache_batch_get: ", 0), 0u) << what;
+    EXPECT_NE(what.find("out_len"), std::string::npos) << what;
+  }
+  EXPECT_EQ(cache.cumulative_read_stats().total, 0u);
+}
+
+TEST(Sinks, RegistrationSeesBatchesUntilDestroyed) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(8).name("events"));
+  put(cache, 1, 1);
+  std::vector<kvzch_batch_stats> seen;
+  std::string table;
+  {
+    kvzch::SinkRegistration reg = cache.on_batch([&](const kvzch_batch_event& e) {
+      seen.push_back(e.stats);
+      table = e.table;
+    });
+    EXPECT_TRUE(reg.active());
+    static_cast<void>(lookup(cache, {1, 2}));
+    static_cast<void>(lookup(cache, {}));  // n == 0: no event
+  }
+  static_cast<void>(lookup(cache, {1}));
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].hits, 1u);
+  EXPECT_EQ(seen[0].misses, 1u);
+  EXPECT_EQ(table, "events");
+}
+
+TEST(Sinks, ResetAndMove) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(8));
+  int calls = 0;
+  kvzch::SinkRegistration outer;
+  EXPECT_FALSE(outer);
+  {
+    kvzch::SinkRegistration reg = cache.on_batch([&](const kvzch_batch_event&) { ++calls; });
+    outer = std::move(reg);
+    EXPECT_FALSE(reg);
+  }
+  static_cast<void>(lookup(cache, {1}));
+  EXPECT_EQ(calls, 1) << "moving the registration must not unregister it";
+  outer.reset();
+  EXPECT_FALSE(outer);
+  static_cast<void>(lookup(cache, {1}));
+  EXPECT_EQ(calls, 1);
+  outer.reset();  // idempotent
+}
+
+TEST(Sinks, ReassigningUnregistersThePrevious) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(8));
+  int first = 0;
+  int second = 0;
+  kvzch::SinkRegistration reg = cache.on_batch([&](const kvzch_batch_event&) { ++first; });
+  reg = cache.on_batch([&](const kvzch_batch_event&) { ++second; });
+  static_cast<void>(lookup(cache, {1}));
+  EXPECT_EQ(first, 0);
+  EXPECT_EQ(second, 1);
+}
+
+// The callable is owned by the registration: destroyed exactly when it ends.
+TEST(Sinks, CallableLifetimeIsTheRegistrations) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(8));
+  auto alive = std::make_shared<int>(0);
+  std::weak_ptr<int> watch = alive;
+  {
+    kvzch::SinkRegistration reg =
+        cache.on_batch([owned = std::move(alive)](const kvzch_batch_event&) { ++*owned; });
+    static_cast<void>(lookup(cache, {1}));
+    ASSERT_FALSE(watch.expired());
+    EXPECT_EQ(*watch.lock(), 1);
+  }
+  EXPECT_TRUE(watch.expired());
+}
+
+TEST(Sinks, MoveOnlyCallablesAreAccepted) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(8));
+  auto counter = std::make_unique<int>(0);
+  int* raw = counter.get();
+  kvzch::SinkRegistration reg =
+      cache.on_batch([c = std::move(counter)](const kvzch_batch_event&) { ++*c; });
+  static_cast<void>(lookup(cache, {1}));
+  EXPECT_EQ(*raw, 1);
+}
+
+TEST(Sinks, ThrowingSinkIsSwallowedAndCounted) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(8));
+  put(cache, 1, 1);
+  int after = 0;
+  const std::uint64_t before = kvzch::swallowed_sink_exceptions();
+  kvzch::SinkRegistration thrower =
+      cache.on_batch([](const kvzch_batch_event&) { throw std::runtime_error("sink failed"); });
+  kvzch::SinkRegistration odd_thrower = cache.on_batch([](const kvzch_batch_event&) { throw 42; });
+  kvzch::SinkRegistration counter = cache.on_batch([&](const kvzch_batch_event&) { ++after; });
+
+  kvzch_batch_stats s{};
+  EXPECT_NO_THROW(s = lookup(cache, {1, 2}));
+  EXPECT_EQ(s.hits, 1u);
+  EXPECT_NO_THROW(s = lookup(cache, {1}));
+  EXPECT_EQ(kvzch::swallowed_sink_exceptions() - before, 4u);
+  EXPECT_EQ(after, 2) << "a throwing sink stopped the others";
+  EXPECT_EQ(cache.cumulative_read_stats().total, 3u);
+}
+
+TEST(Sinks, GlobalRegistrationSeesEveryCache) {
+  kvzch::Cache a(kvzch::Options().row_bytes(8).name("a"));
+  kvzch::Cache b(kvzch::Options().row_bytes(8).name("b"));
+  std::vector<std::string> tables;
+  {
+    kvzch::SinkRegistration reg =
+        kvzch::on_any_batch([&](const kvzch_batch_event& e) { tables.emplace_back(e.table); });
+    static_cast<void>(lookup(a, {1}));
+    static_cast<void>(lookup(b, {1}));
+  }
+  static_cast<void>(lookup(a, {1}));
+  ASSERT_EQ(tables.size(), 2u);
+  EXPECT_EQ(tables[0], "a");
+  EXPECT_EQ(tables[1], "b");
+}
+
+// Destruction from another thread while batches run: when the destructor
+// returns, the callable is gone and no call may still be in flight.
+TEST(Sinks, DestroyWhileBatchesRunFromOtherThreads) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(8));
+  std::atomic<bool> ended{false};
+  std::atomic<std::uint64_t> late_calls{0};
+  std::atomic<std::uint64_t> calls{0};
+  auto reg = std::make_unique<kvzch::SinkRegistration>(cache.on_batch([&](const kvzch_batch_event&) {
+    if (ended.load()) late_calls.fetch_add(1);
+    calls.fetch_add(1);
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+    if (ended.load()) late_calls.fetch_add(1);
+  }));
+  std::atomic<bool> stop{false};
+  std::thread worker([&] {
+    while (!stop.load()) static_cast<void>(lookup(cache, {1}));
+  });
+  while (calls.load() < 20) std::this_thread::yield();
+  reg.reset();
+  ended.store(true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  stop.store(true);
+  worker.join();
+  EXPECT_EQ(late_calls.load(), 0u);
+}
+
+TEST(StatAdapter, Fb303StyleGetsCanonicalNamesAndValues) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(8));
+  for (std::int64_t id : {1, 2, 3}) put(cache, id, 1);
+  std::vector<std::pair<std::string, std::int64_t>> calls;
+  kvzch::SinkRegistration reg =
+      cache.on_batch(kvzch::fb303_style([&](std::string_view name, std::int64_t value) {
+        calls.emplace_back(std::string(name), value);
+      }));
+  static_cast<void>(lookup(cache, {1, 2, 3, 4}));
+
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(calls[0].first, "kvzch.inference.read_hit_count");
+  EXPECT_EQ(calls[0].second, 3);
+  EXPECT_EQ(calls[1].first, "kvzch.inference.read_miss_count");
+  EXPECT_EQ(calls[1].second, 1);
+  EXPECT_EQ(calls[2].first, "kvzch.inference.read_total_count");
+  EXPECT_EQ(calls[2].second, 4);
+  EXPECT_EQ(calls[0].first, kvzch_stat_name(KVZCH_STAT_READ_HIT_COUNT));
+  EXPECT_EQ(calls[1].first, kvzch_stat_name(KVZCH_STAT_READ_MISS_COUNT));
+  EXPECT_EQ(calls[2].first, kvzch_stat_name(KVZCH_STAT_READ_TOTAL_COUNT));
+}
+
+// The shape a predictor has: an object with add_stat_value(name, value).
+struct ServiceData {
+  std::vector<std::pair<std::string, std::int64_t>> values;
+  void add_stat_value(std::string_view name, std::int64_t value) {
+    values.emplace_back(std::string(name), value);
+  }
+};
+
+TEST(StatAdapter, RoutesEveryCacheThroughAGlobalSink) {
+  kvzch::Cache a(kvzch::Options().row_bytes(8));
+  kvzch::Cache b(kvzch::Options().row_bytes(8));
+  put(a, 1, 1);
+  ServiceData service;
+  kvzch::SinkRegistration reg = kvzch::on_any_batch(kvzch::fb303_style(
+      [&](std::string_view name, std::int64_t v) { service.add_stat_value(name, v); }));
+  static_cast<void>(lookup(a, {1, 1}));
+  static_cast<void>(lookup(b, {1}));
+  ASSERT_EQ(service.values.size(), 6u);
+  EXPECT_EQ(service.values[0].second, 2);  // a: hits
+  EXPECT_EQ(service.values[4].second, 1);  // b: misses
+}
+
+#ifdef KVZCH_HPP_HAS_SPAN
+TEST(Span, OverloadsRoundTrip) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(2));
+  const std::vector<std::int64_t> ids = {10, 20};
+  const std::vector<std::byte> rows = {std::byte{1}, std::byte{1}, std::byte{2}, std::byte{2}};
+  cache.batch_set(ids, rows, 1);
+
+  const std::vector<std::int64_t> query = {20, 30};
+  std::vector<std::byte> out(4, std::byte{9});
+  std::vector<std::uint8_t> mask(2);
+  const kvzch_batch_stats s = cache.batch_get(query, out, mask);
+  EXPECT_EQ(s.hits, 1u);
+  EXPECT_EQ(out[0], std::byte{2});
+  EXPECT_EQ(out[2], std::byte{0});
+  EXPECT_EQ(mask[0], 1);
+  EXPECT_EQ(mask[1], 0);
+  EXPECT_EQ(cache.batch_remove(std::span<const std::int64_t>(ids)), 2u);
+}
+
+TEST(Span, ShortHitMaskIsRejectedBeforeTheCall) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(2));
+  const std::vector<std::int64_t> query = {1, 2, 3};
+  std::vector<std::byte> out(6);
+  std::vector<std::uint8_t> mask(2);
+  try {
+    static_cast<void>(cache.batch_get(query, out, mask));
+    FAIL() << "no exception";
+  } catch (const kvzch::Error& e) {
+    EXPECT_EQ(e.status(), KVZCH_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(e.what()).find("hit_mask"), std::string::npos);
+  }
+  EXPECT_EQ(cache.cumulative_read_stats().total, 0u);
+}
+#endif
+
+}  // namespace
