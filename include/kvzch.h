@@ -367,7 +367,7 @@ enum kvzch_status kvzch_cache_evict_older_than(struct kvzch_cache *cache,
 
 /**
  * Fills `*out` with what the cache holds now. The host sets `out->struct_size`
- * (at least the 1.0 size, 40); the library fills at most that many bytes and
+ * (at least the 1.0 size, 32); the library fills at most that many bytes and
  * sets `struct_size` to the number it filled.
  */
 enum kvzch_status kvzch_cache_get_info(const struct kvzch_cache *cache,
