@@ -99,10 +99,17 @@ impl Index {
         let mut at = home_bucket(hash, len);
         loop {
             let bucket = &self.buckets[at];
-            for (k, &slot) in bucket.keys.iter().zip(&bucket.slots) {
-                if *k == key && slot < SLOT_LIMIT {
-                    return Some(slot);
+            // All five positions are compared without an early exit: where in
+            // the bucket a key sits is random, and a branch on it would
+            // mispredict on most lookups.
+            let mut found = NEVER_USED;
+            for (&k, &slot) in bucket.keys.iter().zip(&bucket.slots) {
+                if k == key && slot < SLOT_LIMIT {
+                    found = slot;
                 }
+            }
+            if found != NEVER_USED {
+                return Some(found);
             }
             if bucket.slots.contains(&NEVER_USED) {
                 return None;

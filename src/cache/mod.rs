@@ -30,6 +30,7 @@ mod index;
 mod rows;
 mod shard;
 
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -50,13 +51,69 @@ use shard::Shard;
 /// scratch and keeps a window's prefetched rows in the L2 cache.
 const LOOKUP_WINDOW: usize = 4096;
 /// Ids resolved ahead of the one being copied, for prefetching.
-const PREFETCH_DISTANCE: usize = 8;
+const PREFETCH_DISTANCE: usize = 16;
 /// Rows a publish writes before letting waiting readers into the shard.
 const WRITE_STRETCH: usize = 512;
 /// Index buckets an eviction pass scans before letting waiting readers in.
 const EVICT_STRETCH: usize = 1024;
 
 const MISS: u32 = u32::MAX;
+
+/// Hashes ids with one folded multiply keyed per cache: cheap enough to run for
+/// every id of every batch, and mixing every id bit into both the low bits
+/// (which pick the shard) and the high bits (which pick the bucket). The random
+/// keys keep a host's id pattern from lining up with the table's layout.
+#[derive(Clone, Copy)]
+struct IdHasher {
+    key: u64,
+    multiplier: u64,
+}
+
+impl IdHasher {
+    fn new() -> IdHasher {
+        let random = std::collections::hash_map::RandomState::new();
+        IdHasher {
+            key: random.hash_one(0x6b76_7a63_u32),
+            // Odd, so the multiplication loses no input bit.
+            multiplier: random.hash_one(0x6b76_7a64_u32) | 1,
+        }
+    }
+
+    #[inline]
+    fn hash(self, id: i64) -> u64 {
+        let product = u128::from(id as u64 ^ self.key) * u128::from(self.multiplier);
+        (product as u64) ^ ((product >> 64) as u64)
+    }
+}
+
+/// Copies a row. With a width known at compile time the copy is unrolled into
+/// cache-line moves (a plain slice copy of that size becomes a memcpy call).
+#[inline(always)]
+fn copy_row<const WIDTH: usize>(target: &mut [u8], row: &[u8]) {
+    if WIDTH == 0 || WIDTH % 64 != 0 {
+        target.copy_from_slice(row);
+        return;
+    }
+    for (to, from) in target[..WIDTH]
+        .chunks_exact_mut(64)
+        .zip(row[..WIDTH].chunks_exact(64))
+    {
+        let from: &[u8; 64] = from.try_into().expect("chunks_exact yields 64 bytes");
+        <&mut [u8; 64]>::try_from(to)
+            .expect("chunks_exact yields 64 bytes")
+            .copy_from_slice(from);
+    }
+}
+
+/// One shard's part of a lookup window, read under the shard's read lock.
+#[derive(Clone, Copy)]
+struct ShardGroup<'a> {
+    shard: &'a Shard,
+    ids: &'a [i64],
+    hashes: &'a [u64],
+    /// Positions in the window of this shard's ids.
+    positions: &'a [u32],
+}
 
 /// What a cache holds now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +132,7 @@ pub struct Cache {
     max_rows: Option<u64>,
     max_memory_bytes: Option<u64>,
     name: TableName,
-    hasher: ahash::RandomState,
+    hasher: IdHasher,
     shard_mask: u64,
     shards: Box<[CachePadded<RwLock<Shard>>]>,
     writer: Mutex<()>,
@@ -97,7 +154,7 @@ impl Cache {
             max_rows: config.max_rows,
             max_memory_bytes: config.max_memory_bytes,
             name: config.name,
-            hasher: ahash::RandomState::new(),
+            hasher: IdHasher::new(),
             shard_mask: num_shards as u64 - 1,
             shards,
             writer: Mutex::new(()),
@@ -149,7 +206,7 @@ impl Cache {
 
     #[inline]
     fn hash(&self, id: i64) -> u64 {
-        self.hasher.hash_one(id)
+        self.hasher.hash(id)
     }
 
     #[inline]
@@ -366,50 +423,86 @@ impl Cache {
         let mut slots = std::mem::take(&mut grouping.slots);
         slots.clear();
         slots.resize(ids.len(), MISS);
-        let hashes = &grouping.hashes;
         let mut hits = 0;
         for (shard, range) in grouping.shard_groups() {
             let shard = self.shards[shard].read();
-            let positions = &grouping.order[range.clone()];
+            let group = ShardGroup {
+                shard: &shard,
+                ids,
+                hashes: &grouping.hashes,
+                positions: &grouping.order[range.clone()],
+            };
             let slots = &mut slots[range];
-            let index = shard.index();
-            let rows = shard.rows();
-            // A three-stage software pipeline over the shard's ids: the bucket of
-            // id j + 2d is prefetched, id j + d is resolved (its bucket has
-            // arrived) and its row prefetched, and id j is copied (its row has
-            // arrived). Each id's two dependent misses overlap with the other
-            // ids' work instead of stalling on their own.
-            let d = PREFETCH_DISTANCE;
-            for j in 0..positions.len() + 2 * d {
-                if let Some(&ahead) = positions.get(j) {
-                    prefetch(index.probe_start(hashes[ahead as usize]));
-                }
-                if let Some(resolving) = j.checked_sub(d).filter(|&k| k < positions.len()) {
-                    let p = positions[resolving] as usize;
-                    if let Some(slot) = index.get(ids[p], hashes[p]) {
-                        prefetch_row(rows.row(slot));
-                        slots[resolving] = slot;
-                    }
-                }
-                let Some(copying) = j.checked_sub(2 * d).filter(|&k| k < positions.len()) else {
-                    continue;
-                };
-                let p = positions[copying] as usize;
-                let slot = slots[copying];
-                let hit = slot != MISS;
-                let target = &mut out[p * self.row_bytes..][..self.row_bytes];
-                if hit {
-                    target.copy_from_slice(rows.row(slot));
-                    hits += 1;
-                } else if self.miss_policy == MissPolicy::ZeroFill {
-                    target.fill(0);
-                }
-                if let Some(mask) = hit_mask.as_deref_mut() {
-                    mask[p] = u8::from(hit);
-                }
-            }
+            let mask = hit_mask.as_deref_mut();
+            // The common widths get a copy of known length, which compiles to a
+            // few vector moves instead of a call to memcpy per row.
+            hits += match self.row_bytes {
+                64 => self.lookup_group::<64>(group, slots, out, mask),
+                128 => self.lookup_group::<128>(group, slots, out, mask),
+                256 => self.lookup_group::<256>(group, slots, out, mask),
+                512 => self.lookup_group::<512>(group, slots, out, mask),
+                1024 => self.lookup_group::<1024>(group, slots, out, mask),
+                _ => self.lookup_group::<0>(group, slots, out, mask),
+            };
         }
         grouping.slots = slots;
+        hits
+    }
+
+    /// Looks up one shard's ids of a window with a three-stage software
+    /// pipeline: while id `j` is copied (its row has arrived), id `j + d` is
+    /// resolved and its row prefetched (its bucket has arrived), and the bucket
+    /// of id `j + 2d` is prefetched. Each id's two dependent cache misses thus
+    /// overlap with other ids' work. `WIDTH` is the row width when known at
+    /// compile time, 0 otherwise.
+    fn lookup_group<const WIDTH: usize>(
+        &self,
+        group: ShardGroup<'_>,
+        slots: &mut [u32],
+        out: &mut [u8],
+        mut hit_mask: Option<&mut [u8]>,
+    ) -> u64 {
+        let width = if WIDTH == 0 { self.row_bytes } else { WIDTH };
+        let ShardGroup {
+            shard,
+            ids,
+            hashes,
+            positions,
+        } = group;
+        let (index, rows) = (shard.index(), shard.rows());
+        let d = PREFETCH_DISTANCE;
+        let n = positions.len();
+        let prefetch_bucket = |k: usize| prefetch(index.probe_start(hashes[positions[k] as usize]));
+        let resolve = |k: usize, slots: &mut [u32]| {
+            let p = positions[k] as usize;
+            if let Some(slot) = index.get(ids[p], hashes[p]) {
+                prefetch_row(rows.row(slot));
+                slots[k] = slot;
+            }
+        };
+        (0..n.min(2 * d)).for_each(prefetch_bucket);
+        (0..n.min(d)).for_each(|k| resolve(k, slots));
+        let mut hits = 0;
+        for j in 0..n {
+            if j + 2 * d < n {
+                prefetch_bucket(j + 2 * d);
+            }
+            if j + d < n {
+                resolve(j + d, slots);
+            }
+            let p = positions[j] as usize;
+            let hit = slots[j] != MISS;
+            let target = &mut out[p * width..][..width];
+            if hit {
+                copy_row::<WIDTH>(target, rows.row(slots[j]));
+                hits += 1;
+            } else if self.miss_policy == MissPolicy::ZeroFill {
+                target.fill(0);
+            }
+            if let Some(mask) = hit_mask.as_deref_mut() {
+                mask[p] = u8::from(hit);
+            }
+        }
         hits
     }
 

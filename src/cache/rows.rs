@@ -14,7 +14,6 @@
 use memmap2::{Advice, MmapMut};
 
 use super::Error;
-use crate::cache::index::SLOT_LIMIT;
 
 const FIRST_CHUNK_BYTES: usize = 4 << 10;
 const LARGE_CHUNK_BYTES: usize = 2 << 20;
@@ -61,8 +60,9 @@ struct Chunk {
     stamps: Box<[u32]>,
 }
 
-/// Chunk `k` holds `first << (k - 1)` rows for `1 <= k < geometric_chunks`, chunk 0
-/// holds `first`, and every later chunk holds `large`; both are powers of two.
+/// Chunk `k` holds `min(first << k, large)` rows, both powers of two, and the
+/// slot of offset `o` in chunk `k` is `k * large + o`: locating a row is a shift
+/// and a mask, with no branch, while early chunks stay small.
 #[derive(Clone, Copy)]
 struct ChunkPlan {
     first_shift: u32,
@@ -78,39 +78,27 @@ impl ChunkPlan {
         }
     }
 
-    fn geometric_chunks(self) -> usize {
-        (self.large_shift - self.first_shift) as usize + 1
-    }
-
     fn rows_in_chunk(self, chunk: usize) -> usize {
-        match chunk {
-            0 => 1 << self.first_shift,
-            k if k < self.geometric_chunks() => 1 << (self.first_shift + k as u32 - 1),
-            _ => 1 << self.large_shift,
-        }
+        let shift = (self.first_shift as usize + chunk).min(self.large_shift as usize);
+        1 << shift
     }
 
-    /// Chunk and offset of `slot`.
+    /// Chunks whose every slot stays below `SLOT_LIMIT`.
+    fn max_chunks(self) -> usize {
+        (1 << (u32::BITS - self.large_shift)) - 1
+    }
+
+    fn slot(self, chunk: usize, offset: usize) -> u32 {
+        (chunk << self.large_shift | offset) as u32
+    }
+
     #[inline]
     fn locate(self, slot: u32) -> (usize, usize) {
         let slot = slot as usize;
-        // The geometric chunks hold exactly `large` rows together.
-        let large = 1usize << self.large_shift;
-        if slot < large {
-            let q = slot >> self.first_shift;
-            if q == 0 {
-                (0, slot)
-            } else {
-                let k = (usize::BITS - q.leading_zeros()) as usize;
-                (k, slot - (1 << (self.first_shift + k as u32 - 1)))
-            }
-        } else {
-            let past = slot - large;
-            (
-                self.geometric_chunks() + (past >> self.large_shift),
-                past & (large - 1),
-            )
-        }
+        (
+            slot >> self.large_shift,
+            slot & ((1 << self.large_shift) - 1),
+        )
     }
 }
 
@@ -118,10 +106,13 @@ pub(crate) struct RowArena {
     row_bytes: usize,
     plan: ChunkPlan,
     chunks: Vec<Chunk>,
-    /// Slots below this have been handed out at least once.
-    high_water: u32,
-    /// Slots in all chunks.
+    /// Rows in all chunks.
     capacity: usize,
+    /// Rows handed out at least once; they fill the chunks in order, and the
+    /// next one is at `fresh_offset` of chunk `fresh_chunk`.
+    fresh_used: usize,
+    fresh_chunk: usize,
+    fresh_offset: usize,
     free_head: u32,
     free_count: usize,
     memory_bytes: usize,
@@ -133,8 +124,10 @@ impl RowArena {
             row_bytes,
             plan: ChunkPlan::for_row_bytes(row_bytes),
             chunks: Vec::new(),
-            high_water: 0,
             capacity: 0,
+            fresh_used: 0,
+            fresh_chunk: 0,
+            fresh_offset: 0,
             free_head: NO_FREE_SLOT,
             free_count: 0,
             memory_bytes: 0,
@@ -150,7 +143,7 @@ impl RowArena {
     }
 
     fn spare_slots(&self) -> usize {
-        self.free_count + (self.capacity - self.high_water as usize)
+        self.free_count + (self.capacity - self.fresh_used)
     }
 
     /// Chunks to add so that `additional` rows can be allocated.
@@ -178,13 +171,10 @@ impl RowArena {
     /// memory; on failure the arena holds the same rows.
     pub(crate) fn reserve(&mut self, additional: usize) -> Result<(), Error> {
         let added = self.chunks_needed(additional);
-        let new_capacity = self.capacity
-            + (added.start..added.end)
-                .map(|c| self.plan.rows_in_chunk(c))
-                .sum::<usize>();
-        if new_capacity > SLOT_LIMIT as usize {
+        if added.end > self.plan.max_chunks() {
             return Err(Error::capacity_exceeded(format!(
-                "a shard holds at most {SLOT_LIMIT} rows"
+                "a shard holds at most {} rows of this width",
+                self.plan.max_chunks() << self.plan.large_shift
             )));
         }
         self.chunks
@@ -216,11 +206,17 @@ impl RowArena {
             return slot;
         }
         assert!(
-            (self.high_water as usize) < self.capacity,
+            self.fresh_used < self.capacity,
             "row allocation without a reservation"
         );
-        self.high_water += 1;
-        self.high_water - 1
+        let slot = self.plan.slot(self.fresh_chunk, self.fresh_offset);
+        self.fresh_used += 1;
+        self.fresh_offset += 1;
+        if self.fresh_offset == self.plan.rows_in_chunk(self.fresh_chunk) {
+            self.fresh_chunk += 1;
+            self.fresh_offset = 0;
+        }
+        slot
     }
 
     pub(crate) fn release(&mut self, slot: u32) {
@@ -262,23 +258,20 @@ struct Range {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::index::SLOT_LIMIT;
 
     #[test]
-    fn chunk_plan_locates_every_slot_once() {
+    fn chunk_plan_locates_every_slot_it_hands_out() {
         for row_bytes in [1, 3, 64, 256, 1000, 65536] {
             let plan = ChunkPlan::for_row_bytes(row_bytes);
-            let mut expected = Vec::new();
-            for chunk in 0..plan.geometric_chunks() + 3 {
-                for offset in 0..plan.rows_in_chunk(chunk) {
-                    expected.push((chunk, offset));
+            assert!(plan.rows_in_chunk(0) <= plan.rows_in_chunk(1));
+            assert_eq!(plan.rows_in_chunk(40), 1 << plan.large_shift);
+            for chunk in [0, 1, 2, 7, 30, plan.max_chunks() - 1] {
+                for offset in [0, plan.rows_in_chunk(chunk) - 1] {
+                    let slot = plan.slot(chunk, offset);
+                    assert!(slot < SLOT_LIMIT, "row_bytes {row_bytes} chunk {chunk}");
+                    assert_eq!(plan.locate(slot), (chunk, offset));
                 }
-            }
-            for (slot, want) in expected.iter().enumerate() {
-                assert_eq!(
-                    plan.locate(slot as u32),
-                    *want,
-                    "row_bytes {row_bytes} slot {slot}"
-                );
             }
         }
     }
@@ -305,7 +298,9 @@ mod tests {
         arena.reserve(100).unwrap();
         let mut again: Vec<u32> = (0..100).map(|_| arena.allocate()).collect();
         again.sort_unstable();
-        assert_eq!(again, slots[..100]);
+        let mut released = slots[..100].to_vec();
+        released.sort_unstable();
+        assert_eq!(again, released);
         assert_eq!(arena.memory_bytes(), before);
     }
 
