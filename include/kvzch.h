@@ -27,7 +27,7 @@
 /**
  * The ABI minor version of this header. Minor versions only append.
  */
-#define KVZCH_ABI_MINOR 0
+#define KVZCH_ABI_MINOR 1
 
 /**
  * `kvzch_options.miss_policy`: a missed id's row is zero-filled (the default).
@@ -38,6 +38,24 @@
  * `kvzch_options.miss_policy`: a missed id's row is left as the caller's buffer had it.
  */
 #define KVZCH_MISS_LEAVE_UNTOUCHED 1
+
+/**
+ * `kvzch_options.eviction_policy` (1.1): a publish that does not fit fails
+ * with `KVZCH_STATUS_CAPACITY_EXCEEDED` and stores nothing (the default).
+ */
+#define KVZCH_EVICT_NONE 0
+
+/**
+ * `kvzch_options.eviction_policy` (1.1): rows with the oldest publish
+ * timestamps make room first.
+ */
+#define KVZCH_EVICT_OLDEST_TIMESTAMP 1
+
+/**
+ * `kvzch_options.eviction_policy` (1.1): rows not read recently make room
+ * first (CLOCK over a per-row referenced bit set by lookups).
+ */
+#define KVZCH_EVICT_LRU_APPROX 2
 
 /**
  * `kvzch_stat_name` number of "kvzch.inference.read_hit_count".
@@ -133,6 +151,16 @@ typedef struct kvzch_options {
    * The table name, `[A-Za-z0-9_.-]{1,64}`, copied; NULL = "default".
    */
   const char *name;
+  /**
+   * 1.1: `KVZCH_EVICT_NONE` (0, default), `KVZCH_EVICT_OLDEST_TIMESTAMP` (1)
+   * or `KVZCH_EVICT_LRU_APPROX` (2). With a policy, `batch_set` always makes
+   * room within `max_rows` / `max_memory_bytes` by evicting.
+   */
+  uint32_t eviction_policy;
+  /**
+   * 1.1: must be 0.
+   */
+  uint32_t reserved1;
 } kvzch_options;
 
 /**
@@ -171,6 +199,26 @@ typedef struct kvzch_cache_info {
    * Bytes the cache holds: rows, metadata, index, free space.
    */
   uint64_t memory_bytes;
+  /**
+   * 1.1: new ids stored since creation.
+   */
+  uint64_t inserts;
+  /**
+   * 1.1: existing ids overwritten.
+   */
+  uint64_t updates;
+  /**
+   * 1.1: rows removed by `batch_remove`.
+   */
+  uint64_t removals;
+  /**
+   * 1.1: rows removed by `evict_older_than`.
+   */
+  uint64_t expirations;
+  /**
+   * 1.1: rows dropped to stay within `max_rows` / `max_memory_bytes`.
+   */
+  uint64_t capacity_evictions;
 } kvzch_cache_info;
 
 /**
@@ -254,6 +302,14 @@ typedef struct kvzch_api_v1 {
   enum kvzch_status (*cache_unregister_stat_sink)(struct kvzch_cache*, uint64_t);
   enum kvzch_status (*register_global_stat_sink)(kvzch_stat_sink_fn, void*, uint64_t*);
   enum kvzch_status (*unregister_global_stat_sink)(uint64_t);
+  /**
+   * 1.1.
+   */
+  enum kvzch_status (*cache_compact)(struct kvzch_cache*);
+  /**
+   * 1.1.
+   */
+  enum kvzch_status (*options_init_sized)(struct kvzch_options*, size_t);
 } kvzch_api_v1;
 
 #ifdef __cplusplus
@@ -298,11 +354,23 @@ size_t kvzch_last_error_message(char *buf, size_t len);
 const char *kvzch_stat_name(uint32_t stat);
 
 /**
- * Fills `opts` with the defaults and sets `struct_size` to
- * `sizeof(kvzch_options)`. `row_bytes` is left 0: the host must set it.
- * NULL: no-op.
+ * Fills the 1.0 fields of `opts` with the defaults and sets `struct_size` to
+ * their size (40). `row_bytes` is left 0: the host must set it. NULL: no-op.
+ *
+ * A host compiled against a 1.0 header has a 40-byte struct, and this writes
+ * no more than that whatever the library's version. Hosts compiled against
+ * this header call `kvzch_options_init_sized` through the macro below, which
+ * initializes every field the host knows.
  */
 void kvzch_options_init(struct kvzch_options *opts);
+
+/**
+ * 1.1: fills the first `size` bytes of `opts` (`sizeof` the host's
+ * `kvzch_options`) with the defaults, up to the fields this library has, and
+ * sets `struct_size` to the bytes it filled. `size` below the 1.0 size (40):
+ * `KVZCH_STATUS_INVALID_ARGUMENT`.
+ */
+enum kvzch_status kvzch_options_init_sized(struct kvzch_options *opts, size_t size);
 
 /**
  * Creates a cache. `opts->row_bytes` is required; see `kvzch_options` for the
@@ -364,6 +432,13 @@ enum kvzch_status kvzch_cache_batch_remove(struct kvzch_cache *cache,
 enum kvzch_status kvzch_cache_evict_older_than(struct kvzch_cache *cache,
                                                uint32_t threshold,
                                                uint64_t *out_evicted);
+
+/**
+ * 1.1: returns free memory to the operating system: packs each shard's rows
+ * into as few chunks as they need and rebuilds its index for the rows it
+ * holds. Readers of a shard wait while that shard is packed.
+ */
+enum kvzch_status kvzch_cache_compact(struct kvzch_cache *cache);
 
 /**
  * Fills `*out` with what the cache holds now. The host sets `out->struct_size`
@@ -434,3 +509,7 @@ enum kvzch_status kvzch_get_api(uint32_t abi_major, struct kvzch_api_v1 *table, 
 #endif  // __cplusplus
 
 #endif  /* KVZCH_H */
+
+#ifndef KVZCH_OPTIONS_INIT_1_0
+#define kvzch_options_init(opts) ((void)kvzch_options_init_sized((opts), sizeof *(opts)))
+#endif

@@ -15,7 +15,9 @@ pub mod ffi;
 mod prefetch;
 pub mod stats;
 
-pub use cache::{Cache, CacheConfig, CacheInfo, Error, ErrorKind, MissPolicy, TableName};
+pub use cache::{
+    Cache, CacheConfig, CacheInfo, Error, ErrorKind, EvictionPolicy, MissPolicy, TableName,
+};
 pub use stats::{
     register_global_sink, unregister_global_sink, BatchEvent, BatchStats, ReadStats, Sink, SinkId,
 };

@@ -21,6 +21,20 @@ pub enum MissPolicy {
     LeaveUntouched,
 }
 
+/// What a publish into a full cache does (full: `max_rows` or
+/// `max_memory_bytes` reached).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EvictionPolicy {
+    /// The publish fails with `CapacityExceeded` and stores nothing.
+    #[default]
+    None,
+    /// Rows with the oldest publish timestamps make room first.
+    OldestTimestamp,
+    /// Rows not read recently make room first (CLOCK: one "referenced" bit per
+    /// row, set by lookups, cleared by a sweeping hand).
+    LruApprox,
+}
+
 /// A table name: `[A-Za-z0-9_.-]{1,64}`. Kept NUL-terminated so that C hosts
 /// can be handed a pointer to it without a copy per event.
 #[derive(Clone, PartialEq, Eq)]
@@ -75,6 +89,7 @@ pub struct CacheConfig {
     pub miss_policy: MissPolicy,
     pub max_rows: Option<u64>,
     pub max_memory_bytes: Option<u64>,
+    pub eviction_policy: EvictionPolicy,
     pub name: TableName,
 }
 
@@ -86,6 +101,7 @@ impl CacheConfig {
             miss_policy: MissPolicy::default(),
             max_rows: None,
             max_memory_bytes: None,
+            eviction_policy: EvictionPolicy::default(),
             name: TableName::default(),
         }
     }

@@ -10,8 +10,13 @@
 //! Lookups stop at the first bucket that has a never-used position: an entry is
 //! always stored at the first free position of its probe path, and positions only
 //! return to "never used" when the whole table is rebuilt.
+//!
+//! The bucket's last four bytes hold a "referenced" bit per entry for the
+//! approximate-LRU policy: a lookup sets it in the cache line it has already
+//! loaded, and only when it is clear, so a hot row costs no write at all.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::Error;
 
@@ -27,17 +32,35 @@ const MAX_FILL: f64 = 0.9;
 /// A rebuild sizes the table so that live entries fill this share of it.
 const REBUILT_FILL: f64 = 0.7;
 
-#[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Bucket {
     keys: [i64; BUCKET_WIDTH],
     slots: [u32; BUCKET_WIDTH],
+    /// Bit `i`: entry `i` was read since the clock hand last passed it.
+    referenced: AtomicU32,
 }
 
-const EMPTY_BUCKET: Bucket = Bucket {
-    keys: [0; BUCKET_WIDTH],
-    slots: [NEVER_USED; BUCKET_WIDTH],
-};
+fn empty_bucket() -> Bucket {
+    Bucket {
+        keys: [0; BUCKET_WIDTH],
+        slots: [NEVER_USED; BUCKET_WIDTH],
+        referenced: AtomicU32::new(0),
+    }
+}
+
+/// An entry's place: bucket and position in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Position {
+    bucket: usize,
+    entry: usize,
+}
+
+/// What a clock sweep finds at a position.
+pub(crate) struct Entry {
+    pub(crate) key: i64,
+    pub(crate) slot: u32,
+    pub(crate) referenced: bool,
+}
 
 pub(crate) struct Index {
     buckets: Vec<Bucket>,
@@ -65,26 +88,31 @@ fn allocate_buckets(count: usize) -> Result<Vec<Bucket>, Error> {
     buckets
         .try_reserve_exact(count)
         .map_err(|_| Error::out_of_memory(format!("index of {count} buckets")))?;
-    buckets.resize(count, EMPTY_BUCKET);
+    buckets.resize_with(count, empty_bucket);
     Ok(buckets)
 }
 
 impl Index {
     pub(crate) fn new() -> Index {
         Index {
-            buckets: vec![EMPTY_BUCKET],
+            buckets: vec![empty_bucket()],
             live: 0,
             tombstones: 0,
         }
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.live
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {
         self.buckets.capacity() * std::mem::size_of::<Bucket>()
+    }
+
+    /// The size a table holding `keys` keys has at most when it only grows as
+    /// far as a rebuild for that many keys takes it.
+    pub(crate) fn memory_bytes_for(keys: usize) -> usize {
+        bucket_count_for(keys) * std::mem::size_of::<Bucket>()
     }
 
     /// The first cache line a lookup of `hash` touches, for prefetching.
@@ -118,12 +146,51 @@ impl Index {
         }
     }
 
+    /// [`get`](Self::get), also marking the entry as read for the clock.
+    #[inline]
+    pub(crate) fn get_touching(&self, key: i64, hash: u64) -> Option<u32> {
+        let len = self.buckets.len();
+        let mut at = home_bucket(hash, len);
+        loop {
+            let bucket = &self.buckets[at];
+            let mut found = None;
+            for (i, (&k, &slot)) in bucket.keys.iter().zip(&bucket.slots).enumerate() {
+                if k == key && slot < SLOT_LIMIT {
+                    found = Some((i, slot));
+                }
+            }
+            if let Some((i, slot)) = found {
+                let bit = 1 << i;
+                if bucket.referenced.load(Ordering::Relaxed) & bit == 0 {
+                    bucket.referenced.fetch_or(bit, Ordering::Relaxed);
+                }
+                return Some(slot);
+            }
+            if bucket.slots.contains(&NEVER_USED) {
+                return None;
+            }
+            at = if at + 1 == len { 0 } else { at + 1 };
+        }
+    }
+
+    /// The bucket count a rebuild for `additional` more keys picks: the same
+    /// count when dropping the tombstones makes room, else one sized for them.
+    fn rebuilt_bucket_count(&self, additional: usize) -> usize {
+        let wanted = self.live + additional;
+        let current = self.buckets.len();
+        if wanted as f64 <= (current * BUCKET_WIDTH) as f64 * REBUILT_FILL {
+            current
+        } else {
+            bucket_count_for(wanted)
+        }
+    }
+
     /// Bytes the table would hold after `reserve(additional)`.
     pub(crate) fn memory_bytes_after_reserve(&self, additional: usize) -> usize {
         if self.live + self.tombstones + additional <= max_used(self.buckets.len()) {
             self.memory_bytes()
         } else {
-            bucket_count_for(self.live + additional) * std::mem::size_of::<Bucket>()
+            self.rebuilt_bucket_count(additional) * std::mem::size_of::<Bucket>()
         }
     }
 
@@ -137,15 +204,41 @@ impl Index {
         if self.live + self.tombstones + additional <= max_used(self.buckets.len()) {
             return Ok(());
         }
+        self.rebuild(self.rebuilt_bucket_count(additional), hash_of, |slot| slot)
+    }
+
+    /// Rebuilds the table for its live keys alone, moving each key's row to the
+    /// slot `move_slot` returns: what compaction does.
+    pub(crate) fn compact(
+        &mut self,
+        hash_of: impl Fn(i64) -> u64,
+        move_slot: impl FnMut(u32) -> u32,
+    ) -> Result<(), Error> {
+        self.rebuild(bucket_count_for(self.live), hash_of, move_slot)
+    }
+
+    /// Moves every live entry into a new table of `bucket_count` buckets,
+    /// keeping its referenced bit. Allocates before it moves anything, so on
+    /// failure nothing has changed and `move_slot` was never called.
+    fn rebuild(
+        &mut self,
+        bucket_count: usize,
+        hash_of: impl Fn(i64) -> u64,
+        mut move_slot: impl FnMut(u32) -> u32,
+    ) -> Result<(), Error> {
         let mut rebuilt = Index {
-            buckets: allocate_buckets(bucket_count_for(self.live + additional))?,
+            buckets: allocate_buckets(bucket_count)?,
             live: 0,
             tombstones: 0,
         };
-        for bucket in &self.buckets {
-            for (&key, &slot) in bucket.keys.iter().zip(&bucket.slots) {
+        for bucket in &mut self.buckets {
+            let referenced = *bucket.referenced.get_mut();
+            for (i, (&key, &slot)) in bucket.keys.iter().zip(&bucket.slots).enumerate() {
                 if slot < SLOT_LIMIT {
-                    rebuilt.insert_new(key, hash_of(key), slot);
+                    let at = rebuilt.insert_new(key, hash_of(key), move_slot(slot));
+                    if referenced & (1 << i) != 0 {
+                        *rebuilt.buckets[at.bucket].referenced.get_mut() |= 1 << at.entry;
+                    }
                 }
             }
         }
@@ -193,13 +286,66 @@ impl Index {
         let slot = new_slot();
         bucket.keys[i] = key;
         bucket.slots[i] = slot;
+        // A new entry has not been read yet, whatever the position held before.
+        *bucket.referenced.get_mut() &= !(1 << i);
         self.live += 1;
         (slot, true)
     }
 
-    fn insert_new(&mut self, key: i64, hash: u64, slot: u32) {
+    /// Inserts a key known to be absent (a rebuild) and says where it went.
+    fn insert_new(&mut self, key: i64, hash: u64, slot: u32) -> Position {
         let (stored, inserted) = self.get_or_insert(key, hash, || slot);
         debug_assert!(inserted && stored == slot, "rebuild met a key twice");
+        let len = self.buckets.len();
+        let mut at = home_bucket(hash, len);
+        loop {
+            if let Some(entry) = (0..BUCKET_WIDTH)
+                .find(|&i| self.buckets[at].keys[i] == key && self.buckets[at].slots[i] == slot)
+            {
+                return Position { bucket: at, entry };
+            }
+            at = if at + 1 == len { 0 } else { at + 1 };
+        }
+    }
+
+    /// Positions a clock hand walks through: `0..positions()`.
+    pub(crate) fn positions(&self) -> usize {
+        self.buckets.len() * BUCKET_WIDTH
+    }
+
+    fn position(index: usize) -> Position {
+        Position {
+            bucket: index / BUCKET_WIDTH,
+            entry: index % BUCKET_WIDTH,
+        }
+    }
+
+    /// The live entry at position `index`, if any.
+    pub(crate) fn entry_at(&mut self, index: usize) -> Option<Entry> {
+        let Position { bucket, entry } = Index::position(index);
+        let bucket = &mut self.buckets[bucket];
+        let slot = bucket.slots[entry];
+        (slot < SLOT_LIMIT).then(|| Entry {
+            key: bucket.keys[entry],
+            slot,
+            referenced: *bucket.referenced.get_mut() & (1 << entry) != 0,
+        })
+    }
+
+    /// Gives the entry at `index` a second chance: the clock passed it.
+    pub(crate) fn clear_reference(&mut self, index: usize) {
+        let Position { bucket, entry } = Index::position(index);
+        *self.buckets[bucket].referenced.get_mut() &= !(1 << entry);
+    }
+
+    /// Removes the live entry at `index`.
+    pub(crate) fn remove_at(&mut self, index: usize) {
+        let Position { bucket, entry } = Index::position(index);
+        let slot = &mut self.buckets[bucket].slots[entry];
+        debug_assert!(*slot < SLOT_LIMIT);
+        *slot = TOMBSTONE;
+        self.live -= 1;
+        self.tombstones += 1;
     }
 
     pub(crate) fn remove(&mut self, key: i64, hash: u64) -> Option<u32> {

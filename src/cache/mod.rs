@@ -37,7 +37,7 @@ use std::time::Instant;
 use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 
-pub use config::{CacheConfig, MissPolicy, TableName, MAX_ROW_BYTES, MAX_SHARDS};
+pub use config::{CacheConfig, EvictionPolicy, MissPolicy, TableName, MAX_ROW_BYTES, MAX_SHARDS};
 pub use error::{Error, ErrorKind};
 
 use crate::prefetch::{prefetch, prefetch_row};
@@ -59,30 +59,46 @@ const EVICT_STRETCH: usize = 1024;
 
 const MISS: u32 = u32::MAX;
 
-/// Hashes ids with one folded multiply keyed per cache: cheap enough to run for
-/// every id of every batch, and mixing every id bit into both the low bits
-/// (which pick the shard) and the high bits (which pick the bucket). The random
-/// keys keep a host's id pattern from lining up with the table's layout.
+/// The most rows a shard can hold in `bytes` under a capacity policy.
+fn rows_within(row_bytes: usize, bytes: usize) -> usize {
+    let (mut fits, mut too_many) = (0, bytes / row_bytes + 1);
+    while too_many - fits > 1 {
+        let middle = fits + (too_many - fits) / 2;
+        if Shard::memory_bytes_at_most(row_bytes, middle) <= bytes {
+            fits = middle;
+        } else {
+            too_many = middle;
+        }
+    }
+    fits
+}
+
+/// Hashes ids with MurmurHash3's 64-bit finalizer over the id xor a random
+/// per-cache key: two multiplies, full avalanche (every id bit flips each hash
+/// bit with probability about one half), so the low bits that pick the shard
+/// and the high bits that pick the bucket are both uniform even for runs of
+/// consecutive ids. (A single folded multiply was measurably cheaper but, for
+/// some keys, put nearly all of a run of small ids into one shard.)
 #[derive(Clone, Copy)]
 struct IdHasher {
     key: u64,
-    multiplier: u64,
 }
 
 impl IdHasher {
     fn new() -> IdHasher {
-        let random = std::collections::hash_map::RandomState::new();
         IdHasher {
-            key: random.hash_one(0x6b76_7a63_u32),
-            // Odd, so the multiplication loses no input bit.
-            multiplier: random.hash_one(0x6b76_7a64_u32) | 1,
+            key: std::collections::hash_map::RandomState::new().hash_one(0x6b76_7a63_u32),
         }
     }
 
     #[inline]
     fn hash(self, id: i64) -> u64 {
-        let product = u128::from(id as u64 ^ self.key) * u128::from(self.multiplier);
-        (product as u64) ^ ((product >> 64) as u64)
+        let mut h = id as u64 ^ self.key;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
 }
 
@@ -124,6 +140,44 @@ pub struct CacheInfo {
     /// Everything the cache holds: rows, timestamps, index, free space, and the
     /// cache's own structures.
     pub memory_bytes: u64,
+    /// New ids stored since creation.
+    pub inserts: u64,
+    /// Stored ids overwritten since creation.
+    pub updates: u64,
+    /// Rows removed by `batch_remove`.
+    pub removals: u64,
+    /// Rows removed by `evict_older_than`.
+    pub expirations: u64,
+    /// Rows dropped to stay within `max_rows` / `max_memory_bytes`, including
+    /// rows of a publish larger than the whole capacity.
+    pub capacity_evictions: u64,
+}
+
+/// The exact event counts behind [`CacheInfo`]; changed only by writers.
+#[derive(Default)]
+struct WriteCounters {
+    inserts: AtomicU64,
+    updates: AtomicU64,
+    removals: AtomicU64,
+    expirations: AtomicU64,
+    capacity_evictions: AtomicU64,
+}
+
+/// How many rows each shard may hold under a capacity eviction policy.
+#[derive(Clone, Copy)]
+struct ShardCapacity {
+    /// `max_rows` split over the shards: `base` each, one more for the first
+    /// `remainder`, so the shares add up to `max_rows` exactly.
+    base: usize,
+    remainder: usize,
+    /// Rows a shard can hold within its share of `max_memory_bytes`.
+    by_memory: usize,
+}
+
+impl ShardCapacity {
+    fn of(self, shard: usize) -> usize {
+        (self.base + usize::from(shard < self.remainder)).min(self.by_memory)
+    }
 }
 
 pub struct Cache {
@@ -131,6 +185,9 @@ pub struct Cache {
     miss_policy: MissPolicy,
     max_rows: Option<u64>,
     max_memory_bytes: Option<u64>,
+    eviction_policy: EvictionPolicy,
+    /// Set when a policy evicts to stay within the limits.
+    capacity: Option<ShardCapacity>,
     name: TableName,
     hasher: IdHasher,
     shard_mask: u64,
@@ -138,49 +195,85 @@ pub struct Cache {
     writer: Mutex<()>,
     rows: AtomicU64,
     memory_bytes: AtomicU64,
+    writes: WriteCounters,
     counters: ReadCounters,
     sinks: SinkRegistry,
 }
 
 impl Cache {
     pub fn new(config: CacheConfig) -> Result<Cache, Error> {
-        let num_shards = config.validated_shard_count()?;
+        let mut num_shards = config.validated_shard_count()?;
+        let evicts = config.eviction_policy != EvictionPolicy::None;
+        if let (true, Some(max_rows)) = (evicts, config.max_rows) {
+            // Each shard holds its share of the capacity; keep every share at
+            // least one row.
+            let at_most = usize::try_from(max_rows).unwrap_or(usize::MAX).max(1);
+            num_shards = num_shards.min(1 << at_most.ilog2());
+        }
         let shards: Box<[_]> = (0..num_shards)
-            .map(|_| CachePadded::new(RwLock::new(Shard::new(config.row_bytes))))
+            .map(|_| {
+                CachePadded::new(RwLock::new(Shard::new(
+                    config.row_bytes,
+                    config.eviction_policy,
+                )))
+            })
             .collect();
-        let cache = Cache {
-            row_bytes: config.row_bytes,
-            miss_policy: config.miss_policy,
-            max_rows: config.max_rows,
-            max_memory_bytes: config.max_memory_bytes,
-            name: config.name,
-            hasher: IdHasher::new(),
-            shard_mask: num_shards as u64 - 1,
-            shards,
-            writer: Mutex::new(()),
-            rows: AtomicU64::new(0),
-            memory_bytes: AtomicU64::new(0),
-            counters: ReadCounters::new(),
-            sinks: SinkRegistry::new(),
-        };
+        let empty_shard_bytes = shards[0].read().memory_bytes();
         let footprint = std::mem::size_of::<Cache>()
-            + num_shards * std::mem::size_of::<CachePadded<RwLock<Shard>>>()
-            + cache
-                .shards
-                .iter()
-                .map(|shard| shard.read().memory_bytes())
-                .sum::<usize>();
-        cache
-            .memory_bytes
-            .store(footprint as u64, Ordering::Relaxed);
-        if let Some(max) = cache.max_memory_bytes {
+            + num_shards * (std::mem::size_of::<CachePadded<RwLock<Shard>>>() + empty_shard_bytes);
+        if let Some(max) = config.max_memory_bytes {
             if max < footprint as u64 {
                 return Err(Error::invalid_argument(format!(
                     "max_memory_bytes {max} < {footprint}, what an empty cache of {num_shards} shards holds"
                 )));
             }
         }
-        Ok(cache)
+        let capacity = match (evicts, config.max_rows, config.max_memory_bytes) {
+            (false, ..) | (true, None, None) => None,
+            (true, max_rows, max_memory_bytes) => {
+                let max_rows = max_rows.map_or(usize::MAX, |rows| {
+                    usize::try_from(rows).unwrap_or(usize::MAX)
+                });
+                let by_memory = match max_memory_bytes {
+                    None => usize::MAX,
+                    Some(max) => {
+                        let fixed = footprint - num_shards * empty_shard_bytes;
+                        let share =
+                            (usize::try_from(max).unwrap_or(usize::MAX) - fixed) / num_shards;
+                        let rows = rows_within(config.row_bytes, share);
+                        if rows == 0 {
+                            return Err(Error::invalid_argument(format!(
+                                "max_memory_bytes {max} leaves no room for a row in each of {num_shards} shards"
+                            )));
+                        }
+                        rows
+                    }
+                };
+                Some(ShardCapacity {
+                    base: max_rows / num_shards,
+                    remainder: max_rows % num_shards,
+                    by_memory,
+                })
+            }
+        };
+        Ok(Cache {
+            row_bytes: config.row_bytes,
+            miss_policy: config.miss_policy,
+            max_rows: config.max_rows,
+            max_memory_bytes: config.max_memory_bytes,
+            eviction_policy: config.eviction_policy,
+            capacity,
+            name: config.name,
+            hasher: IdHasher::new(),
+            shard_mask: num_shards as u64 - 1,
+            shards,
+            writer: Mutex::new(()),
+            rows: AtomicU64::new(0),
+            memory_bytes: AtomicU64::new(footprint as u64),
+            writes: WriteCounters::default(),
+            counters: ReadCounters::new(),
+            sinks: SinkRegistry::new(),
+        })
     }
 
     pub fn name(&self) -> &TableName {
@@ -195,12 +288,33 @@ impl Cache {
         self.miss_policy
     }
 
+    pub fn eviction_policy(&self) -> EvictionPolicy {
+        self.eviction_policy
+    }
+
     pub fn info(&self) -> CacheInfo {
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         CacheInfo {
             row_bytes: self.row_bytes,
             num_shards: self.shards.len(),
-            rows: self.rows.load(Ordering::Relaxed),
-            memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
+            rows: count(&self.rows),
+            memory_bytes: count(&self.memory_bytes),
+            inserts: count(&self.writes.inserts),
+            updates: count(&self.writes.updates),
+            removals: count(&self.writes.removals),
+            expirations: count(&self.writes.expirations),
+            capacity_evictions: count(&self.writes.capacity_evictions),
+        }
+    }
+
+    /// Applies a change of a shard's memory to the cache's total.
+    fn account_memory(&self, before: usize, after: usize) {
+        if after >= before {
+            self.memory_bytes
+                .fetch_add((after - before) as u64, Ordering::Relaxed);
+        } else {
+            self.memory_bytes
+                .fetch_sub((before - after) as u64, Ordering::Relaxed);
         }
     }
 
@@ -253,8 +367,14 @@ impl Cache {
         let _writer = self.writer.lock();
         with_scratch(|grouping| {
             self.group(grouping, ids);
-            self.reserve_for_publish(grouping, ids)?;
-            let mut inserted = 0u64;
+            let dropped = match self.capacity {
+                Some(capacity) => self.make_room(grouping, ids, capacity)?,
+                None => {
+                    self.reserve_for_publish(grouping, ids)?;
+                    ahash::HashSet::default()
+                }
+            };
+            let (mut inserted, mut updated) = (0u64, 0u64);
             for (shard, range) in grouping.shard_groups() {
                 let mut guard = self.shards[shard].write();
                 for (written, &position) in grouping.order[range].iter().enumerate() {
@@ -262,13 +382,69 @@ impl Cache {
                         RwLockWriteGuard::bump(&mut guard);
                     }
                     let p = position as usize;
+                    if dropped.contains(&ids[p]) {
+                        continue;
+                    }
                     let row = &rows[p * self.row_bytes..][..self.row_bytes];
-                    inserted += u64::from(guard.upsert(ids[p], grouping.hashes[p], row, timestamp));
+                    if guard.upsert(ids[p], grouping.hashes[p], row, timestamp) {
+                        inserted += 1;
+                    } else {
+                        updated += 1;
+                    }
                 }
             }
             self.rows.fetch_add(inserted, Ordering::Relaxed);
+            self.writes.inserts.fetch_add(inserted, Ordering::Relaxed);
+            self.writes.updates.fetch_add(updated, Ordering::Relaxed);
             Ok(())
         })
+    }
+
+    /// Under a capacity policy: evicts, shard by shard, what the publish's new
+    /// rows need beyond the shard's share, then reserves for them. The ids the
+    /// publish overwrites are never evicted. A publish with more new rows than
+    /// a shard can hold keeps its latest ones; the ids it drops are returned.
+    /// Evictions happen before the reservation, so an allocation failure can
+    /// leave rows evicted (never rows written).
+    fn make_room(
+        &self,
+        grouping: &Grouping,
+        ids: &[i64],
+        capacity: ShardCapacity,
+    ) -> Result<ahash::HashSet<i64>, Error> {
+        let mut dropped = ahash::HashSet::default();
+        for (shard, range) in grouping.shard_groups() {
+            let mut guard = self.shards[shard].write();
+            let mut in_batch = ahash::HashSet::default();
+            let mut new_ids = Vec::new();
+            for &position in grouping.order[range].iter().rev() {
+                let p = position as usize;
+                if in_batch.insert(ids[p]) && !guard.contains(ids[p], grouping.hashes[p]) {
+                    new_ids.push(ids[p]);
+                }
+            }
+            // `new_ids` runs from the batch's last new id to its first.
+            let mut room = capacity.of(shard) - guard.len();
+            if new_ids.len() > room {
+                let evicted =
+                    guard.evict_for_room(new_ids.len() - room, |id| in_batch.contains(&id));
+                room += evicted;
+                self.rows.fetch_sub(evicted as u64, Ordering::Relaxed);
+                self.writes
+                    .capacity_evictions
+                    .fetch_add(evicted as u64, Ordering::Relaxed);
+            }
+            let kept = new_ids.len().min(room);
+            dropped.extend(&new_ids[kept..]);
+            self.writes
+                .capacity_evictions
+                .fetch_add((new_ids.len() - kept) as u64, Ordering::Relaxed);
+            let before = guard.memory_bytes();
+            let reserved = guard.reserve(kept, |id| self.hash(id));
+            self.account_memory(before, guard.memory_bytes());
+            reserved?;
+        }
+        Ok(dropped)
     }
 
     /// Allocates, shard by shard, what the grouped publish needs, after checking
@@ -311,9 +487,7 @@ impl Cache {
                 let mut guard = self.shards[shard].write();
                 let before = guard.memory_bytes();
                 let reserved = guard.reserve(needs[shard] as usize, |id| self.hash(id));
-                let after = guard.memory_bytes();
-                self.memory_bytes
-                    .fetch_add((after - before) as u64, Ordering::Relaxed);
+                self.account_memory(before, guard.memory_bytes());
                 reserved?;
             }
             Ok(())
@@ -473,9 +647,15 @@ impl Cache {
         let d = PREFETCH_DISTANCE;
         let n = positions.len();
         let prefetch_bucket = |k: usize| prefetch(index.probe_start(hashes[positions[k] as usize]));
+        let touch = self.eviction_policy == EvictionPolicy::LruApprox;
         let resolve = |k: usize, slots: &mut [u32]| {
             let p = positions[k] as usize;
-            if let Some(slot) = index.get(ids[p], hashes[p]) {
+            let found = if touch {
+                index.get_touching(ids[p], hashes[p])
+            } else {
+                index.get(ids[p], hashes[p])
+            };
+            if let Some(slot) = found {
                 prefetch_row(rows.row(slot));
                 slots[k] = slot;
             }
@@ -532,6 +712,7 @@ impl Cache {
             removed
         });
         self.rows.fetch_sub(removed, Ordering::Relaxed);
+        self.writes.removals.fetch_add(removed, Ordering::Relaxed);
         Ok(removed)
     }
 
@@ -551,7 +732,26 @@ impl Cache {
             }
         }
         self.rows.fetch_sub(evicted, Ordering::Relaxed);
+        self.writes
+            .expirations
+            .fetch_add(evicted, Ordering::Relaxed);
         evicted
+    }
+
+    /// Returns free memory to the operating system: each shard's rows are
+    /// packed into as few chunks as they need and its index is rebuilt for the
+    /// rows it holds, dropping tombstones. A shard is write-locked while it is
+    /// packed, so its readers wait for that shard only.
+    pub fn compact(&self) -> Result<(), Error> {
+        let _writer = self.writer.lock();
+        for shard in self.shards.iter() {
+            let mut guard = shard.write();
+            let before = guard.memory_bytes();
+            let compacted = guard.compact(self.row_bytes, |id| self.hash(id));
+            self.account_memory(before, guard.memory_bytes());
+            compacted?;
+        }
+        Ok(())
     }
 
     /// Hit and miss counts since the previous call (or creation), then starts a
@@ -574,5 +774,32 @@ impl Cache {
     /// an enclosing call of itself on this one) and will never be called again.
     pub fn unregister_stat_sink(&self, id: SinkId) -> Result<(), Error> {
         self.sinks.unregister(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdHasher;
+
+    #[test]
+    fn consecutive_ids_spread_evenly_over_shards_and_buckets_for_every_key() {
+        for _ in 0..500 {
+            let hasher = IdHasher::new();
+            let mut shards = [0u32; 16];
+            let mut halves = [0u32; 2];
+            for id in 0..1600 {
+                let hash = hasher.hash(id);
+                shards[(hash & 15) as usize] += 1;
+                halves[(hash >> 63) as usize] += 1;
+            }
+            assert!(
+                shards.iter().all(|&n| (50..=150).contains(&n)),
+                "{shards:?}"
+            );
+            assert!(
+                halves.iter().all(|&n| (650..=950).contains(&n)),
+                "{halves:?}"
+            );
+        }
     }
 }

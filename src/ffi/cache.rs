@@ -7,7 +7,7 @@ use super::guard::{
     slice_mut, FfiError,
 };
 use super::types::*;
-use crate::{Cache, CacheConfig, MissPolicy, TableName};
+use crate::{Cache, CacheConfig, EvictionPolicy, MissPolicy, TableName};
 
 /// Bytes of the 1.0 `kvzch_options`, the smallest a host may pass.
 const OPTIONS_V1_0_SIZE: usize = 40;
@@ -15,28 +15,73 @@ const OPTIONS_V1_0_SIZE: usize = 40;
 const CACHE_INFO_V1_0_SIZE: usize = 32;
 const MAX_NAME_BYTES: usize = 64;
 
-/// Fills `opts` with the defaults and sets `struct_size` to
-/// `sizeof(kvzch_options)`. `row_bytes` is left 0: the host must set it.
-/// NULL: no-op.
+/// Fills the 1.0 fields of `opts` with the defaults and sets `struct_size` to
+/// their size (40). `row_bytes` is left 0: the host must set it. NULL: no-op.
+///
+/// A host compiled against a 1.0 header has a 40-byte struct, and this writes
+/// no more than that whatever the library's version. Hosts compiled against
+/// this header call `kvzch_options_init_sized` through the macro below, which
+/// initializes every field the host knows.
 #[no_mangle]
 pub extern "C" fn kvzch_options_init(opts: *mut kvzch_options) {
     boundary_or("kvzch_options_init", (), || {
-        // SAFETY: the contract: `opts` is NULL or points to a writable kvzch_options.
-        if let Ok(opts) = unsafe { required_mut(opts, "opts") } {
-            *opts = default_options();
+        // The 1.0 prefix is aligned as kvzch_options is.
+        if opts.is_null() || !opts.is_aligned() {
+            return;
+        }
+        let defaults = default_options(OPTIONS_V1_0_SIZE);
+        // SAFETY: a non-NULL `opts` points to at least the 1.0 struct (40
+        // bytes), and only that many bytes are written.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&raw const defaults).cast::<u8>(),
+                opts.cast::<u8>(),
+                OPTIONS_V1_0_SIZE,
+            );
         }
     })
 }
 
-fn default_options() -> kvzch_options {
+/// 1.1: fills the first `size` bytes of `opts` (`sizeof` the host's
+/// `kvzch_options`) with the defaults, up to the fields this library has, and
+/// sets `struct_size` to the bytes it filled. `size` below the 1.0 size (40):
+/// `KVZCH_STATUS_INVALID_ARGUMENT`.
+#[no_mangle]
+pub extern "C" fn kvzch_options_init_sized(opts: *mut kvzch_options, size: usize) -> kvzch_status {
+    boundary("kvzch_options_init_sized", || {
+        // SAFETY: `opts` is NULL or points to `size` writable bytes.
+        unsafe { required(opts.cast_const(), "opts") }?;
+        if size < OPTIONS_V1_0_SIZE {
+            return Err(FfiError::invalid(format!(
+                "size {size} < {OPTIONS_V1_0_SIZE}, the size of the 1.0 kvzch_options"
+            )));
+        }
+        let filled = size.min(size_of::<kvzch_options>());
+        let defaults = default_options(filled);
+        // SAFETY: the host's struct holds `size >= filled` bytes (non-NULL and
+        // aligned were checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&raw const defaults).cast::<u8>(),
+                opts.cast::<u8>(),
+                filled,
+            );
+        }
+        Ok(())
+    })
+}
+
+fn default_options(struct_size: usize) -> kvzch_options {
     kvzch_options {
-        struct_size: size_of::<kvzch_options>() as u32,
+        struct_size: struct_size as u32,
         row_bytes: 0,
         num_shards: 0,
         miss_policy: KVZCH_MISS_ZERO_FILL,
         max_rows: 0,
         max_memory_bytes: 0,
         name: std::ptr::null(),
+        eviction_policy: KVZCH_EVICT_NONE,
+        reserved1: 0,
     }
 }
 
@@ -57,6 +102,7 @@ unsafe fn read_options(opts: *const kvzch_options) -> Result<kvzch_options, FfiE
     let ours = size_of::<kvzch_options>();
     // SAFETY: the host's struct holds `host_size` bytes.
     let host_bytes = unsafe { std::slice::from_raw_parts(opts.cast::<u8>(), host_size) };
+    let known = host_size.min(ours);
     if let Some(offset) = host_bytes.iter().skip(ours).position(|&b| b != 0) {
         return Err(FfiError::new(
             kvzch_status::KVZCH_STATUS_UNSUPPORTED,
@@ -66,11 +112,12 @@ unsafe fn read_options(opts: *const kvzch_options) -> Result<kvzch_options, FfiE
             ),
         ));
     }
-    let mut options = default_options();
-    // SAFETY: `host_size >= ours` here, so `ours` bytes are readable, and every
-    // bit pattern of these bytes is a valid kvzch_options (integers and a pointer).
+    let mut options = default_options(known);
+    // SAFETY: `known <= host_size` bytes are readable, and every bit pattern of
+    // them is valid for these fields (integers and a pointer); fields past
+    // `known` keep their defaults.
     unsafe {
-        std::ptr::copy_nonoverlapping(opts.cast::<u8>(), (&raw mut options).cast::<u8>(), ours);
+        std::ptr::copy_nonoverlapping(opts.cast::<u8>(), (&raw mut options).cast::<u8>(), known);
     }
     Ok(options)
 }
@@ -98,6 +145,26 @@ fn config_from(options: &kvzch_options) -> Result<CacheConfig, FfiError> {
         })?;
         TableName::new(name).map_err(|e| FfiError::from(e).prefixed("opts->"))?
     };
+    let eviction_policy = match options.eviction_policy {
+        KVZCH_EVICT_NONE => EvictionPolicy::None,
+        KVZCH_EVICT_OLDEST_TIMESTAMP => EvictionPolicy::OldestTimestamp,
+        KVZCH_EVICT_LRU_APPROX => EvictionPolicy::LruApprox,
+        other => {
+            return Err(FfiError::invalid(format!(
+                "opts->eviction_policy {other} is not KVZCH_EVICT_NONE (0), \
+                 KVZCH_EVICT_OLDEST_TIMESTAMP (1) or KVZCH_EVICT_LRU_APPROX (2)"
+            )))
+        }
+    };
+    if options.reserved1 != 0 {
+        return Err(FfiError::new(
+            kvzch_status::KVZCH_STATUS_UNSUPPORTED,
+            format!(
+                "opts->reserved1 is {}, not 0: an option this library does not have",
+                options.reserved1
+            ),
+        ));
+    }
     let nonzero = |value: u64| (value != 0).then_some(value);
     Ok(CacheConfig {
         row_bytes: options.row_bytes as usize,
@@ -105,6 +172,7 @@ fn config_from(options: &kvzch_options) -> Result<CacheConfig, FfiError> {
         miss_policy,
         max_rows: nonzero(options.max_rows),
         max_memory_bytes: nonzero(options.max_memory_bytes),
+        eviction_policy,
         name,
     })
 }
@@ -326,6 +394,19 @@ fn optional_out<'a, T>(ptr: *mut T, what: &str) -> Result<Option<&'a mut T>, Ffi
     unsafe { required_mut(ptr, what) }.map(Some)
 }
 
+/// 1.1: returns free memory to the operating system: packs each shard's rows
+/// into as few chunks as they need and rebuilds its index for the rows it
+/// holds. Readers of a shard wait while that shard is packed.
+#[no_mangle]
+pub extern "C" fn kvzch_cache_compact(cache: *mut kvzch_cache) -> kvzch_status {
+    boundary("kvzch_cache_compact", || {
+        // SAFETY: the contract: NULL or a live handle.
+        let cache = unsafe { live_cache(cache) }?;
+        cache.compact()?;
+        Ok(())
+    })
+}
+
 /// Fills `*out` with what the cache holds now. The host sets `out->struct_size`
 /// (at least the 1.0 size, 32); the library fills at most that many bytes and
 /// sets `struct_size` to the number it filled.
@@ -354,6 +435,11 @@ pub extern "C" fn kvzch_cache_get_info(
             reserved: 0,
             rows: info.rows,
             memory_bytes: info.memory_bytes,
+            inserts: info.inserts,
+            updates: info.updates,
+            removals: info.removals,
+            expirations: info.expirations,
+            capacity_evictions: info.capacity_evictions,
         };
         // SAFETY: the host's struct holds `host_size >= filled` bytes, and `info`
         // is a kvzch_cache_info of at least `filled` bytes.

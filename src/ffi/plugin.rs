@@ -66,6 +66,10 @@ pub struct kvzch_api_v1 {
     pub register_global_stat_sink:
         Option<extern "C" fn(kvzch_stat_sink_fn, *mut c_void, *mut u64) -> kvzch_status>,
     pub unregister_global_stat_sink: Option<extern "C" fn(u64) -> kvzch_status>,
+    /// 1.1.
+    pub cache_compact: Option<extern "C" fn(*mut kvzch_cache) -> kvzch_status>,
+    /// 1.1.
+    pub options_init_sized: Option<extern "C" fn(*mut kvzch_options, usize) -> kvzch_status>,
 }
 
 /// Bytes of the 1.0 table, the smallest a host may pass.
@@ -95,6 +99,8 @@ fn api_table() -> kvzch_api_v1 {
         cache_unregister_stat_sink: Some(kvzch_cache_unregister_stat_sink),
         register_global_stat_sink: Some(kvzch_register_global_stat_sink),
         unregister_global_stat_sink: Some(kvzch_unregister_global_stat_sink),
+        cache_compact: Some(kvzch_cache_compact),
+        options_init_sized: Some(kvzch_options_init_sized),
     }
 }
 
@@ -151,7 +157,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_1_0_table_size_is_the_whole_table() {
-        assert_eq!(API_V1_0_SIZE, size_of::<kvzch_api_v1>());
+    fn the_1_1_table_appends_two_entries_to_the_1_0_one() {
+        assert_eq!(
+            API_V1_0_SIZE + 2 * size_of::<usize>(),
+            size_of::<kvzch_api_v1>()
+        );
     }
 }

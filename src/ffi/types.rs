@@ -6,12 +6,22 @@ use std::ffi::{c_char, c_void};
 /// compatible (its SONAME differs too).
 pub const KVZCH_ABI_MAJOR: u32 = 1;
 /// The ABI minor version of this header. Minor versions only append.
-pub const KVZCH_ABI_MINOR: u32 = 0;
+pub const KVZCH_ABI_MINOR: u32 = 1;
 
 /// `kvzch_options.miss_policy`: a missed id's row is zero-filled (the default).
 pub const KVZCH_MISS_ZERO_FILL: u32 = 0;
 /// `kvzch_options.miss_policy`: a missed id's row is left as the caller's buffer had it.
 pub const KVZCH_MISS_LEAVE_UNTOUCHED: u32 = 1;
+
+/// `kvzch_options.eviction_policy` (1.1): a publish that does not fit fails
+/// with `KVZCH_STATUS_CAPACITY_EXCEEDED` and stores nothing (the default).
+pub const KVZCH_EVICT_NONE: u32 = 0;
+/// `kvzch_options.eviction_policy` (1.1): rows with the oldest publish
+/// timestamps make room first.
+pub const KVZCH_EVICT_OLDEST_TIMESTAMP: u32 = 1;
+/// `kvzch_options.eviction_policy` (1.1): rows not read recently make room
+/// first (CLOCK over a per-row referenced bit set by lookups).
+pub const KVZCH_EVICT_LRU_APPROX: u32 = 2;
 
 /// `kvzch_stat_name` number of "kvzch.inference.read_hit_count".
 pub const KVZCH_STAT_READ_HIT_COUNT: u32 = 0;
@@ -80,6 +90,12 @@ pub struct kvzch_options {
     pub max_memory_bytes: u64,
     /// The table name, `[A-Za-z0-9_.-]{1,64}`, copied; NULL = "default".
     pub name: *const c_char,
+    /// 1.1: `KVZCH_EVICT_NONE` (0, default), `KVZCH_EVICT_OLDEST_TIMESTAMP` (1)
+    /// or `KVZCH_EVICT_LRU_APPROX` (2). With a policy, `batch_set` always makes
+    /// room within `max_rows` / `max_memory_bytes` by evicting.
+    pub eviction_policy: u32,
+    /// 1.1: must be 0.
+    pub reserved1: u32,
 }
 
 /// The counts of one `batch_get`, returned by it and passed to sinks.
@@ -117,6 +133,16 @@ pub struct kvzch_cache_info {
     pub rows: u64,
     /// Bytes the cache holds: rows, metadata, index, free space.
     pub memory_bytes: u64,
+    /// 1.1: new ids stored since creation.
+    pub inserts: u64,
+    /// 1.1: existing ids overwritten.
+    pub updates: u64,
+    /// 1.1: rows removed by `batch_remove`.
+    pub removals: u64,
+    /// 1.1: rows removed by `evict_older_than`.
+    pub expirations: u64,
+    /// 1.1: rows dropped to stay within `max_rows` / `max_memory_bytes`.
+    pub capacity_evictions: u64,
 }
 
 /// What a sink receives once per `batch_get`. Valid only during the call.

@@ -5,7 +5,7 @@ use std::ffi::{c_char, CStr};
 use super::guard::{boundary_or, bounded_c_str, copy_last_error, slice_mut};
 use super::types::*;
 
-/// The features a 1.0 host may ask for; later versions only add names.
+/// The features of ABI 1.0, then those 1.1 added; names are never removed.
 const FEATURES: &[&str] = &[
     "read_hit_rate_stats",
     "cumulative_read_stats",
@@ -14,6 +14,10 @@ const FEATURES: &[&str] = &[
     "evict_older_than",
     "batch_remove",
     "plugin_api_v1",
+    "capacity_eviction",
+    "compact",
+    "cache_info_counters",
+    "options_init_sized",
 ];
 const LONGEST_FEATURE: usize = 64;
 

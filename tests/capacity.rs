@@ -1,0 +1,225 @@
+//! Capacity eviction (ABI 1.1): limits always hold, the policies pick the
+//! right victims, a publish never evicts the rows it writes, the info counters
+//! are exact, and compaction gives memory back.
+
+use kvzch::{Cache, CacheConfig, EvictionPolicy};
+
+fn cache(policy: EvictionPolicy, max_rows: Option<u64>, max_memory_bytes: Option<u64>) -> Cache {
+    Cache::new(CacheConfig {
+        num_shards: 4,
+        max_rows,
+        max_memory_bytes,
+        eviction_policy: policy,
+        ..CacheConfig::new(16)
+    })
+    .unwrap()
+}
+
+fn publish(cache: &Cache, ids: &[i64], timestamp: u32) {
+    let rows: Vec<u8> = ids.iter().flat_map(|&id| [id as u8; 16]).collect();
+    cache.batch_set(ids, &rows, timestamp).unwrap();
+}
+
+fn present(cache: &Cache, ids: &[i64]) -> Vec<bool> {
+    let mut out = vec![0; ids.len() * 16];
+    let mut mask = vec![0; ids.len()];
+    cache.batch_get(ids, &mut out, Some(&mut mask)).unwrap();
+    for (i, &id) in ids.iter().enumerate() {
+        if mask[i] == 1 {
+            assert_eq!(
+                out[i * 16..][..16],
+                [id as u8; 16],
+                "id {id} came back with another row"
+            );
+        }
+    }
+    mask.iter().map(|&m| m == 1).collect()
+}
+
+#[test]
+fn a_policy_keeps_every_publish_within_max_rows() {
+    for policy in [EvictionPolicy::OldestTimestamp, EvictionPolicy::LruApprox] {
+        let cache = cache(policy, Some(1000), None);
+        for round in 0..20i64 {
+            let ids: Vec<i64> = (round * 300..round * 300 + 300).collect();
+            publish(&cache, &ids, round as u32);
+            let info = cache.info();
+            assert!(info.rows <= 1000, "{policy:?}: {} rows", info.rows);
+            assert!(
+                present(&cache, &ids).iter().all(|&p| p),
+                "{policy:?}: the latest publish was evicted"
+            );
+        }
+        let info = cache.info();
+        assert_eq!(info.inserts, 6000);
+        assert_eq!(
+            info.inserts - info.capacity_evictions,
+            info.rows,
+            "{policy:?}: {info:?}"
+        );
+    }
+}
+
+#[test]
+fn oldest_timestamp_evicts_the_oldest_publish_first() {
+    let cache = cache(EvictionPolicy::OldestTimestamp, Some(400), None);
+    let old: Vec<i64> = (0..200).collect();
+    let middle: Vec<i64> = (200..300).collect();
+    let newest: Vec<i64> = (300..500).collect();
+    publish(&cache, &middle, 20);
+    publish(&cache, &old, 10);
+    assert_eq!(cache.info().rows, 300);
+    publish(&cache, &newest, 40);
+    // About 100 rows must go, and every one of them from the oldest publish.
+    assert!(present(&cache, &middle).iter().all(|&p| p));
+    assert!(present(&cache, &newest).iter().all(|&p| p));
+    let old_left = present(&cache, &old).iter().filter(|&&p| p).count();
+    let info = cache.info();
+    assert_eq!(old_left as u64 + 300, info.rows);
+    assert!(
+        (60..=140).contains(&old_left),
+        "{old_left} of the oldest rows left"
+    );
+    assert_eq!(info.capacity_evictions, 200 - old_left as u64);
+}
+
+#[test]
+fn lru_approx_keeps_rows_that_are_read() {
+    let cache = cache(EvictionPolicy::LruApprox, Some(1200), None);
+    let hot: Vec<i64> = (0..500).collect();
+    let cold: Vec<i64> = (500..1000).collect();
+    publish(&cache, &hot, 1);
+    publish(&cache, &cold, 1);
+    assert_eq!(cache.info().rows, 1000);
+    for round in 0..10i64 {
+        assert!(
+            present(&cache, &hot).iter().all(|&p| p),
+            "round {round}: a hot row was evicted"
+        );
+        let fresh: Vec<i64> = (10_000 + round * 100..10_100 + round * 100).collect();
+        publish(&cache, &fresh, 2);
+    }
+    assert!(present(&cache, &hot).iter().all(|&p| p));
+    let cold_left = present(&cache, &cold).iter().filter(|&&p| p).count();
+    assert!(
+        cold_left < 250,
+        "{cold_left} cold rows survived 1000 newer ones"
+    );
+}
+
+#[test]
+fn a_publish_larger_than_the_capacity_keeps_its_latest_rows() {
+    let cache = cache(EvictionPolicy::LruApprox, Some(64), None);
+    let ids: Vec<i64> = (0..1000).collect();
+    publish(&cache, &ids, 1);
+    let info = cache.info();
+    assert_eq!(info.rows, 64, "every shard's share is filled");
+    assert_eq!((info.inserts, info.capacity_evictions), (64, 936));
+    let kept = present(&cache, &ids);
+    let first_kept = kept.iter().position(|&p| p).unwrap();
+    assert!(
+        first_kept >= 700,
+        "the earliest ids should make way, yet id {first_kept} is kept"
+    );
+}
+
+#[test]
+fn max_memory_bytes_holds_under_a_policy() {
+    let limit = 2 << 20;
+    for policy in [EvictionPolicy::OldestTimestamp, EvictionPolicy::LruApprox] {
+        let cache = cache(policy, None, Some(limit));
+        for round in 0..40i64 {
+            let ids: Vec<i64> = (round * 2000..round * 2000 + 2000).collect();
+            publish(&cache, &ids, round as u32);
+            assert!(
+                cache.info().memory_bytes <= limit,
+                "{policy:?}: {:?}",
+                cache.info()
+            );
+        }
+        let info = cache.info();
+        assert!(
+            info.rows > 20_000,
+            "{policy:?}: only {} rows fit in {limit} bytes",
+            info.rows
+        );
+        assert!(info.capacity_evictions > 0);
+    }
+}
+
+#[test]
+fn without_a_policy_a_full_cache_refuses_and_changes_nothing() {
+    let cache = cache(EvictionPolicy::None, Some(100), None);
+    publish(&cache, &(0..100).collect::<Vec<_>>(), 1);
+    let rows = vec![0u8; 16];
+    let error = cache.batch_set(&[1000], &rows, 2).unwrap_err();
+    assert_eq!(error.kind(), kvzch::ErrorKind::CapacityExceeded);
+    let info = cache.info();
+    assert_eq!(
+        (info.rows, info.inserts, info.capacity_evictions),
+        (100, 100, 0)
+    );
+}
+
+#[test]
+fn info_counters_are_exact() {
+    let cache = cache(EvictionPolicy::None, None, None);
+    publish(&cache, &[1, 2, 3, 3], 1);
+    publish(&cache, &[3, 4], 2);
+    assert_eq!(cache.batch_remove(&[1, 9]).unwrap(), 1);
+    assert_eq!(cache.evict_older_than(2), 1);
+    let info = cache.info();
+    assert_eq!(
+        (
+            info.inserts,
+            info.updates,
+            info.removals,
+            info.expirations,
+            info.capacity_evictions,
+            info.rows
+        ),
+        (4, 2, 1, 1, 0, 2)
+    );
+}
+
+#[test]
+fn compact_gives_back_the_memory_of_evicted_rows_and_keeps_the_rest() {
+    let cache = Cache::new(CacheConfig {
+        num_shards: 4,
+        ..CacheConfig::new(256)
+    })
+    .unwrap();
+    let ids: Vec<i64> = (0..200_000).collect();
+    for (round, chunk) in ids.chunks(4096).enumerate() {
+        let rows: Vec<u8> = chunk.iter().flat_map(|&id| [id as u8; 256]).collect();
+        cache.batch_set(chunk, &rows, round as u32).unwrap();
+    }
+    let full = cache.info().memory_bytes;
+    // Keep every tenth row, evict the rest.
+    let evicted: Vec<i64> = ids.iter().copied().filter(|id| id % 10 != 0).collect();
+    assert_eq!(cache.batch_remove(&evicted).unwrap(), 180_000);
+    assert_eq!(
+        cache.info().memory_bytes,
+        full,
+        "removal keeps the slots for reuse"
+    );
+    cache.compact().unwrap();
+    let compacted = cache.info().memory_bytes;
+    let evicted_payload = 180_000 * 256;
+    assert!(
+        full - compacted >= evicted_payload / 2,
+        "compact gave back {} of {evicted_payload} evicted bytes",
+        full - compacted
+    );
+    let kept: Vec<i64> = ids.iter().copied().filter(|id| id % 10 == 0).collect();
+    let mut out = vec![0; kept.len() * 256];
+    let stats = cache.batch_get(&kept, &mut out, None).unwrap();
+    assert_eq!(stats.hits, kept.len() as u64);
+    for (i, &id) in kept.iter().enumerate() {
+        assert_eq!(out[i * 256..][..256], [id as u8; 256]);
+    }
+    // Compacting twice changes nothing more; republishing grows again.
+    cache.compact().unwrap();
+    assert_eq!(cache.info().memory_bytes, compacted);
+    assert_eq!(cache.evict_older_than(u32::MAX), 20_000);
+}
