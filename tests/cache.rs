@@ -273,16 +273,25 @@ fn every_row_width_round_trips_including_the_specialized_ones() {
     for row_bytes in [1, 63, 64, 128, 192, 256, 512, 1000, 1024, 4096] {
         let cache = Cache::new(config(row_bytes)).unwrap();
         let ids: Vec<i64> = (0..300).map(|i| i * 3).collect();
-        cache.batch_set(&ids, &rows_of(&ids, 9, row_bytes), 1).unwrap();
+        cache
+            .batch_set(&ids, &rows_of(&ids, 9, row_bytes), 1)
+            .unwrap();
         let wanted: Vec<i64> = (0..900).rev().collect();
         let (out, mask, stats) = get(&cache, &wanted);
         assert_eq!(stats.hits, 300, "row_bytes {row_bytes}");
         for (i, &id) in wanted.iter().enumerate() {
             let row = &out[i * row_bytes..][..row_bytes];
             if id % 3 == 0 {
-                assert_eq!(row, row_of(id, 9, row_bytes), "row_bytes {row_bytes} id {id}");
+                assert_eq!(
+                    row,
+                    row_of(id, 9, row_bytes),
+                    "row_bytes {row_bytes} id {id}"
+                );
             } else {
-                assert!(row.iter().all(|&b| b == 0) && mask[i] == 0, "row_bytes {row_bytes} id {id}");
+                assert!(
+                    row.iter().all(|&b| b == 0) && mask[i] == 0,
+                    "row_bytes {row_bytes} id {id}"
+                );
             }
         }
     }

@@ -1,0 +1,173 @@
+//! The 1.1 additions through the C ABI, and that 1.0-sized structs from older
+//! hosts keep working.
+
+use std::ptr;
+
+use kvzch::ffi::*;
+
+const OPTIONS_1_0: usize = 40;
+const INFO_1_0: usize = 32;
+
+/// Bytes aligned for any of the ABI's structs, as a host's struct would be.
+#[repr(C, align(8))]
+struct Aligned<const N: usize>([u8; N]);
+
+impl<const N: usize> Aligned<N> {
+    fn filled(byte: u8) -> Self {
+        Aligned([byte; N])
+    }
+
+    fn as_mut_ptr<T>(&mut self) -> *mut T {
+        self.0.as_mut_ptr().cast()
+    }
+}
+
+fn create(options: &kvzch_options) -> Result<*mut kvzch_cache, kvzch_status> {
+    let mut cache = ptr::null_mut();
+    match kvzch_cache_create(options, &mut cache) {
+        kvzch_status::KVZCH_STATUS_OK => Ok(cache),
+        status => Err(status),
+    }
+}
+
+fn options(row_bytes: u32) -> kvzch_options {
+    // SAFETY: kvzch_options is plain integers and a pointer; all-zero is valid.
+    let mut options: kvzch_options = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        kvzch_options_init_sized(&mut options, size_of::<kvzch_options>()),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    options.row_bytes = row_bytes;
+    options
+}
+
+#[test]
+fn options_init_writes_only_the_1_0_fields() {
+    let mut bytes = Aligned::<64>::filled(0xEE);
+    kvzch_options_init(bytes.as_mut_ptr());
+    assert_eq!(
+        u32::from_ne_bytes(bytes.0[..4].try_into().unwrap()),
+        OPTIONS_1_0 as u32
+    );
+    assert!(
+        bytes.0[OPTIONS_1_0..].iter().all(|&b| b == 0xEE),
+        "wrote past the 1.0 struct"
+    );
+
+    let mut bytes = Aligned::<64>::filled(0xEE);
+    let status = kvzch_options_init_sized(bytes.as_mut_ptr(), 48);
+    assert_eq!(status, kvzch_status::KVZCH_STATUS_OK);
+    assert_eq!(u32::from_ne_bytes(bytes.0[..4].try_into().unwrap()), 48);
+    assert!(
+        bytes.0[40..48].iter().all(|&b| b == 0),
+        "1.1 fields default to 0"
+    );
+    assert!(bytes.0[48..].iter().all(|&b| b == 0xEE));
+    assert_eq!(
+        kvzch_options_init_sized(bytes.as_mut_ptr(), 39),
+        kvzch_status::KVZCH_STATUS_INVALID_ARGUMENT
+    );
+}
+
+#[test]
+fn a_1_0_sized_options_struct_creates_a_cache_without_a_policy() {
+    let mut options = options(8);
+    options.struct_size = OPTIONS_1_0 as u32;
+    // Bytes past a 1.0 host's struct are not its own: never read.
+    options.eviction_policy = 99;
+    let cache = create(&options).unwrap();
+    kvzch_cache_destroy(cache);
+}
+
+#[test]
+fn bad_1_1_options_are_rejected() {
+    let mut bad_policy = options(8);
+    bad_policy.eviction_policy = 3;
+    assert_eq!(
+        create(&bad_policy).unwrap_err(),
+        kvzch_status::KVZCH_STATUS_INVALID_ARGUMENT
+    );
+    let mut reserved = options(8);
+    reserved.reserved1 = 1;
+    assert_eq!(
+        create(&reserved).unwrap_err(),
+        kvzch_status::KVZCH_STATUS_UNSUPPORTED
+    );
+}
+
+#[test]
+fn a_policy_evicts_and_info_counts_it_in_both_struct_sizes() {
+    let mut options = options(8);
+    options.max_rows = 16;
+    options.eviction_policy = KVZCH_EVICT_LRU_APPROX;
+    let cache = create(&options).unwrap();
+    let ids: Vec<i64> = (0..100).collect();
+    let rows = vec![1u8; 800];
+    let status = kvzch_cache_batch_set(cache, ids.as_ptr(), 100, rows.as_ptr().cast(), 800, 1);
+    assert_eq!(status, kvzch_status::KVZCH_STATUS_OK);
+
+    // SAFETY: all-zero is a valid kvzch_cache_info.
+    let mut info: kvzch_cache_info = unsafe { std::mem::zeroed() };
+    info.struct_size = size_of::<kvzch_cache_info>() as u32;
+    assert_eq!(
+        kvzch_cache_get_info(cache, &mut info),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    assert_eq!(info.struct_size as usize, size_of::<kvzch_cache_info>());
+    assert!(info.rows <= 16);
+    assert_eq!(info.inserts, info.rows);
+    assert_eq!(info.capacity_evictions, 100 - info.rows);
+
+    let mut old = Aligned::<72>::filled(0xEE);
+    old.0[..4].copy_from_slice(&(INFO_1_0 as u32).to_ne_bytes());
+    assert_eq!(
+        kvzch_cache_get_info(cache, old.as_mut_ptr()),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    assert_eq!(
+        u32::from_ne_bytes(old.0[..4].try_into().unwrap()),
+        INFO_1_0 as u32
+    );
+    assert!(
+        old.0[INFO_1_0..].iter().all(|&b| b == 0xEE),
+        "wrote past a 1.0 host's struct"
+    );
+
+    assert_eq!(kvzch_cache_compact(cache), kvzch_status::KVZCH_STATUS_OK);
+    assert_eq!(
+        kvzch_cache_compact(ptr::null_mut()),
+        kvzch_status::KVZCH_STATUS_NULL_ARGUMENT
+    );
+    kvzch_cache_destroy(cache);
+}
+
+#[test]
+fn the_plugin_table_and_features_include_1_1() {
+    assert_eq!(kvzch_abi_version(), 1 << 16 | 1);
+    for feature in [
+        c"capacity_eviction",
+        c"compact",
+        c"cache_info_counters",
+        c"options_init_sized",
+    ] {
+        assert!(kvzch_has_feature(feature.as_ptr()), "{feature:?}");
+    }
+    // SAFETY: all-zero is a valid table (every entry NULL).
+    let mut table: kvzch_api_v1 = unsafe { std::mem::zeroed() };
+    let size = size_of::<kvzch_api_v1>();
+    assert_eq!(
+        kvzch_get_api(1, &mut table, size),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    assert_eq!(table.struct_size as usize, size);
+    assert!(table.cache_compact.is_some() && table.options_init_sized.is_some());
+    // A 1.0 host's table is 16 bytes shorter and gets only what it knows.
+    let mut short = Aligned::<200>::filled(0xEE);
+    let status = kvzch_get_api(1, short.as_mut_ptr(), size - 16);
+    assert_eq!(status, kvzch_status::KVZCH_STATUS_OK);
+    assert_eq!(
+        u32::from_ne_bytes(short.0[..4].try_into().unwrap()) as usize,
+        size - 16
+    );
+    assert!(short.0[size - 16..].iter().all(|&b| b == 0xEE));
+}
