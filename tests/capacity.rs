@@ -223,3 +223,29 @@ fn compact_gives_back_the_memory_of_evicted_rows_and_keeps_the_rest() {
     assert_eq!(cache.info().memory_bytes, compacted);
     assert_eq!(cache.evict_older_than(u32::MAX), 20_000);
 }
+
+#[test]
+fn a_publish_that_overwrites_every_stored_row_never_evicts_one_and_ends() {
+    for policy in [EvictionPolicy::OldestTimestamp, EvictionPolicy::LruApprox] {
+        let cache = cache(policy, Some(40_000), None);
+        let first: Vec<i64> = (0..40_000).collect();
+        publish(&cache, &first, 1);
+        let stored: Vec<i64> = first
+            .iter()
+            .copied()
+            .zip(present(&cache, &first))
+            .filter(|&(_, p)| p)
+            .map(|(id, _)| id)
+            .collect();
+        // Every stored id is in the batch, so none may make way for its new
+        // ids: each shard keeps what it has and takes new ids only up to its
+        // share.
+        let batch: Vec<i64> = (0..41_000).collect();
+        publish(&cache, &batch, 2);
+        assert!(
+            present(&cache, &stored).iter().all(|&p| p),
+            "{policy:?}: an overwritten row was evicted"
+        );
+        assert!(cache.info().rows <= 40_000, "{policy:?}");
+    }
+}

@@ -45,7 +45,7 @@ use crate::stats::{
     self, BatchEvent, BatchStats, ReadCounters, ReadStats, Sink, SinkId, SinkRegistry,
 };
 use batch::{with_scratch, Grouping};
-use shard::Shard;
+use shard::{Shard, Sweep};
 
 /// Lookups are taken in windows of this many ids, which bounds the per-thread
 /// scratch and keeps a window's prefetched rows in the L2 cache.
@@ -425,14 +425,20 @@ impl Cache {
             }
             // `new_ids` runs from the batch's last new id to its first.
             let mut room = capacity.of(shard) - guard.len();
-            if new_ids.len() > room {
-                let evicted =
-                    guard.evict_for_room(new_ids.len() - room, |id| in_batch.contains(&id));
+            let mut sweep = Sweep::default();
+            while new_ids.len() > room && !sweep.exhausted {
+                let evicted = guard.evict_for_room(
+                    &mut sweep,
+                    new_ids.len() - room,
+                    EVICT_STRETCH * 5,
+                    |id| in_batch.contains(&id),
+                );
                 room += evicted;
                 self.rows.fetch_sub(evicted as u64, Ordering::Relaxed);
                 self.writes
                     .capacity_evictions
                     .fetch_add(evicted as u64, Ordering::Relaxed);
+                RwLockWriteGuard::bump(&mut guard);
             }
             let kept = new_ids.len().min(room);
             dropped.extend(&new_ids[kept..]);

@@ -30,6 +30,18 @@ pub(crate) struct Shard {
     stamp_counts: BTreeMap<u32, usize>,
 }
 
+/// One publish's search for victims in a shard, carried across the stretches
+/// between which readers are let in.
+#[derive(Default)]
+pub(crate) struct Sweep {
+    /// `OldestTimestamp`: rows stamped at or before this are victims.
+    threshold: Option<u32>,
+    /// Positions passed since the last eviction or threshold move.
+    idle_steps: usize,
+    /// No unprotected row is left to take.
+    pub(crate) exhausted: bool,
+}
+
 /// What a publish of some new rows would make a shard hold.
 pub(crate) struct Growth {
     pub(crate) added_bytes: usize,
@@ -143,40 +155,53 @@ impl Shard {
     }
 
     /// Evicts up to `count` rows by the shard's policy, never one whose id
-    /// `protected` holds (the ids a publish is about to overwrite). Returns how
-    /// many it evicted: fewer only when fewer unprotected rows remain.
+    /// `protected` holds (the ids a publish is about to overwrite), moving the
+    /// hand at most `max_steps` positions so that the caller can let readers in
+    /// between stretches; `sweep` carries the search across stretches. Returns
+    /// how many rows it evicted.
     pub(crate) fn evict_for_room(
         &mut self,
+        sweep: &mut Sweep,
         count: usize,
+        max_steps: usize,
         protected: impl Fn(i64) -> bool,
     ) -> usize {
         let positions = self.index.positions();
         self.hand %= positions;
-        // Under `OldestTimestamp`, rows stamped at or before `threshold` are
-        // victims; a round that finds none (they are all protected) moves the
-        // threshold to the next timestamp.
-        let mut threshold = self.stamp_counts.keys().next().copied();
         let mut evicted = 0;
-        let mut idle_steps = 0;
-        while evicted < count {
-            if idle_steps >= positions {
-                let next = threshold.and_then(|t| {
+        for _ in 0..max_steps {
+            if evicted == count || sweep.exhausted {
+                break;
+            }
+            // Evictions may have emptied the oldest class meanwhile.
+            sweep.threshold = sweep
+                .threshold
+                .max(self.stamp_counts.keys().next().copied());
+            if sweep.idle_steps >= positions {
+                let next = sweep.threshold.and_then(|t| {
                     self.stamp_counts
                         .range(t + 1..)
                         .next()
                         .map(|(&next, _)| next)
                 });
                 match self.policy {
-                    EvictionPolicy::OldestTimestamp if next.is_some() => threshold = next,
+                    // A round found only protected rows in the oldest class.
+                    EvictionPolicy::OldestTimestamp if next.is_some() => {
+                        sweep.threshold = next;
+                        sweep.idle_steps = 0;
+                    }
                     // One round cleared every referenced bit; a second one
                     // without an eviction means only protected rows are left.
-                    EvictionPolicy::LruApprox if idle_steps < 2 * positions => {}
-                    _ => break,
+                    EvictionPolicy::LruApprox if sweep.idle_steps < 2 * positions => {}
+                    _ => {
+                        sweep.exhausted = true;
+                        break;
+                    }
                 }
             }
             let at = self.hand;
             self.hand = if at + 1 == positions { 0 } else { at + 1 };
-            idle_steps += 1;
+            sweep.idle_steps += 1;
             let Some(entry) = self.index.entry_at(at) else {
                 continue;
             };
@@ -190,18 +215,16 @@ impl Shard {
                     }
                     !entry.referenced
                 }
-                EvictionPolicy::OldestTimestamp => {
-                    // Evictions may have emptied the oldest class meanwhile.
-                    threshold = threshold.max(self.stamp_counts.keys().next().copied());
-                    threshold.is_some_and(|t| self.rows.stamp(entry.slot) <= t)
-                }
+                EvictionPolicy::OldestTimestamp => sweep
+                    .threshold
+                    .is_some_and(|t| self.rows.stamp(entry.slot) <= t),
                 EvictionPolicy::None => true,
             };
             if victim {
                 self.index.remove_at(at);
                 self.release(entry.slot);
                 evicted += 1;
-                idle_steps = 0;
+                sweep.idle_steps = 0;
             }
         }
         evicted

@@ -1,0 +1,296 @@
+//! Capacity eviction (ABI 1.1), measured:
+//!
+//! 1. hit rate of `LruApprox` and `OldestTimestamp` against an exact LRU on
+//!    Zipf traces (exponents 0.9 and 1.05) with the capacity at 10% and 50% of
+//!    the key space, served cache-aside (a miss publishes the row);
+//! 2. `batch_get` throughput with `LruApprox` recency tracking against `None`;
+//! 3. reader p99 batch latency while capacity eviction runs continuously
+//!    (new ids published into a full cache) against idle.
+//!
+//! `cargo bench --bench capacity` (add `-- --quick` for a smoke run).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kvzch::{Cache, CacheConfig, EvictionPolicy};
+
+const ROW_BYTES: usize = 64;
+
+struct Options {
+    keys: usize,
+    requests: usize,
+    table_rows: usize,
+    runs: usize,
+}
+
+/// A seeded xorshift generator: traces are the same for every contender.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Draws key ranks from Zipf(exponent) by inverting a precomputed CDF; ranks
+/// are scattered over the id space so popular ids are not neighbours.
+fn zipf_trace(keys: usize, exponent: f64, requests: usize, seed: u64) -> Vec<i64> {
+    let mut cdf = Vec::with_capacity(keys);
+    let mut total = 0.0;
+    for rank in 1..=keys {
+        total += 1.0 / (rank as f64).powf(exponent);
+        cdf.push(total);
+    }
+    let mut rng = Rng(seed);
+    (0..requests)
+        .map(|_| {
+            let rank = cdf.partition_point(|&c| c < rng.unit() * total);
+            (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) as i64
+        })
+        .collect()
+}
+
+/// Exact LRU: the reference the approximation is judged against.
+fn exact_lru_hit_rate(trace: &[i64], capacity: usize) -> f64 {
+    let mut last_use: HashMap<i64, u64> = HashMap::new();
+    let mut by_age: BTreeMap<u64, i64> = BTreeMap::new();
+    let mut hits = 0;
+    for (now, &id) in trace.iter().enumerate() {
+        let now = now as u64;
+        if let Some(previous) = last_use.insert(id, now) {
+            by_age.remove(&previous);
+            hits += 1;
+        } else if by_age.len() == capacity {
+            let (_, oldest) = by_age.pop_first().expect("full");
+            last_use.remove(&oldest);
+        }
+        by_age.insert(now, id);
+    }
+    hits as f64 / trace.len() as f64
+}
+
+/// Serves the trace in batches of 64 from a kvzch cache, publishing misses.
+fn kvzch_hit_rate(trace: &[i64], capacity: usize, policy: EvictionPolicy) -> f64 {
+    let cache = Cache::new(CacheConfig {
+        max_rows: Some(capacity as u64),
+        eviction_policy: policy,
+        ..CacheConfig::new(ROW_BYTES)
+    })
+    .expect("valid config");
+    let mut out = vec![0u8; 64 * ROW_BYTES];
+    let mut mask = vec![0u8; 64];
+    let mut hits = 0;
+    for (batch_number, batch) in trace.chunks(64).enumerate() {
+        let stats = cache
+            .batch_get(
+                batch,
+                &mut out[..batch.len() * ROW_BYTES],
+                Some(&mut mask[..batch.len()]),
+            )
+            .expect("sized buffers");
+        hits += stats.hits;
+        let missed: Vec<i64> = batch
+            .iter()
+            .zip(&mask)
+            .filter(|(_, &hit)| hit == 0)
+            .map(|(&id, _)| id)
+            .collect();
+        let rows = vec![0u8; missed.len() * ROW_BYTES];
+        cache
+            .batch_set(&missed, &rows, batch_number as u32)
+            .expect("a policy always makes room");
+    }
+    hits as f64 / trace.len() as f64
+}
+
+fn hit_rates(options: &Options) {
+    println!(
+        "\n## Hit rate, cache-aside, {} keys, {} requests",
+        options.keys, options.requests
+    );
+    println!(
+        "| Zipf | capacity | exact LRU | LRU_APPROX | OLDEST_TIMESTAMP | LRU_APPROX - exact (pp) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for exponent in [0.9, 1.05] {
+        let trace = zipf_trace(options.keys, exponent, options.requests, 0x6b76_7a63);
+        for share in [0.1, 0.5] {
+            let capacity = (options.keys as f64 * share) as usize;
+            let exact = exact_lru_hit_rate(&trace, capacity);
+            let approx = kvzch_hit_rate(&trace, capacity, EvictionPolicy::LruApprox);
+            let oldest = kvzch_hit_rate(&trace, capacity, EvictionPolicy::OldestTimestamp);
+            println!(
+                "| {exponent} | {:.0}% | {:.2}% | {:.2}% | {:.2}% | {:+.2} |",
+                share * 100.0,
+                exact * 100.0,
+                approx * 100.0,
+                oldest * 100.0,
+                (approx - exact) * 100.0
+            );
+        }
+    }
+}
+
+fn filled_cache(rows: usize, policy: EvictionPolicy, max_rows: Option<u64>) -> Cache {
+    let cache = Cache::new(CacheConfig {
+        max_rows,
+        eviction_policy: policy,
+        ..CacheConfig::new(256)
+    })
+    .expect("valid config");
+    let ids: Vec<i64> = (0..rows as i64).collect();
+    for chunk in ids.chunks(4096) {
+        cache
+            .batch_set(chunk, &vec![7u8; chunk.len() * 256], 1)
+            .expect("fits");
+    }
+    cache
+}
+
+fn uniform_batches(rows: usize, count: usize, seed: u64) -> Vec<Vec<i64>> {
+    let mut rng = Rng(seed);
+    (0..count)
+        .map(|_| {
+            (0..4096)
+                .map(|_| (rng.next() % rows as u64) as i64)
+                .collect()
+        })
+        .collect()
+}
+
+/// Median rows/s of `runs` passes over the batches.
+fn throughput(cache: &Cache, batches: &[Vec<i64>], runs: usize) -> f64 {
+    let mut out = vec![0u8; 4096 * 256];
+    let mut rates: Vec<f64> = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            for batch in batches {
+                cache
+                    .batch_get(batch, &mut out, None)
+                    .expect("sized buffers");
+            }
+            (batches.len() * 4096) as f64 / started.elapsed().as_secs_f64()
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
+fn recency_cost(options: &Options) {
+    let rows = options.table_rows;
+    let batches = uniform_batches(rows, 64, 0x5eed);
+    let plain = filled_cache(rows, EvictionPolicy::None, None);
+    // Capacity above the table: the policy tracks recency but never evicts.
+    let lru = filled_cache(rows, EvictionPolicy::LruApprox, Some(2 * rows as u64));
+    // Interleave the contenders so machine noise hits both alike.
+    let (mut none_rates, mut lru_rates) = (Vec::new(), Vec::new());
+    for _ in 0..options.runs {
+        none_rates.push(throughput(&plain, &batches, 1));
+        lru_rates.push(throughput(&lru, &batches, 1));
+    }
+    none_rates.sort_by(f64::total_cmp);
+    lru_rates.sort_by(f64::total_cmp);
+    let (none, lru) = (none_rates[options.runs / 2], lru_rates[options.runs / 2]);
+    println!("\n## Recency tracking cost, {rows} rows of 256 B, uniform batches of 4096, 1 thread");
+    println!("| policy | rows/s (median of {}) |", options.runs);
+    println!("|---|---|");
+    println!("| NONE | {:.2} M |", none / 1e6);
+    println!("| LRU_APPROX | {:.2} M |", lru / 1e6);
+    println!("LRU_APPROX / NONE = {:.3}", lru / none);
+}
+
+/// p50 and p99 of reader batch latency over `duration`.
+fn reader_latency(cache: &Cache, batches: &[Vec<i64>], duration: Duration) -> (Duration, Duration) {
+    let mut out = vec![0u8; 4096 * 256];
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    for batch in batches.iter().cycle() {
+        let before = Instant::now();
+        cache
+            .batch_get(batch, &mut out, None)
+            .expect("sized buffers");
+        latencies.push(before.elapsed());
+        if started.elapsed() > duration {
+            break;
+        }
+    }
+    latencies.sort();
+    (
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100],
+    )
+}
+
+fn latency_under_eviction(options: &Options) {
+    let rows = options.table_rows;
+    let cache = Arc::new(filled_cache(
+        rows,
+        EvictionPolicy::LruApprox,
+        Some(rows as u64),
+    ));
+    let batches = uniform_batches(rows, 64, 0xbeef);
+    let seconds = Duration::from_secs(if options.runs > 1 { 3 } else { 1 });
+    let (idle_p50, idle_p99) = reader_latency(&cache, &batches, seconds);
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (cache, stop) = (Arc::clone(&cache), Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut next = rows as i64;
+            let mut published = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let ids: Vec<i64> = (next..next + 4096).collect();
+                cache
+                    .batch_set(&ids, &vec![9u8; 4096 * 256], 2)
+                    .expect("a policy always makes room");
+                next += 4096;
+                published += 4096;
+            }
+            published
+        })
+    };
+    let (busy_p50, busy_p99) = reader_latency(&cache, &batches, seconds);
+    stop.store(true, Ordering::Relaxed);
+    let published = publisher.join().expect("publisher");
+    let evictions = cache.info().capacity_evictions;
+    println!("\n## Reader latency while capacity eviction runs, {rows} rows, LRU_APPROX, 1 reader + 1 publisher");
+    println!("| phase | p50 | p99 |");
+    println!("|---|---|---|");
+    println!("| idle | {idle_p50:?} | {idle_p99:?} |");
+    println!("| publishing new ids into the full cache | {busy_p50:?} | {busy_p99:?} |");
+    println!(
+        "p99 busy / idle = {:.2}; {published} rows published, {evictions} evicted",
+        busy_p99.as_secs_f64() / idle_p99.as_secs_f64()
+    );
+}
+
+fn main() {
+    let quick = std::env::args().any(|arg| arg == "--quick");
+    let options = if quick {
+        Options {
+            keys: 20_000,
+            requests: 200_000,
+            table_rows: 50_000,
+            runs: 1,
+        }
+    } else {
+        Options {
+            keys: 100_000,
+            requests: 2_000_000,
+            table_rows: 1_000_000,
+            runs: 5,
+        }
+    };
+    hit_rates(&options);
+    recency_cost(&options);
+    latency_under_eviction(&options);
+}
