@@ -17,9 +17,13 @@ endif()
 
 find_package(Threads REQUIRED)
 
-set(KVZCH_CARGO_TARGET_DIR "${CMAKE_BINARY_DIR}/cargo")
+# Under kvzch's own binary directory, so that a host that pulls kvzch in with
+# add_subdirectory keeps its top-level build directory to itself.
+set(KVZCH_CARGO_TARGET_DIR "${CMAKE_CURRENT_BINARY_DIR}/cargo")
+# build.rs sets it: the ABI major, so a 2.x library never satisfies a 1.x host.
+set(KVZCH_SONAME "libkvzch.so.1")
 set(KVZCH_SHARED_LIBRARY "${KVZCH_CARGO_TARGET_DIR}/release/libkvzch.so")
-set(KVZCH_SONAME_LINK "${KVZCH_CARGO_TARGET_DIR}/release/libkvzch.so.1")
+set(KVZCH_SONAME_LINK "${KVZCH_CARGO_TARGET_DIR}/release/${KVZCH_SONAME}")
 set(KVZCH_STATIC_LIBRARY "${KVZCH_CARGO_TARGET_DIR}/release/libkvzch.a")
 set(KVZCH_INCLUDE_DIR "${CMAKE_CURRENT_SOURCE_DIR}/include")
 
@@ -47,17 +51,19 @@ add_custom_target(kvzch_cargo ALL
 add_library(kvzch::kvzch SHARED IMPORTED GLOBAL)
 set_target_properties(kvzch::kvzch PROPERTIES
   IMPORTED_LOCATION "${KVZCH_SHARED_LIBRARY}"
-  IMPORTED_SONAME "libkvzch.so.1"
+  IMPORTED_SONAME "${KVZCH_SONAME}"
   INTERFACE_INCLUDE_DIRECTORIES "${KVZCH_INCLUDE_DIR}")
 add_dependencies(kvzch::kvzch kvzch_cargo)
 
 # What Rust's std needs from the system when linked statically, as reported by
 # `cargo rustc --release --crate-type staticlib -- --print native-static-libs`
-# (gcc_s and c come with every C/C++ link already).
+# (gcc_s and c come with every C/C++ link already), besides threads. The
+# installed kvzchConfig.cmake and kvzch.pc (Libs.private) list the same.
+set(KVZCH_STATIC_SYSTEM_LIBRARIES ${CMAKE_DL_LIBS} m rt util)
 add_library(kvzch::kvzch_static STATIC IMPORTED GLOBAL)
 set_target_properties(kvzch::kvzch_static PROPERTIES
   IMPORTED_LOCATION "${KVZCH_STATIC_LIBRARY}"
   IMPORTED_LINK_INTERFACE_LANGUAGES "C"
   INTERFACE_INCLUDE_DIRECTORIES "${KVZCH_INCLUDE_DIR}"
-  INTERFACE_LINK_LIBRARIES "Threads::Threads;${CMAKE_DL_LIBS};m;rt;util")
+  INTERFACE_LINK_LIBRARIES "Threads::Threads;${KVZCH_STATIC_SYSTEM_LIBRARIES}")
 add_dependencies(kvzch::kvzch_static kvzch_cargo)

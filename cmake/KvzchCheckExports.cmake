@@ -1,19 +1,34 @@
 # ctest script: the shared library's dynamic interface is exactly the ABI.
-#   cmake -DNM=... -DOBJDUMP=... -DLIBRARY=libkvzch.so -P KvzchCheckExports.cmake
-# Any other exported symbol would be something a host could come to depend
-# on, outside the versioned contract; the SONAME is what the loader resolves.
+#   cmake -DNM=... -DOBJDUMP=... -DLIBRARY=libkvzch.so -DSYMBOLS=abi/symbols.txt
+#         -P KvzchCheckExports.cmake
+# SYMBOLS is the checked-in list of exported names. A listed name the library
+# no longer exports breaks every host that calls it; an exported name that is
+# not listed is either an ABI addition nobody wrote down (and so skipped the
+# steps of docs/ABI_POLICY.md) or a symbol leaking out of the library, which
+# a host could come to depend on outside the versioned contract. The SONAME
+# is what the loader resolves, so it is checked too.
 
 cmake_minimum_required(VERSION 3.16)
 
-set(abi_1_0_functions
-  kvzch_abi_version kvzch_version kvzch_has_feature kvzch_status_name
-  kvzch_last_error_message kvzch_stat_name kvzch_options_init
-  kvzch_cache_create kvzch_cache_destroy kvzch_cache_batch_set
-  kvzch_cache_batch_get kvzch_cache_batch_remove kvzch_cache_evict_older_than
-  kvzch_cache_get_info kvzch_cache_get_read_hit_rate_stats
-  kvzch_cache_get_cumulative_read_stats kvzch_cache_register_stat_sink
-  kvzch_cache_unregister_stat_sink kvzch_register_global_stat_sink
-  kvzch_unregister_global_stat_sink kvzch_get_api)
+foreach(var NM OBJDUMP LIBRARY SYMBOLS)
+  if(NOT DEFINED ${var})
+    message(FATAL_ERROR "KvzchCheckExports.cmake needs -D${var}=...")
+  endif()
+endforeach()
+
+file(STRINGS "${SYMBOLS}" symbol_lines)
+set(listed "")
+foreach(line IN LISTS symbol_lines)
+  string(REGEX REPLACE "#.*$" "" line "${line}")
+  string(STRIP "${line}" line)
+  if(line STREQUAL "")
+    continue()
+  endif()
+  if(NOT line MATCHES "^kvzch_[a-z0-9_]+$")
+    message(FATAL_ERROR "${SYMBOLS}: '${line}' is not a kvzch_ function name")
+  endif()
+  list(APPEND listed "${line}")
+endforeach()
 
 execute_process(
   COMMAND "${NM}" -D --defined-only "${LIBRARY}"
@@ -26,19 +41,22 @@ endif()
 string(REGEX MATCHALL "[^\n]+" lines "${nm_output}")
 set(exported "")
 set(foreign "")
+set(unlisted "")
 foreach(line IN LISTS lines)
   string(REGEX REPLACE "^.* " "" symbol "${line}")
   string(REGEX REPLACE "@.*$" "" symbol "${symbol}")
   list(APPEND exported "${symbol}")
   if(NOT symbol MATCHES "^kvzch_")
     list(APPEND foreign "${symbol}")
+  elseif(NOT symbol IN_LIST listed)
+    list(APPEND unlisted "${symbol}")
   endif()
 endforeach()
 
-set(missing "")
-foreach(fn IN LISTS abi_1_0_functions)
-  if(NOT fn IN_LIST exported)
-    list(APPEND missing "${fn}")
+set(removed "")
+foreach(symbol IN LISTS listed)
+  if(NOT symbol IN_LIST exported)
+    list(APPEND removed "${symbol}")
   endif()
 endforeach()
 
@@ -52,18 +70,25 @@ endif()
 string(REGEX MATCH "SONAME +([^\n]+)" soname_line "${objdump_output}")
 set(soname "${CMAKE_MATCH_1}")
 
+# Each problem on its own indented line, which message() prints as it is
+# rather than rewrapping it.
 set(problems "")
-if(foreign)
-  string(APPEND problems "exported symbols without the kvzch_ prefix: ${foreign}\n")
+if(removed)
+  string(APPEND problems "  listed in ${SYMBOLS} but no longer exported (a removal breaks "
+                         "every host that calls them): ${removed}\n")
 endif()
-if(missing)
-  string(APPEND problems "ABI 1.0 functions not exported: ${missing}\n")
+if(unlisted)
+  string(APPEND problems "  exported but not in ${SYMBOLS} (an ABI addition: append them there, "
+                         "following docs/ABI_POLICY.md): ${unlisted}\n")
+endif()
+if(foreign)
+  string(APPEND problems "  exported symbols without the kvzch_ prefix: ${foreign}\n")
 endif()
 if(NOT soname STREQUAL "libkvzch.so.1")
-  string(APPEND problems "SONAME is '${soname}', expected libkvzch.so.1\n")
+  string(APPEND problems "  SONAME is '${soname}', expected libkvzch.so.1\n")
 endif()
 if(problems)
   message(FATAL_ERROR "${LIBRARY}:\n${problems}")
 endif()
 list(LENGTH exported count)
-message(STATUS "${count} exported symbols, all kvzch_; SONAME ${soname}")
+message(STATUS "${count} exported symbols, exactly those of ${SYMBOLS}; SONAME ${soname}")

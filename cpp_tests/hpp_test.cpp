@@ -397,3 +397,33 @@ TEST(Span, ShortHitMaskIsRejectedBeforeTheCall) {
 #endif
 
 }  // namespace
+
+TEST(Capacity, EvictionPolicyKeepsTheCacheWithinMaxRowsAndCountsIt) {
+  kvzch::Cache cache(kvzch::Options()
+                         .row_bytes(8)
+                         .num_shards(2)
+                         .max_rows(10)
+                         .eviction_policy(kvzch::EvictionPolicy::OldestTimestamp));
+  for (std::int64_t id = 0; id < 50; ++id) {
+    put(cache, id, static_cast<std::uint8_t>(id), static_cast<std::uint32_t>(id));
+  }
+  const kvzch_cache_info info = cache.info();
+  EXPECT_LE(info.rows, 10u);
+  EXPECT_EQ(info.inserts, 50u);
+  EXPECT_EQ(info.capacity_evictions, 50u - info.rows);
+  EXPECT_EQ(info.struct_size, sizeof(kvzch_cache_info));
+  cache.compact();
+  EXPECT_EQ(cache.info().rows, info.rows);
+}
+
+TEST(Capacity, WithoutAPolicyAFullCacheThrowsCapacityExceeded) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(8).max_rows(1));
+  put(cache, 1, 1);
+  try {
+    put(cache, 2, 2);
+    FAIL() << "no exception";
+  } catch (const kvzch::Error& e) {
+    EXPECT_EQ(e.status(), KVZCH_STATUS_CAPACITY_EXCEEDED);
+  }
+  EXPECT_EQ(cache.info().rows, 1u);
+}

@@ -511,5 +511,5 @@ enum kvzch_status kvzch_get_api(uint32_t abi_major, struct kvzch_api_v1 *table, 
 #endif  /* KVZCH_H */
 
 #ifndef KVZCH_OPTIONS_INIT_1_0
-#define kvzch_options_init(opts) ((void)kvzch_options_init_sized((opts), sizeof *(opts)))
+#define kvzch_options_init(opts) ((void)kvzch_options_init_sized((opts), sizeof(kvzch_options)))
 #endif

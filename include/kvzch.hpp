@@ -1,9 +1,13 @@
 /*
  * kvzch.hpp - C++17 RAII layer over the kvzch C ABI (kvzch.h).
  *
- * Header-only, so it adds no symbols of its own to the library's ABI: every
- * call below ends in a kvzch_* function of the loaded libkvzch, and a host
- * built with this header works with any libkvzch of the same ABI major.
+ * Header-only, so it adds no symbols of its own to the library's ABI. Every
+ * call goes through the plugin table (kvzch_get_api) of a kvzch::Library:
+ * the library the program links (Library::linked(), which the constructors
+ * without a Library use) or one loaded at run time (Library::open). The same
+ * host code therefore serves both, and works with any libkvzch of the same
+ * ABI major: a function the loaded library lacks throws kvzch::Unsupported
+ * instead of jumping through a NULL entry.
  *
  * Failures throw kvzch::Error (status + the library's message). Sink
  * callables may throw: the trampoline catches everything, because an
@@ -13,6 +17,8 @@
 #define KVZCH_HPP
 
 #include "kvzch.h"
+
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <atomic>
@@ -51,13 +57,60 @@ class Error : public std::runtime_error {
   std::string library_message_;
 };
 
+/* A call the loaded library cannot serve: it lacks the function (a library
+ * older than it, or a build without that feature), or it is not of this
+ * header's ABI major. Thrown before the library is called, so nothing
+ * changed; status() is KVZCH_STATUS_UNSUPPORTED and library_message() is the
+ * header's own explanation. */
+class Unsupported : public Error {
+ public:
+  explicit Unsupported(const std::string& message)
+      : Error(KVZCH_STATUS_UNSUPPORTED, "UNSUPPORTED: " + message, message) {}
+};
+
 namespace detail {
 
+/* One loaded library: its plugin table and, when dlopen'd, its handle. Every
+ * Library, Cache and SinkRegistration using it shares it, so the library
+ * stays loaded while anything may still call into it. */
+struct LibraryState {
+  kvzch_api_v1 api{};
+  void* handle = nullptr;
+  std::string origin; /* for messages: a path, or "the linked libkvzch" */
+
+  LibraryState() = default;
+  LibraryState(const LibraryState&) = delete;
+  LibraryState& operator=(const LibraryState&) = delete;
+  ~LibraryState() {
+    if (handle != nullptr) {
+      dlclose(handle);
+    }
+  }
+};
+using LibraryPtr = std::shared_ptr<const LibraryState>;
+using GetApi = kvzch_status (*)(std::uint32_t, kvzch_api_v1*, std::size_t);
+
+/* Fills the table with the library's own kvzch_get_api. The library zeroes
+ * every entry it lacks, up to this header's table size, so from then on a
+ * NULL entry is all there is to check. */
+inline void fill(LibraryState& library, GetApi get_api) {
+  const kvzch_status status = get_api(KVZCH_ABI_MAJOR, &library.api, sizeof library.api);
+  if (status != KVZCH_STATUS_OK) {
+    throw Unsupported(library.origin + " has no ABI " + std::to_string(KVZCH_ABI_MAJOR) +
+                      ".x plugin table (kvzch_get_api returned " +
+                      std::to_string(static_cast<int>(status)) + ")");
+  }
+}
+
 /* The last error is per thread, so this must run on the thread that saw the
- * failure and before any other kvzch_* call there. */
-inline std::string last_error_message() {
-  std::string buf(kvzch_last_error_message(nullptr, 0) + 1, '\0');
-  const std::size_t full = kvzch_last_error_message(buf.data(), buf.size());
+ * failure and before any other kvzch_* call there. A library without
+ * last_error_message has no message to give. */
+inline std::string last_error_message(const kvzch_api_v1& api) {
+  if (api.last_error_message == nullptr) {
+    return {};
+  }
+  std::string buf(api.last_error_message(nullptr, 0) + 1, '\0');
+  const std::size_t full = api.last_error_message(buf.data(), buf.size());
   buf.resize(std::min(full, buf.size() - 1));
   return buf;
 }
@@ -65,17 +118,36 @@ inline std::string last_error_message() {
 /* what() is "STATUS: message"; the library's message already starts with the
  * function that failed, so the function name is added only when there is no
  * message to carry it. */
-[[noreturn]] inline void throw_error(const char* function, kvzch_status status) {
-  std::string message = last_error_message();
-  std::string what = kvzch_status_name(status);
+[[noreturn]] inline void throw_error(const kvzch_api_v1& api, const char* function,
+                                     kvzch_status status) {
+  std::string message = last_error_message(api);
+  std::string what = api.status_name != nullptr
+                         ? std::string(api.status_name(status))
+                         : "status " + std::to_string(static_cast<int>(status));
   what += ": ";
   what += message.empty() ? std::string(function) : message;
   throw Error(status, what, std::move(message));
 }
 
-inline void check(const char* function, kvzch_status status) {
+/* The table's entry for `function`, or Unsupported when the library lacks it. */
+template <class Fn>
+Fn entry(const LibraryState& library, Fn kvzch_api_v1::*member, const char* function) {
+  const Fn fn = library.api.*member;
+  if (fn == nullptr) {
+    const std::uint32_t abi = library.api.abi_version;
+    throw Unsupported(std::string(function) + " is not in " + library.origin + " (ABI " +
+                      std::to_string(abi >> 16) + "." + std::to_string(abi & 0xFFFFu) + ")");
+  }
+  return fn;
+}
+
+/* Calls a fallible entry; any status but OK throws Error. */
+template <class Fn, class... Args>
+void call(const LibraryState& library, Fn kvzch_api_v1::*member, const char* function,
+          Args... args) {
+  const kvzch_status status = entry(library, member, function)(args...);
   if (status != KVZCH_STATUS_OK) {
-    throw_error(function, status);
+    throw_error(library.api, function, status);
   }
 }
 
@@ -106,6 +178,12 @@ void delete_callable(void* callable) noexcept {
   return detail::swallowed_sink_exceptions.load(std::memory_order_relaxed);
 }
 
+enum class EvictionPolicy : std::uint32_t {
+  None = KVZCH_EVICT_NONE,
+  OldestTimestamp = KVZCH_EVICT_OLDEST_TIMESTAMP,
+  LruApprox = KVZCH_EVICT_LRU_APPROX,
+};
+
 enum class MissPolicy : std::uint32_t {
   ZeroFill = KVZCH_MISS_ZERO_FILL,
   LeaveUntouched = KVZCH_MISS_LEAVE_UNTOUCHED,
@@ -116,9 +194,9 @@ enum class MissPolicy : std::uint32_t {
 class Options {
  public:
   /* Zero-initialised with struct_size = sizeof(kvzch_options) rather than
-   * filled by kvzch_options_init: every 1.0 default is zero, and a newer
+   * filled by kvzch_options_init: every default is zero, and a newer
    * library's kvzch_options_init writes its own, larger sizeof into this
-   * struct, past the end of what this header compiled. */
+   * struct, past the end of what this header compiled (docs/ABI_POLICY.md). */
   Options() noexcept { raw_.struct_size = sizeof(kvzch_options); }
 
   Options& row_bytes(std::uint32_t value) noexcept {
@@ -141,6 +219,12 @@ class Options {
     raw_.max_memory_bytes = value;
     return *this;
   }
+  /* ABI 1.1. A 1.0 library refuses a non-default policy (it reports the
+   * bytes past its struct as an option it lacks) instead of ignoring it. */
+  Options& eviction_policy(EvictionPolicy value) noexcept {
+    raw_.eviction_policy = static_cast<std::uint32_t>(value);
+    return *this;
+  }
   Options& name(std::string value) {
     name_ = std::move(value);
     return *this;
@@ -156,6 +240,94 @@ class Options {
  private:
   kvzch_options raw_{};
   std::optional<std::string> name_;
+};
+
+class SinkRegistration;
+
+/* A libkvzch seen through its plugin table: the one this program links, or
+ * one loaded at run time. Caches and sink registrations made from a Library
+ * call only through its table, so host code written against Cache works the
+ * same on either. Copies share the library, which stays loaded until the
+ * last Library, Cache or SinkRegistration using it is gone; moving copies
+ * too, so there is no empty Library. */
+class Library {
+ public:
+  /* The linked library. Referenced only by code that calls it, so a host
+   * that only loads libraries at run time need not link libkvzch. */
+  [[nodiscard]] static Library linked() {
+    static const Library library = [] {
+      auto state = std::make_shared<detail::LibraryState>();
+      state->origin = "the linked libkvzch";
+      detail::fill(*state, &kvzch_get_api);
+      return Library(std::move(state));
+    }();
+    return library;
+  }
+
+  /* Loads the library at `path` (as dlopen finds it). RTLD_NOW, so a library
+   * with unresolved symbols fails here rather than at some later call;
+   * RTLD_LOCAL, so its symbols stay out of the process's namespace and two
+   * builds can be loaded side by side. Throws Error (NOT_FOUND) when it
+   * cannot be loaded, Unsupported when it has no kvzch_get_api or no ABI 1.x
+   * table. */
+  [[nodiscard]] static Library open(const std::string& path) {
+    auto state = std::make_shared<detail::LibraryState>();
+    state->origin = path;
+    state->handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (state->handle == nullptr) {
+      const std::string message = std::string("dlopen: ") + dlerror();
+      throw Error(KVZCH_STATUS_NOT_FOUND, "NOT_FOUND: " + message, message);
+    }
+    void* const get_api = dlsym(state->handle, "kvzch_get_api");
+    if (get_api == nullptr) {
+      throw Unsupported(path + " has no kvzch_get_api: not a libkvzch, or one older than ABI 1.0");
+    }
+    detail::fill(*state, reinterpret_cast<detail::GetApi>(get_api));
+    return Library(std::move(state));
+  }
+
+  Library(const Library&) noexcept = default;
+  Library& operator=(const Library&) noexcept = default;
+  ~Library() = default;
+
+  /* kvzch_has_feature of this library ("stat_sink", ...); false also when
+   * the library cannot answer. */
+  [[nodiscard]] bool has(std::string_view feature) const {
+    const auto has_feature = state_->api.has_feature;
+    return has_feature != nullptr && has_feature(std::string(feature).c_str());
+  }
+
+  /* (major << 16) | minor of this library, which may be newer or older than
+   * this header. */
+  [[nodiscard]] std::uint32_t abi_version() const noexcept { return state_->api.abi_version; }
+
+  [[nodiscard]] std::string version() const {
+    return entry(&kvzch_api_v1::version, "kvzch_version")();
+  }
+
+  /* One entry of the table, for calls this header has no wrapper for:
+   * library.entry(&kvzch_api_v1::stat_name, "kvzch_stat_name")(0). Throws
+   * Unsupported when the library lacks it. */
+  template <class Fn>
+  [[nodiscard]] Fn entry(Fn kvzch_api_v1::*member, const char* function) const {
+    return detail::entry(*state_, member, function);
+  }
+
+  /* The table as the library filled it; an entry it lacks is NULL. */
+  [[nodiscard]] const kvzch_api_v1& api() const noexcept { return state_->api; }
+
+  /* A sink that sees the batches of every cache of this library. */
+  template <class F>
+  [[nodiscard]] SinkRegistration on_any_batch(F&& callable) const;
+
+ private:
+  friend class Cache;
+  template <class F>
+  friend SinkRegistration register_sink(const Library& library, kvzch_cache* cache, F&& callable);
+
+  explicit Library(detail::LibraryPtr state) noexcept : state_(std::move(state)) {}
+
+  detail::LibraryPtr state_;
 };
 
 /* An active stat sink. Unregisters in reset() and in its destructor; when
@@ -182,8 +354,10 @@ class [[nodiscard]] SinkRegistration {
     if (!callable_) {
       return;
     }
-    const kvzch_status status = cache_ != nullptr ? kvzch_cache_unregister_stat_sink(cache_, id_)
-                                                  : kvzch_unregister_global_stat_sink(id_);
+    /* register_sink checked that the library has these entries. */
+    const kvzch_api_v1& api = library_->api;
+    const kvzch_status status = cache_ != nullptr ? api.cache_unregister_stat_sink(cache_, id_)
+                                                  : api.unregister_global_stat_sink(id_);
     if (status == KVZCH_STATUS_OK || status == KVZCH_STATUS_NOT_FOUND) {
       callable_.reset();
     } else {
@@ -193,6 +367,7 @@ class [[nodiscard]] SinkRegistration {
     }
     cache_ = nullptr;
     id_ = 0;
+    library_.reset();
   }
 
   [[nodiscard]] bool active() const noexcept { return callable_ != nullptr; }
@@ -200,64 +375,95 @@ class [[nodiscard]] SinkRegistration {
   [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
 
   template <class F>
-  friend SinkRegistration register_sink(kvzch_cache* cache, F&& callable);
+  friend SinkRegistration register_sink(const Library& library, kvzch_cache* cache, F&& callable);
 
  private:
   using Owned = std::unique_ptr<void, void (*)(void*) noexcept>;
 
-  SinkRegistration(kvzch_cache* cache, std::uint64_t id, Owned callable) noexcept
-      : cache_(cache), id_(id), callable_(std::move(callable)) {}
+  SinkRegistration(detail::LibraryPtr library, kvzch_cache* cache, std::uint64_t id,
+                   Owned callable) noexcept
+      : library_(std::move(library)), cache_(cache), id_(id), callable_(std::move(callable)) {}
 
   void swap(SinkRegistration& other) noexcept {
+    std::swap(library_, other.library_);
     std::swap(cache_, other.cache_);
     std::swap(id_, other.id_);
     std::swap(callable_, other.callable_);
   }
 
+  detail::LibraryPtr library_;   /* keeps the library loaded while the sink may run */
   kvzch_cache* cache_ = nullptr; /* nullptr: a global sink */
   std::uint64_t id_ = 0;
   Owned callable_{nullptr, nullptr};
 };
 
 /* Registers `callable` (invocable with const kvzch_batch_event&) on `cache`,
- * or globally when `cache` is nullptr. The callable lives on the heap so its
- * address, handed to the library as user_data, survives moves of the
- * registration. */
+ * a cache of `library`, or globally in `library` when `cache` is nullptr.
+ * The callable lives on the heap so its address, handed to the library as
+ * user_data, survives moves of the registration. */
 template <class F>
-SinkRegistration register_sink(kvzch_cache* cache, F&& callable) {
+SinkRegistration register_sink(const Library& library, kvzch_cache* cache, F&& callable) {
   using Callable = std::decay_t<F>;
   static_assert(std::is_invocable_v<Callable&, const kvzch_batch_event&>,
                 "a sink callable must be invocable as f(const kvzch_batch_event&)");
+  const detail::LibraryState& lib = *library.state_;
+  /* Checked before registering: a sink that cannot be unregistered could
+   * never free its callable. */
+  if (cache != nullptr) {
+    static_cast<void>(detail::entry(lib, &kvzch_api_v1::cache_unregister_stat_sink,
+                                    "kvzch_cache_unregister_stat_sink"));
+  } else {
+    static_cast<void>(detail::entry(lib, &kvzch_api_v1::unregister_global_stat_sink,
+                                    "kvzch_unregister_global_stat_sink"));
+  }
   SinkRegistration::Owned owned(new Callable(std::forward<F>(callable)),
                                 &detail::delete_callable<Callable>);
   std::uint64_t id = 0;
   if (cache != nullptr) {
-    detail::check("kvzch_cache_register_stat_sink",
-                  kvzch_cache_register_stat_sink(cache, &detail::sink_trampoline<Callable>,
-                                                 owned.get(), &id));
+    detail::call(lib, &kvzch_api_v1::cache_register_stat_sink, "kvzch_cache_register_stat_sink",
+                 cache, &detail::sink_trampoline<Callable>, owned.get(), &id);
   } else {
-    detail::check("kvzch_register_global_stat_sink",
-                  kvzch_register_global_stat_sink(&detail::sink_trampoline<Callable>,
-                                                  owned.get(), &id));
+    detail::call(lib, &kvzch_api_v1::register_global_stat_sink,
+                 "kvzch_register_global_stat_sink", &detail::sink_trampoline<Callable>,
+                 owned.get(), &id);
   }
-  return SinkRegistration(cache, id, std::move(owned));
+  return SinkRegistration(library.state_, cache, id, std::move(owned));
 }
 
-/* A sink that sees the batches of every cache in the process. */
+/* The same, for a cache of the linked library (or globally in it). */
+template <class F>
+SinkRegistration register_sink(kvzch_cache* cache, F&& callable) {
+  return register_sink(Library::linked(), cache, std::forward<F>(callable));
+}
+
+template <class F>
+SinkRegistration Library::on_any_batch(F&& callable) const {
+  return register_sink(*this, nullptr, std::forward<F>(callable));
+}
+
+/* A sink that sees the batches of every cache of the linked library. */
 template <class F>
 [[nodiscard]] SinkRegistration on_any_batch(F&& callable) {
-  return register_sink(nullptr, std::forward<F>(callable));
+  return Library::linked().on_any_batch(std::forward<F>(callable));
 }
 
 /* Owns one kvzch_cache. Move-only; a moved-from Cache has no handle and its
  * calls throw Error(KVZCH_STATUS_NULL_ARGUMENT). All calls may run
- * concurrently from many threads, like the C functions they wrap. */
+ * concurrently from many threads, like the C functions they wrap. A call
+ * the cache's library lacks throws Unsupported. */
 class Cache {
  public:
-  explicit Cache(const Options& options) {
+  /* A cache of the linked library. */
+  explicit Cache(const Options& options) : Cache(Library::linked(), options) {}
+
+  /* A cache of `library`, which stays loaded while the cache lives. */
+  Cache(const Library& library, const Options& options)
+      : handle_(nullptr, Deleter(library.state_)) {
+    /* Checked before creating: a cache must always be destroyable. */
+    static_cast<void>(library.entry(&kvzch_api_v1::cache_destroy, "kvzch_cache_destroy"));
     const kvzch_options raw = options.raw();
     kvzch_cache* created = nullptr;
-    detail::check("kvzch_cache_create", kvzch_cache_create(&raw, &created));
+    call(&kvzch_api_v1::cache_create, "kvzch_cache_create", &raw, &created);
     handle_.reset(created);
     row_bytes_ = raw.row_bytes;
   }
@@ -270,29 +476,29 @@ class Cache {
 
   void batch_set(const std::int64_t* ids, std::size_t n, const void* rows, std::size_t rows_len,
                  std::uint32_t timestamp) {
-    detail::check("kvzch_cache_batch_set",
-                  kvzch_cache_batch_set(handle(), ids, n, rows, rows_len, timestamp));
+    call(&kvzch_api_v1::cache_batch_set, "kvzch_cache_batch_set", handle(), ids, n, rows,
+         rows_len, timestamp);
   }
 
   [[nodiscard]] kvzch_batch_stats batch_get(const std::int64_t* ids, std::size_t n, void* out,
                                             std::size_t out_len, std::uint8_t* hit_mask = nullptr) {
     kvzch_batch_stats stats{};
-    detail::check("kvzch_cache_batch_get",
-                  kvzch_cache_batch_get(handle(), ids, n, out, out_len, hit_mask, &stats));
+    call(&kvzch_api_v1::cache_batch_get, "kvzch_cache_batch_get", handle(), ids, n, out, out_len,
+         hit_mask, &stats);
     return stats;
   }
 
   [[nodiscard]] std::uint64_t batch_remove(const std::int64_t* ids, std::size_t n) {
     std::uint64_t removed = 0;
-    detail::check("kvzch_cache_batch_remove",
-                  kvzch_cache_batch_remove(handle(), ids, n, &removed));
+    call(&kvzch_api_v1::cache_batch_remove, "kvzch_cache_batch_remove", handle(), ids, n,
+         &removed);
     return removed;
   }
 
   [[nodiscard]] std::uint64_t evict_older_than(std::uint32_t threshold) {
     std::uint64_t evicted = 0;
-    detail::check("kvzch_cache_evict_older_than",
-                  kvzch_cache_evict_older_than(handle(), threshold, &evicted));
+    call(&kvzch_api_v1::cache_evict_older_than, "kvzch_cache_evict_older_than", handle(),
+         threshold, &evicted);
     return evicted;
   }
 
@@ -321,43 +527,64 @@ class Cache {
   }
 #endif
 
+  /* Returns free memory to the operating system (ABI 1.1, feature "compact");
+   * on an older library, throws Unsupported. */
+  void compact() { call(&kvzch_api_v1::cache_compact, "kvzch_cache_compact", handle()); }
+
   [[nodiscard]] kvzch_cache_info info() const {
     kvzch_cache_info out{};
     out.struct_size = sizeof(kvzch_cache_info);
-    detail::check("kvzch_cache_get_info", kvzch_cache_get_info(handle_.get(), &out));
+    call(&kvzch_api_v1::cache_get_info, "kvzch_cache_get_info", handle(), &out);
     return out;
   }
 
   /* Counts since the previous call on this cache, and resets them. */
   [[nodiscard]] kvzch_read_stats read_hit_rate_stats() {
     kvzch_read_stats out{};
-    detail::check("kvzch_cache_get_read_hit_rate_stats",
-                  kvzch_cache_get_read_hit_rate_stats(handle(), &out));
+    call(&kvzch_api_v1::cache_get_read_hit_rate_stats, "kvzch_cache_get_read_hit_rate_stats",
+         handle(), &out);
     return out;
   }
 
   /* Counts since creation; resets nothing, so any number of pollers agree. */
   [[nodiscard]] kvzch_read_stats cumulative_read_stats() const {
     kvzch_read_stats out{};
-    detail::check("kvzch_cache_get_cumulative_read_stats",
-                  kvzch_cache_get_cumulative_read_stats(handle_.get(), &out));
+    call(&kvzch_api_v1::cache_get_cumulative_read_stats, "kvzch_cache_get_cumulative_read_stats",
+         handle(), &out);
     return out;
   }
 
   [[nodiscard]] std::uint32_t row_bytes() const noexcept { return row_bytes_; }
   [[nodiscard]] kvzch_cache* handle() const noexcept { return handle_.get(); }
+  /* The library this cache belongs to, for its other calls (has(), entry()). */
+  [[nodiscard]] Library library() const noexcept { return Library(handle_.get_deleter().library); }
 
   /* Calls `callable` once per non-empty batch_get on this cache, on the
    * calling thread, until the returned registration ends. */
   template <class F>
   [[nodiscard]] SinkRegistration on_batch(F&& callable) {
-    return register_sink(handle(), std::forward<F>(callable));
+    return register_sink(library(), handle(), std::forward<F>(callable));
   }
 
  private:
+  /* Holds the library, so a cache is destroyed by the library that made it,
+   * before that library can be unloaded. Moving copies the reference: a
+   * moved-from Cache still reaches its library, and its calls fail there
+   * with NULL_ARGUMENT like any call on a NULL cache. */
   struct Deleter {
-    void operator()(kvzch_cache* cache) const noexcept { kvzch_cache_destroy(cache); }
+    explicit Deleter(detail::LibraryPtr lib) noexcept : library(std::move(lib)) {}
+    Deleter(const Deleter&) noexcept = default;
+    Deleter& operator=(const Deleter&) noexcept = default;
+    ~Deleter() = default;
+    void operator()(kvzch_cache* cache) const noexcept { library->api.cache_destroy(cache); }
+
+    detail::LibraryPtr library;
   };
+
+  template <class Fn, class... Args>
+  void call(Fn kvzch_api_v1::*member, const char* function, Args... args) const {
+    detail::call(*handle_.get_deleter().library, member, function, args...);
+  }
 
   std::unique_ptr<kvzch_cache, Deleter> handle_;
   std::uint32_t row_bytes_ = 0;
@@ -370,11 +597,12 @@ class Cache {
 template <class AddStatValue>
 class StatAdapter {
  public:
-  explicit StatAdapter(AddStatValue add_stat_value)
+  explicit StatAdapter(AddStatValue add_stat_value, const Library& library = Library::linked())
       : add_(std::move(add_stat_value)),
-        hit_(canonical_name(KVZCH_STAT_READ_HIT_COUNT)),
-        miss_(canonical_name(KVZCH_STAT_READ_MISS_COUNT)),
-        total_(canonical_name(KVZCH_STAT_READ_TOTAL_COUNT)) {}
+        library_(library),
+        hit_(canonical_name(library, KVZCH_STAT_READ_HIT_COUNT)),
+        miss_(canonical_name(library, KVZCH_STAT_READ_MISS_COUNT)),
+        total_(canonical_name(library, KVZCH_STAT_READ_TOTAL_COUNT)) {}
 
   void operator()(const kvzch_batch_event& event) {
     add_(hit_, static_cast<std::int64_t>(event.stats.hits));
@@ -383,8 +611,8 @@ class StatAdapter {
   }
 
  private:
-  static std::string_view canonical_name(std::uint32_t stat) {
-    const char* name = kvzch_stat_name(stat);
+  static std::string_view canonical_name(const Library& library, std::uint32_t stat) {
+    const char* name = library.entry(&kvzch_api_v1::stat_name, "kvzch_stat_name")(stat);
     if (name == nullptr) {
       throw Error(KVZCH_STATUS_INTERNAL, "kvzch_stat_name: INTERNAL: no name for a 1.0 counter",
                   "no name for a 1.0 counter");
@@ -393,6 +621,7 @@ class StatAdapter {
   }
 
   AddStatValue add_;
+  Library library_; /* the names below are its static strings */
   std::string_view hit_;
   std::string_view miss_;
   std::string_view total_;
@@ -403,6 +632,14 @@ class StatAdapter {
 template <class AddStatValue>
 [[nodiscard]] StatAdapter<std::decay_t<AddStatValue>> fb303_style(AddStatValue&& add_stat_value) {
   return StatAdapter<std::decay_t<AddStatValue>>(std::forward<AddStatValue>(add_stat_value));
+}
+
+/* The same, with the counter names of `library`. */
+template <class AddStatValue>
+[[nodiscard]] StatAdapter<std::decay_t<AddStatValue>> fb303_style(const Library& library,
+                                                                  AddStatValue&& add_stat_value) {
+  return StatAdapter<std::decay_t<AddStatValue>>(std::forward<AddStatValue>(add_stat_value),
+                                                 library);
 }
 
 }  // namespace kvzch

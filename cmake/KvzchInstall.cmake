@@ -1,0 +1,75 @@
+# Install rules: kvzch lays itself out like a system library.
+#   lib/libkvzch.so.<version>   the cargo-built libkvzch.so (SONAME libkvzch.so.1)
+#   lib/libkvzch.so.1           -> libkvzch.so.<version>: what the loader resolves
+#   lib/libkvzch.so             -> libkvzch.so.1: what `-lkvzch` finds
+#   lib/libkvzch.a
+#   include/kvzch.h, include/kvzch.hpp
+#   lib/cmake/kvzch/kvzchConfig.cmake, kvzchConfigVersion.cmake
+#   lib/pkgconfig/kvzch.pc
+# (lib and include as GNUInstallDirs names them.) Every file is relocatable:
+# the CMake package and the .pc file find the prefix from where they are.
+
+include(GNUInstallDirs)
+include(CMakePackageConfigHelpers)
+
+set(KVZCH_REALNAME "libkvzch.so.${PROJECT_VERSION}")
+set(KVZCH_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/kvzch")
+
+install(FILES "${KVZCH_SHARED_LIBRARY}"
+  DESTINATION "${CMAKE_INSTALL_LIBDIR}"
+  RENAME "${KVZCH_REALNAME}"
+  PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE
+              WORLD_READ WORLD_EXECUTE)
+# The links are made here, pointing at names that exist only once installed,
+# and installed as links (CMake copies a symlink as a symlink).
+set(_kvzch_links "${CMAKE_CURRENT_BINARY_DIR}/install-links")
+file(MAKE_DIRECTORY "${_kvzch_links}")
+file(CREATE_LINK "${KVZCH_REALNAME}" "${_kvzch_links}/${KVZCH_SONAME}" SYMBOLIC)
+file(CREATE_LINK "${KVZCH_SONAME}" "${_kvzch_links}/libkvzch.so" SYMBOLIC)
+install(FILES "${_kvzch_links}/${KVZCH_SONAME}" "${_kvzch_links}/libkvzch.so"
+  DESTINATION "${CMAKE_INSTALL_LIBDIR}")
+install(FILES "${KVZCH_STATIC_LIBRARY}" DESTINATION "${CMAKE_INSTALL_LIBDIR}")
+install(FILES "${KVZCH_INCLUDE_DIR}/kvzch.h" "${KVZCH_INCLUDE_DIR}/kvzch.hpp"
+  DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
+
+# The libraries are not CMake-built targets, so there is no install(EXPORT):
+# kvzchConfig.cmake declares the imported targets itself.
+configure_package_config_file(
+  "${CMAKE_CURRENT_LIST_DIR}/kvzchConfig.cmake.in"
+  "${CMAKE_CURRENT_BINARY_DIR}/kvzchConfig.cmake"
+  INSTALL_DESTINATION "${KVZCH_INSTALL_CMAKEDIR}"
+  PATH_VARS CMAKE_INSTALL_INCLUDEDIR CMAKE_INSTALL_LIBDIR)
+# The package version is the crate's; hosts of one major link the same SONAME.
+write_basic_package_version_file(
+  "${CMAKE_CURRENT_BINARY_DIR}/kvzchConfigVersion.cmake"
+  VERSION "${PROJECT_VERSION}"
+  COMPATIBILITY SameMajorVersion)
+install(FILES
+  "${CMAKE_CURRENT_BINARY_DIR}/kvzchConfig.cmake"
+  "${CMAKE_CURRENT_BINARY_DIR}/kvzchConfigVersion.cmake"
+  DESTINATION "${KVZCH_INSTALL_CMAKEDIR}")
+
+# kvzch.pc finds the prefix from its own directory (${pcfiledir}), so it stays
+# right under `cmake --install --prefix` and when the tree is moved; an
+# absolute libdir or includedir is used as given.
+if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
+  set(KVZCH_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
+else()
+  file(RELATIVE_PATH _kvzch_pc_up "/prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/prefix")
+  string(REGEX REPLACE "/$" "" _kvzch_pc_up "${_kvzch_pc_up}")
+  set(KVZCH_PC_PREFIX "\${pcfiledir}/${_kvzch_pc_up}")
+endif()
+foreach(dir LIBDIR INCLUDEDIR)
+  if(IS_ABSOLUTE "${CMAKE_INSTALL_${dir}}")
+    set(KVZCH_PC_${dir} "${CMAKE_INSTALL_${dir}}")
+  else()
+    set(KVZCH_PC_${dir} "\${prefix}/${CMAKE_INSTALL_${dir}}")
+  endif()
+endforeach()
+set(KVZCH_PC_LIBS_PRIVATE "-lpthread")
+foreach(lib IN LISTS KVZCH_STATIC_SYSTEM_LIBRARIES)
+  string(APPEND KVZCH_PC_LIBS_PRIVATE " -l${lib}")
+endforeach()
+configure_file("${CMAKE_CURRENT_LIST_DIR}/kvzch.pc.in" "${CMAKE_CURRENT_BINARY_DIR}/kvzch.pc" @ONLY)
+install(FILES "${CMAKE_CURRENT_BINARY_DIR}/kvzch.pc"
+  DESTINATION "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
