@@ -14,6 +14,7 @@ pub mod cache;
 pub mod ffi;
 mod prefetch;
 pub mod stats;
+mod sync;
 
 pub use cache::{
     Cache, CacheConfig, CacheInfo, Error, ErrorKind, EvictionPolicy, MissPolicy, TableName,

@@ -34,16 +34,12 @@
 
 #![forbid(unsafe_code)]
 
-use std::cell::RefCell;
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
-
-use parking_lot::{Mutex, RwLock};
-use portable_atomic::AtomicU128;
+use std::sync::atomic::Ordering;
+use std::sync::LazyLock;
 
 use crate::cache::{Error, TableName};
+use crate::sync::{back_off, Arc, AtomicU128, AtomicU64, AtomicUsize, Mutex, RwLock};
 
 /// The counts of one lookup batch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -132,12 +128,21 @@ pub type Sink = Box<dyn Fn(&BatchEvent<'_>) + Send + Sync>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SinkId(pub u64);
 
-static NEXT_SINK_ID: AtomicU64 = AtomicU64::new(1);
+/// Ids only need to be unique, not ordered with anything: a plain std atomic
+/// (also under loom, whose atomics cannot be statics).
+static NEXT_SINK_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-thread_local! {
-    /// The sinks this thread is running, innermost last.
-    static RUNNING_SINKS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+// Not a `const` initializer: loom's thread_local! does not take one.
+#[allow(clippy::missing_const_for_thread_local)]
+mod running {
+    use std::cell::RefCell;
+
+    crate::sync::protocol_thread_local! {
+        /// The sinks this thread is running, innermost last.
+        pub(super) static RUNNING_SINKS: RefCell<Vec<u64>> = RefCell::new(Vec::new());
+    }
 }
+use running::RUNNING_SINKS;
 
 const RETIRED: u64 = 1 << 63;
 
@@ -174,25 +179,17 @@ impl SinkEntry {
         self.state.fetch_or(RETIRED, Ordering::AcqRel);
         let own_calls = RUNNING_SINKS
             .with(|running| running.borrow().iter().filter(|&&id| id == self.id).count() as u64);
-        let mut spins = 0u32;
+        let mut attempt = 0u32;
         while self.state.load(Ordering::Acquire) & !RETIRED > own_calls {
-            // Sink calls are short; a long one (a blocking host sink) is waited
-            // for without burning a core.
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else if spins < 128 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(Duration::from_micros(50));
-            }
+            back_off(attempt);
+            attempt = attempt.saturating_add(1);
         }
     }
 }
 
 /// A set of sinks, per cache or process-wide.
 pub(crate) struct SinkRegistry {
-    sinks: RwLock<Arc<[Arc<SinkEntry>]>>,
+    sinks: RwLock<Arc<Vec<Arc<SinkEntry>>>>,
     /// Lets a batch skip the registry's lock when nothing is registered.
     count: AtomicUsize,
 }
@@ -200,7 +197,7 @@ pub(crate) struct SinkRegistry {
 impl SinkRegistry {
     pub(crate) fn new() -> SinkRegistry {
         SinkRegistry {
-            sinks: RwLock::new(Arc::from(Vec::new())),
+            sinks: RwLock::new(Arc::new(Vec::new())),
             count: AtomicUsize::new(0),
         }
     }
@@ -215,7 +212,7 @@ impl SinkRegistry {
         let mut sinks = self.sinks.write();
         let mut updated: Vec<Arc<SinkEntry>> = sinks.to_vec();
         updated.push(entry);
-        *sinks = Arc::from(updated);
+        *sinks = Arc::new(updated);
         self.count.store(sinks.len(), Ordering::Release);
         SinkId(id)
     }
@@ -231,7 +228,7 @@ impl SinkRegistry {
                 })?;
             let mut updated: Vec<Arc<SinkEntry>> = sinks.to_vec();
             let removed = updated.remove(position);
-            *sinks = Arc::from(updated);
+            *sinks = Arc::new(updated);
             self.count.store(sinks.len(), Ordering::Release);
             removed
         };
@@ -277,10 +274,11 @@ pub fn stat_name(stat: u32) -> Option<&'static CStr> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
 
     #[test]
     fn stat_names_match_the_rust_constants() {
@@ -357,5 +355,69 @@ mod tests {
         }
         done.store(true, Ordering::Release);
         assert_eq!(poller.join().unwrap(), 2 * 200_000 * 4);
+    }
+}
+
+/// loom models: every interleaving of the two protocols, with the assertions
+/// the module docs promise.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::sync::atomic::AtomicBool;
+
+    #[test]
+    fn loom_snapshots_hold_whole_batches_and_windows_tile_the_history() {
+        loom::model(|| {
+            let counters = Arc::new(ReadCounters::new());
+            let writers: Vec<_> = (0..2)
+                .map(|_| {
+                    let counters = Arc::clone(&counters);
+                    loom::thread::spawn(move || counters.record(3, 1))
+                })
+                .collect();
+            let first = counters.take_window();
+            let cumulative = counters.cumulative();
+            for writer in writers {
+                writer.join().unwrap();
+            }
+            let second = counters.take_window();
+            for snapshot in [first, second, cumulative] {
+                assert_eq!(snapshot.hits, 3 * snapshot.misses, "{snapshot:?}");
+            }
+            assert_eq!(first.total + second.total, 8);
+            assert!(cumulative.total >= first.total);
+        });
+    }
+
+    #[test]
+    fn loom_no_sink_call_after_unregister_returns() {
+        loom::model(|| {
+            let registry = Arc::new(SinkRegistry::new());
+            let freed = Arc::new(AtomicBool::new(false));
+            let id = {
+                let freed = Arc::clone(&freed);
+                registry.register(Box::new(move |_| {
+                    assert!(
+                        !freed.load(Ordering::SeqCst),
+                        "a sink ran after unregister returned"
+                    );
+                }))
+            };
+            let batch = {
+                let registry = Arc::clone(&registry);
+                loom::thread::spawn(move || {
+                    let table = TableName::default();
+                    let event = BatchEvent {
+                        table: &table,
+                        stats: BatchStats::default(),
+                    };
+                    registry.notify(&event);
+                })
+            };
+            registry.unregister(id).unwrap();
+            // The host frees user_data here.
+            freed.store(true, Ordering::SeqCst);
+            batch.join().unwrap();
+        });
     }
 }

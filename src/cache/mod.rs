@@ -606,6 +606,8 @@ impl Cache {
         let mut hits = 0;
         for (shard, range) in grouping.shard_groups() {
             let shard = self.shards[shard].read();
+            #[cfg(feature = "fault-injection")]
+            fault_injection::panic_if_asked(&self.name, &grouping.order[range.clone()], ids);
             let group = ShardGroup {
                 shard: &shard,
                 ids,
@@ -780,6 +782,27 @@ impl Cache {
     /// an enclosing call of itself on this one) and will never be called again.
     pub fn unregister_stat_sink(&self, id: SinkId) -> Result<(), Error> {
         self.sinks.unregister(id)
+    }
+}
+
+/// A way for tests to make a lookup panic while it holds a shard's read lock,
+/// compiled only with the `fault-injection` feature: it proves that a panic
+/// inside the library reaches the host as `KVZCH_STATUS_INTERNAL` and leaves the
+/// cache usable (no lock held, no scratch borrowed, nothing counted).
+#[cfg(feature = "fault-injection")]
+pub mod fault_injection {
+    use super::TableName;
+
+    /// A lookup of this id in a cache of this name panics.
+    pub const PANICKING_TABLE: &str = "fault-injection";
+    pub const PANICKING_ID: i64 = i64::MIN + 0x6b76;
+
+    pub(super) fn panic_if_asked(table: &TableName, positions: &[u32], ids: &[i64]) {
+        if table.as_str() == PANICKING_TABLE
+            && positions.iter().any(|&p| ids[p as usize] == PANICKING_ID)
+        {
+            panic!("injected panic while a shard is read-locked");
+        }
     }
 }
 
