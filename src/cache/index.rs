@@ -28,9 +28,9 @@ pub(crate) const SLOT_LIMIT: u32 = TOMBSTONE;
 
 /// Used positions (live + tombstones) may fill at most this share of the table,
 /// which keeps every probe sequence short and guarantees a never-used position.
-const MAX_FILL: f64 = 0.9;
+const MAX_FILL: f64 = 0.92;
 /// A rebuild sizes the table so that live entries fill this share of it.
-const REBUILT_FILL: f64 = 0.7;
+const REBUILT_FILL: f64 = 0.8;
 
 #[repr(C, align(64))]
 struct Bucket {
