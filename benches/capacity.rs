@@ -5,7 +5,9 @@
 //!    the key space, served cache-aside (a miss publishes the row);
 //! 2. `batch_get` throughput with `LruApprox` recency tracking against `None`;
 //! 3. reader p99 batch latency while capacity eviction runs continuously
-//!    (new ids published into a full cache) against idle.
+//!    (new ids published into a full cache) against idle;
+//! 4. memory: `memory_bytes` against the growth of the process's resident set,
+//!    and what `compact` gives back after 90% of the rows are evicted.
 //!
 //! `cargo bench --bench capacity` (add `-- --quick` for a smoke run).
 
@@ -273,6 +275,68 @@ fn latency_under_eviction(options: &Options) {
     );
 }
 
+/// The process's resident set, from /proc/self/statm.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .expect("resident field")
+        .parse()
+        .expect("a number");
+    pages * 4096
+}
+
+fn memory(options: &Options) {
+    let rows = options.table_rows * 4;
+    let before = resident_bytes();
+    let cache = Cache::new(CacheConfig::new(256)).expect("valid config");
+    let ids: Vec<i64> = (0..rows as i64).collect();
+    // Older rows carry older timestamps, so evict_older_than can take 90%.
+    for (batch, chunk) in ids.chunks(4096).enumerate() {
+        let stamp = (batch * 4096 * 10 / rows) as u32;
+        cache
+            .batch_set(chunk, &vec![3u8; chunk.len() * 256], stamp)
+            .expect("unbounded");
+    }
+    let held = cache.info().memory_bytes;
+    let grown = resident_bytes() - before;
+    let evicted = cache.evict_older_than(9);
+    let before_compact = resident_bytes();
+    cache.compact().expect("memory for the packed copy");
+    let after_compact = resident_bytes();
+    let evicted_payload = evicted * 256;
+    println!("\n## Memory, {rows} rows of 256 B");
+    println!("| measure | bytes |");
+    println!("|---|---|");
+    println!("| memory_bytes after the fill | {held} |");
+    println!("| resident set growth during the fill | {grown} |");
+    println!(
+        "| memory_bytes / resident growth | {:.3} |",
+        held as f64 / grown as f64
+    );
+    println!(
+        "| beyond the payload, per row | {:.1} |",
+        (held as f64 - rows as f64 * 256.0) / rows as f64
+    );
+    println!(
+        "| rows evicted by evict_older_than | {evicted} ({:.0}%) |",
+        100.0 * evicted as f64 / rows as f64
+    );
+    println!(
+        "| resident set given back by compact | {} |",
+        before_compact.saturating_sub(after_compact)
+    );
+    println!(
+        "| ... as a share of the evicted rows' payload | {:.2} |",
+        before_compact.saturating_sub(after_compact) as f64 / evicted_payload as f64
+    );
+    println!(
+        "| memory_bytes after compact | {} |",
+        cache.info().memory_bytes
+    );
+}
+
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
     let options = if quick {
@@ -290,6 +354,7 @@ fn main() {
             runs: 5,
         }
     };
+    memory(&options);
     hit_rates(&options);
     recency_cost(&options);
     latency_under_eviction(&options);
