@@ -178,12 +178,16 @@ impl Shard {
                 .threshold
                 .max(self.stamp_counts.keys().next().copied());
             if sweep.idle_steps >= positions {
-                let next = sweep.threshold.and_then(|t| {
-                    self.stamp_counts
-                        .range(t + 1..)
-                        .next()
-                        .map(|(&next, _)| next)
-                });
+                // No timestamp follows u32::MAX: the classes are exhausted.
+                let next = sweep
+                    .threshold
+                    .and_then(|t| t.checked_add(1))
+                    .and_then(|after| {
+                        self.stamp_counts
+                            .range(after..)
+                            .next()
+                            .map(|(&next, _)| next)
+                    });
                 match self.policy {
                     // A round found only protected rows in the oldest class.
                     EvictionPolicy::OldestTimestamp if next.is_some() => {
