@@ -12,6 +12,12 @@
  * Failures throw kvzch::Error (status + the library's message). Sink
  * callables may throw: the trampoline catches everything, because an
  * exception unwinding through the Rust frames of batch_get is undefined.
+ *
+ * At the end, the pieces a host needs to export what the sinks see, so it
+ * copies nothing from examples/predictor_demo.cpp: fb303_style_by_table
+ * (per-table counter names), WindowedSum and SumStats (an fb303-style
+ * registry with ".sum.60" exports), and prometheus_name, PrometheusText,
+ * PrometheusReadStats and write_cache_info (a /metrics page).
  */
 #ifndef KVZCH_HPP
 #define KVZCH_HPP
@@ -22,15 +28,25 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <clocale>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #if __cplusplus >= 202002L && defined(__has_include)
 #if __has_include(<span>)
@@ -590,6 +606,18 @@ class Cache {
   std::uint32_t row_bytes_ = 0;
 };
 
+/* The canonical name of a 1.0 counter (KVZCH_STAT_READ_HIT_COUNT, ...) in
+ * `library`: "kvzch.inference.read_hit_count", ... A static string of the
+ * library, valid while it stays loaded. */
+[[nodiscard]] inline std::string_view stat_name(const Library& library, std::uint32_t stat) {
+  const char* name = library.entry(&kvzch_api_v1::stat_name, "kvzch_stat_name")(stat);
+  if (name == nullptr) {
+    throw Error(KVZCH_STATUS_INTERNAL, "kvzch_stat_name: INTERNAL: no name for a 1.0 counter",
+                "no name for a 1.0 counter");
+  }
+  return name;
+}
+
 /* Turns each batch event into the three fb303-style calls a predictor
  * exports, add_stat_value(name, value), under the canonical counter names
  * the library reports (kvzch_stat_name), so dashboards keyed on the upstream
@@ -600,9 +628,9 @@ class StatAdapter {
   explicit StatAdapter(AddStatValue add_stat_value, const Library& library = Library::linked())
       : add_(std::move(add_stat_value)),
         library_(library),
-        hit_(canonical_name(library, KVZCH_STAT_READ_HIT_COUNT)),
-        miss_(canonical_name(library, KVZCH_STAT_READ_MISS_COUNT)),
-        total_(canonical_name(library, KVZCH_STAT_READ_TOTAL_COUNT)) {}
+        hit_(stat_name(library, KVZCH_STAT_READ_HIT_COUNT)),
+        miss_(stat_name(library, KVZCH_STAT_READ_MISS_COUNT)),
+        total_(stat_name(library, KVZCH_STAT_READ_TOTAL_COUNT)) {}
 
   void operator()(const kvzch_batch_event& event) {
     add_(hit_, static_cast<std::int64_t>(event.stats.hits));
@@ -611,15 +639,6 @@ class StatAdapter {
   }
 
  private:
-  static std::string_view canonical_name(const Library& library, std::uint32_t stat) {
-    const char* name = library.entry(&kvzch_api_v1::stat_name, "kvzch_stat_name")(stat);
-    if (name == nullptr) {
-      throw Error(KVZCH_STATUS_INTERNAL, "kvzch_stat_name: INTERNAL: no name for a 1.0 counter",
-                  "no name for a 1.0 counter");
-    }
-    return name;
-  }
-
   AddStatValue add_;
   Library library_; /* the names below are its static strings */
   std::string_view hit_;
@@ -640,6 +659,577 @@ template <class AddStatValue>
                                                                   AddStatValue&& add_stat_value) {
   return StatAdapter<std::decay_t<AddStatValue>>(std::forward<AddStatValue>(add_stat_value),
                                                  library);
+}
+
+/* Like StatAdapter, and each count a second time under a per-table name, the
+ * canonical one with ".<table>" appended
+ * ("kvzch.inference.read_hit_count.user"), so a host breaks the hit rate down
+ * by model table while the aggregate names keep meaning what upstream's did.
+ * Like every sink it runs on many request threads at once; it keeps no
+ * mutable state of its own. */
+template <class AddStatValue>
+class TableStatAdapter {
+ public:
+  explicit TableStatAdapter(AddStatValue add_stat_value,
+                            const Library& library = Library::linked())
+      : add_(std::move(add_stat_value)),
+        library_(library),
+        names_{stat_name(library, KVZCH_STAT_READ_HIT_COUNT),
+               stat_name(library, KVZCH_STAT_READ_MISS_COUNT),
+               stat_name(library, KVZCH_STAT_READ_TOTAL_COUNT)} {}
+
+  void operator()(const kvzch_batch_event& event) {
+    const std::uint64_t values[3] = {event.stats.hits, event.stats.misses, event.stats.total};
+    const std::string_view table = event.table;
+    /* One buffer reused for the three per-table names. */
+    std::string per_table;
+    for (std::size_t i = 0; i < 3; ++i) {
+      const auto value = static_cast<std::int64_t>(values[i]);
+      add_(names_[i], value);
+      per_table.assign(names_[i]).append(1, '.').append(table);
+      add_(std::string_view(per_table), value);
+    }
+  }
+
+ private:
+  AddStatValue add_;
+  Library library_; /* the names below are its static strings */
+  std::string_view names_[3];
+};
+
+/* cache.on_batch(kvzch::fb303_style_by_table([&](std::string_view name, int64_t v) {
+ *   stats.add_stat_value(name, v); })) */
+template <class AddStatValue>
+[[nodiscard]] TableStatAdapter<std::decay_t<AddStatValue>> fb303_style_by_table(
+    AddStatValue&& add_stat_value) {
+  return TableStatAdapter<std::decay_t<AddStatValue>>(std::forward<AddStatValue>(add_stat_value));
+}
+
+/* The same, with the counter names of `library`. */
+template <class AddStatValue>
+[[nodiscard]] TableStatAdapter<std::decay_t<AddStatValue>> fb303_style_by_table(
+    const Library& library, AddStatValue&& add_stat_value) {
+  return TableStatAdapter<std::decay_t<AddStatValue>>(std::forward<AddStatValue>(add_stat_value),
+                                                      library);
+}
+
+/* One counter summed over a sliding window of whole seconds and over all
+ * time: what fb303 exports for a stat of type SUM. Per-second buckets in a
+ * ring as long as the longest window; one mutex, held for a few additions. */
+class WindowedSum {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  explicit WindowedSum(std::chrono::seconds longest_window = std::chrono::seconds(60))
+      : buckets_(checked_window(longest_window, std::chrono::seconds::max())) {}
+
+  /* Now, read under the lock, so additions land in their seconds in order. */
+  void add(std::int64_t value) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    add_locked(value, second_of(Clock::now()));
+  }
+
+  /* At `now`, for hosts and tests that keep their own time. An addition
+   * stamped before the latest one counts in the latest one's second: the
+   * buckets only move forward, so nothing already counted is overwritten. */
+  void add(std::int64_t value, Clock::time_point now) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    add_locked(value, second_of(now));
+  }
+
+  /* The sum over the `window` seconds ending with the one holding `now`.
+   * Throws std::invalid_argument unless 1 s <= window <= the longest. */
+  [[nodiscard]] std::int64_t sum(std::chrono::seconds window,
+                                 Clock::time_point now = Clock::now()) const {
+    const std::int64_t span = checked_window(window, longest_window());
+    const std::int64_t second = second_of(now);
+    const std::lock_guard<std::mutex> lock(mutex_);
+    std::int64_t out = 0;
+    for (const Bucket& bucket : buckets_) {
+      if (bucket.second <= second && bucket.second > second - span) {
+        out += bucket.value;
+      }
+    }
+    return out;
+  }
+
+  /* Every value ever added. */
+  [[nodiscard]] std::int64_t total() const {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    return total_;
+  }
+
+  [[nodiscard]] std::chrono::seconds longest_window() const noexcept {
+    return std::chrono::seconds(static_cast<std::int64_t>(buckets_.size()));
+  }
+
+ private:
+  struct Bucket {
+    std::int64_t second = std::numeric_limits<std::int64_t>::min(); /* no second yet */
+    std::int64_t value = 0;
+  };
+
+  static std::size_t checked_window(std::chrono::seconds window, std::chrono::seconds longest) {
+    if (window.count() < 1 || window > longest) {
+      throw std::invalid_argument("kvzch::WindowedSum: window of " +
+                                  std::to_string(window.count()) + " s is not in 1.." +
+                                  std::to_string(longest.count()) + " s");
+    }
+    return static_cast<std::size_t>(window.count());
+  }
+
+  static std::int64_t second_of(Clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+  }
+
+  void add_locked(std::int64_t value, std::int64_t second) {
+    second = std::max(second, latest_);
+    latest_ = second;
+    const auto length = static_cast<std::int64_t>(buckets_.size());
+    Bucket& bucket = buckets_[static_cast<std::size_t>(((second % length) + length) % length)];
+    if (bucket.second != second) {
+      bucket = Bucket{second, 0};
+    }
+    bucket.value += value;
+    total_ += value;
+  }
+
+  mutable std::mutex mutex_;
+  std::vector<Bucket> buckets_;
+  std::int64_t latest_ = std::numeric_limits<std::int64_t>::min();
+  std::int64_t total_ = 0;
+};
+
+/* An fb303-shaped stats registry for a host without fb303: add_stat_value
+ * feeds a WindowedSum per name, created on first use, and counters() exports
+ * them the way fb303's getCounters() does for ExportType::SUM:
+ * "<name>.sum.<window>" per window (".sum.60") and "<name>.sum" for all time.
+ * Safe from any number of threads; request threads take a shared lock to
+ * find a name, so they contend only when a new name appears. */
+class SumStats {
+ public:
+  using Clock = WindowedSum::Clock;
+
+  /* Throws std::invalid_argument for a window under 1 s. */
+  explicit SumStats(std::vector<std::chrono::seconds> windows = {std::chrono::seconds(60)})
+      : windows_(std::move(windows)) {
+    for (const std::chrono::seconds window : windows_) {
+      if (window.count() < 1) {
+        throw std::invalid_argument("kvzch::SumStats: window of " +
+                                    std::to_string(window.count()) + " s is under 1 s");
+      }
+      longest_ = std::max(longest_, window);
+    }
+  }
+
+  void add_stat_value(std::string_view name, std::int64_t value) { stat(name).add(value); }
+  void add_stat_value(std::string_view name, std::int64_t value, Clock::time_point now) {
+    stat(name).add(value, now);
+  }
+
+  /* 0 for a name never added. Throws std::invalid_argument for a window
+   * longer than the longest this registry keeps. */
+  [[nodiscard]] std::int64_t sum(std::string_view name, std::chrono::seconds window,
+                                 Clock::time_point now = Clock::now()) const {
+    if (window.count() < 1 || window > longest_) {
+      throw std::invalid_argument("kvzch::SumStats: window of " + std::to_string(window.count()) +
+                                  " s is not in 1.." + std::to_string(longest_.count()) + " s");
+    }
+    const std::shared_lock<std::shared_mutex> lock(mutex_);
+    const auto it = stats_.find(name);
+    return it == stats_.end() ? 0 : it->second->sum(window, now);
+  }
+
+  /* All time; 0 for a name never added. */
+  [[nodiscard]] std::int64_t total(std::string_view name) const {
+    const std::shared_lock<std::shared_mutex> lock(mutex_);
+    const auto it = stats_.find(name);
+    return it == stats_.end() ? 0 : it->second->total();
+  }
+
+  /* Every exported counter by its exported name, like fb303's getCounters(). */
+  [[nodiscard]] std::map<std::string, std::int64_t> counters(
+      Clock::time_point now = Clock::now()) const {
+    std::map<std::string, std::int64_t> out;
+    const std::shared_lock<std::shared_mutex> lock(mutex_);
+    for (const auto& [name, stat] : stats_) {
+      for (const std::chrono::seconds window : windows_) {
+        out.emplace(name + ".sum." + std::to_string(window.count()), stat->sum(window, now));
+      }
+      out.emplace(name + ".sum", stat->total());
+    }
+    return out;
+  }
+
+  /* A sink that feeds this registry under the canonical and the per-table
+   * names (fb303_style_by_table). The registry must outlive the registration. */
+  [[nodiscard]] auto sink(const Library& library = Library::linked()) {
+    return fb303_style_by_table(library, [this](std::string_view name, std::int64_t value) {
+      add_stat_value(name, value);
+    });
+  }
+
+ private:
+  WindowedSum& stat(std::string_view name) {
+    {
+      const std::shared_lock<std::shared_mutex> lock(mutex_);
+      const auto it = stats_.find(name);
+      if (it != stats_.end()) {
+        return *it->second;
+      }
+    }
+    const std::unique_lock<std::shared_mutex> lock(mutex_);
+    auto& slot = stats_[std::string(name)];
+    if (!slot) {
+      slot = std::make_unique<WindowedSum>(longest_);
+    }
+    return *slot;
+  }
+
+  std::vector<std::chrono::seconds> windows_;
+  /* A registry without windows still keeps one bucket: WindowedSum needs one. */
+  std::chrono::seconds longest_{1};
+  mutable std::shared_mutex mutex_;
+  /* Entries are never removed and live on the heap, so a reference handed
+   * out under the shared lock stays valid after it is released. */
+  std::map<std::string, std::unique_ptr<WindowedSum>, std::less<>> stats_;
+};
+
+/* A Prometheus metric name from an fb303-style one: every character outside
+ * [A-Za-z0-9_] becomes '_' (':' too, which Prometheus keeps for recording
+ * rules), and a name that is empty or starts with a digit gets a leading '_'.
+ * "kvzch.inference.read_hit_count" -> "kvzch_inference_read_hit_count". */
+[[nodiscard]] inline std::string prometheus_name(std::string_view name) {
+  std::string out;
+  out.reserve(name.size() + 1);
+  if (name.empty() || (name.front() >= '0' && name.front() <= '9')) {
+    out.push_back('_');
+  }
+  for (const char c : name) {
+    const bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                      (c >= '0' && c <= '9') || c == '_';
+    out.push_back(keep ? c : '_');
+  }
+  return out;
+}
+
+/* The same, with the "_total" suffix Prometheus expects on a counter:
+ * "kvzch.inference.read_hit_count" -> "kvzch_inference_read_hit_count_total". */
+[[nodiscard]] inline std::string prometheus_counter_name(std::string_view name) {
+  std::string out = prometheus_name(name);
+  constexpr std::string_view suffix = "_total";
+  if (out.size() < suffix.size() ||
+      out.compare(out.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    out += suffix;
+  }
+  return out;
+}
+
+/* A scrape in the Prometheus text exposition format 0.0.4, built sample by
+ * sample: samples of one metric are gathered under a single # HELP and # TYPE
+ * in the order the metrics first appear, whatever order they are added in,
+ * as the format requires. Names are checked, label values and help escaped;
+ * integers are written exactly, so counters compare exactly. */
+class PrometheusText {
+ public:
+  using Labels = std::vector<std::pair<std::string, std::string>>;
+
+  /* The Content-Type of a /metrics response in this format. */
+  static constexpr std::string_view content_type = "text/plain; version=0.0.4; charset=utf-8";
+
+  template <class T>
+  void counter(std::string_view name, std::string_view help, const Labels& labels, T value) {
+    family(name, "counter", help).samples += sample(name, labels, format(value));
+  }
+
+  template <class T>
+  void gauge(std::string_view name, std::string_view help, const Labels& labels, T value) {
+    family(name, "gauge", help).samples += sample(name, labels, format(value));
+  }
+
+  /* `counts[i]` observations fell in (upper_bounds[i-1], upper_bounds[i]],
+   * the last one above every bound; so counts has one more entry than the
+   * ascending upper_bounds. Written cumulatively, with _sum and _count. */
+  void histogram(std::string_view name, std::string_view help, const Labels& labels,
+                 const std::vector<double>& upper_bounds, const std::vector<std::uint64_t>& counts,
+                 double sum) {
+    if (counts.size() != upper_bounds.size() + 1 ||
+        !std::is_sorted(upper_bounds.begin(), upper_bounds.end())) {
+      throw std::invalid_argument("kvzch::PrometheusText: histogram " + std::string(name) +
+                                  " needs ascending bounds and one count more than bounds");
+    }
+    for (const auto& label : labels) {
+      if (label.first == "le") {
+        throw std::invalid_argument("kvzch::PrometheusText: histogram " + std::string(name) +
+                                    " may not have a label \"le\"");
+      }
+    }
+    std::string& out = family(name, "histogram", help).samples;
+    const std::string bucket = std::string(name) + "_bucket";
+    Labels with_le = labels;
+    with_le.emplace_back("le", "");
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+      cumulative += counts[i];
+      with_le.back().second = i < upper_bounds.size() ? format(upper_bounds[i]) : "+Inf";
+      out += sample(bucket, with_le, format(cumulative));
+    }
+    out += sample(std::string(name) + "_sum", labels, format(sum));
+    out += sample(std::string(name) + "_count", labels, format(cumulative));
+  }
+
+  [[nodiscard]] std::string str() const {
+    std::string out;
+    for (const Family& f : families_) {
+      out += "# HELP " + f.name + " " + f.help + "\n# TYPE " + f.name + " " + f.type + "\n";
+      out += f.samples;
+    }
+    return out;
+  }
+
+ private:
+  struct Family {
+    std::string name;
+    std::string type;
+    std::string help; /* escaped */
+    std::string samples;
+  };
+
+  static bool valid_name(std::string_view name, bool label) {
+    if (name.empty() || (name.front() >= '0' && name.front() <= '9') ||
+        (label && name.substr(0, 2) == "__")) {
+      return false;
+    }
+    return std::all_of(name.begin(), name.end(), [label](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '_' || (!label && c == ':');
+    });
+  }
+
+  Family& family(std::string_view name, std::string_view type, std::string_view help) {
+    if (!valid_name(name, false)) {
+      throw std::invalid_argument("kvzch::PrometheusText: bad metric name \"" + std::string(name) +
+                                  "\"");
+    }
+    for (Family& f : families_) {
+      if (f.name == name) {
+        if (f.type != type) {
+          throw std::invalid_argument("kvzch::PrometheusText: " + std::string(name) + " is a " +
+                                      f.type + ", not a " + std::string(type));
+        }
+        return f;
+      }
+    }
+    std::string escaped;
+    for (const char c : help) {
+      escaped += c == '\\' ? "\\\\" : c == '\n' ? "\\n" : std::string(1, c);
+    }
+    families_.push_back(Family{std::string(name), std::string(type), std::move(escaped), {}});
+    return families_.back();
+  }
+
+  static std::string sample(std::string_view name, const Labels& labels, const std::string& value) {
+    std::string out(name);
+    if (!labels.empty()) {
+      out += '{';
+      for (std::size_t i = 0; i < labels.size(); ++i) {
+        if (!valid_name(labels[i].first, true)) {
+          throw std::invalid_argument("kvzch::PrometheusText: bad label name \"" +
+                                      labels[i].first + "\"");
+        }
+        out += (i == 0 ? "" : ",") + labels[i].first + "=\"";
+        for (const char c : labels[i].second) {
+          out += c == '\\' ? "\\\\" : c == '"' ? "\\\"" : c == '\n' ? "\\n" : std::string(1, c);
+        }
+        out += '"';
+      }
+      out += '}';
+    }
+    return out + " " + value + "\n";
+  }
+
+  template <class T>
+  static std::string format(T value) {
+    static_assert(std::is_arithmetic_v<T>, "a sample value is a number");
+    if constexpr (std::is_integral_v<T>) {
+      return std::to_string(value);
+    } else {
+      return format_double(static_cast<double>(value));
+    }
+  }
+
+  /* The shortest of %.15g..%.17g that reads back as the same double, with
+   * '.' for the decimal point whatever the C locale says. */
+  static std::string format_double(double value) {
+    if (std::isnan(value)) {
+      return "NaN";
+    }
+    if (std::isinf(value)) {
+      return value > 0 ? "+Inf" : "-Inf";
+    }
+    char buf[32];
+    for (int precision = 15;; ++precision) {
+      std::snprintf(buf, sizeof buf, "%.*g", precision, value);
+      if (precision == 17 || std::strtod(buf, nullptr) == value) {
+        break;
+      }
+    }
+    std::string out(buf);
+    const char point = *std::localeconv()->decimal_point;
+    std::replace(out.begin(), out.end(), point, '.');
+    return out;
+  }
+
+  std::vector<Family> families_;
+};
+
+/* The Prometheus side of the sink: per table, the three read counters under
+ * the library's canonical names mapped to Prometheus
+ * (kvzch_inference_read_hit_count_total{table="user"}, ..._miss_...,
+ * ..._total_count_total) and a histogram of the lookup time of each batch
+ * (kvzch_inference_batch_duration_seconds{table="user"}). record() runs on
+ * every request thread at once and takes a shared lock only to find the
+ * table; write() renders a scrape. The total is written as hits + misses of
+ * the same read, so every scrape has hits + misses == total. */
+class PrometheusReadStats {
+ public:
+  static constexpr std::string_view duration_name = "kvzch_inference_batch_duration_seconds";
+
+  /* 10 us .. 250 ms: a batch of a few hundred ids takes tens of microseconds. */
+  [[nodiscard]] static std::vector<double> default_duration_bounds() {
+    return {1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3,
+            2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25};
+  }
+
+  /* Throws std::invalid_argument unless the bounds are positive and ascending. */
+  explicit PrometheusReadStats(
+      const Library& library = Library::linked(),
+      std::vector<double> duration_bounds_seconds = default_duration_bounds())
+      : names_{prometheus_counter_name(stat_name(library, KVZCH_STAT_READ_HIT_COUNT)),
+               prometheus_counter_name(stat_name(library, KVZCH_STAT_READ_MISS_COUNT)),
+               prometheus_counter_name(stat_name(library, KVZCH_STAT_READ_TOTAL_COUNT))},
+        bounds_(std::move(duration_bounds_seconds)) {
+    if (!std::is_sorted(bounds_.begin(), bounds_.end()) ||
+        (!bounds_.empty() && !(bounds_.front() > 0))) {
+      throw std::invalid_argument(
+          "kvzch::PrometheusReadStats: bounds must be positive and ascending");
+    }
+    for (const double bound : bounds_) {
+      bounds_ns_.push_back(static_cast<std::uint64_t>(std::llround(bound * 1e9)));
+    }
+  }
+
+  /* Exports the table with zero counts before its first batch, so a rate()
+   * over its counters has a starting point. */
+  void add_table(std::string_view table) { static_cast<void>(state(table)); }
+
+  void record(const kvzch_batch_event& event) {
+    Table& table = state(event.table);
+    table.hits.fetch_add(event.stats.hits, std::memory_order_relaxed);
+    table.misses.fetch_add(event.stats.misses, std::memory_order_relaxed);
+    const std::size_t bucket = static_cast<std::size_t>(
+        std::lower_bound(bounds_ns_.begin(), bounds_ns_.end(), event.stats.duration_ns) -
+        bounds_ns_.begin());
+    table.buckets[bucket].fetch_add(1, std::memory_order_relaxed);
+    table.duration_ns.fetch_add(event.stats.duration_ns, std::memory_order_relaxed);
+  }
+
+  /* For cache.on_batch / library.on_any_batch; this object must outlive the
+   * registration. */
+  [[nodiscard]] auto sink() {
+    return [this](const kvzch_batch_event& event) { record(event); };
+  }
+
+  struct Counts {
+    std::uint64_t hits = 0;
+    std::uint64_t misses = 0;
+    std::uint64_t total = 0;
+    std::uint64_t batches = 0;
+  };
+
+  /* What a scrape would show for `table` now; zeros for a table never seen. */
+  [[nodiscard]] Counts counts(std::string_view table) const {
+    const std::shared_lock<std::shared_mutex> lock(mutex_);
+    const auto it = tables_.find(table);
+    return it == tables_.end() ? Counts{} : snapshot(*it->second).counts;
+  }
+
+  /* Appends every table's counters and histogram to `out`. */
+  void write(PrometheusText& out) const {
+    const std::shared_lock<std::shared_mutex> lock(mutex_);
+    for (const auto& [name, table] : tables_) {
+      const Snapshot s = snapshot(*table);
+      const PrometheusText::Labels labels = {{"table", name}};
+      out.counter(names_[0], "Ids found by batch_get, by table.", labels, s.counts.hits);
+      out.counter(names_[1], "Ids batch_get did not find, by table.", labels, s.counts.misses);
+      out.counter(names_[2], "Ids looked up by batch_get, by table.", labels, s.counts.total);
+      out.histogram(duration_name, "Lookup time of one batch_get, by table.", labels, bounds_,
+                    s.buckets, static_cast<double>(s.duration_ns) / 1e9);
+    }
+  }
+
+ private:
+  struct Table {
+    explicit Table(std::size_t buckets)
+        : buckets(std::make_unique<std::atomic<std::uint64_t>[]>(buckets)) {}
+    std::atomic<std::uint64_t> hits{0};
+    std::atomic<std::uint64_t> misses{0};
+    std::atomic<std::uint64_t> duration_ns{0};
+    std::unique_ptr<std::atomic<std::uint64_t>[]> buckets; /* one per bound, then the overflow */
+  };
+
+  struct Snapshot {
+    Counts counts;
+    std::vector<std::uint64_t> buckets;
+    std::uint64_t duration_ns = 0;
+  };
+
+  Snapshot snapshot(const Table& table) const {
+    Snapshot s;
+    s.counts.hits = table.hits.load(std::memory_order_relaxed);
+    s.counts.misses = table.misses.load(std::memory_order_relaxed);
+    s.counts.total = s.counts.hits + s.counts.misses;
+    for (std::size_t i = 0; i <= bounds_.size(); ++i) {
+      s.buckets.push_back(table.buckets[i].load(std::memory_order_relaxed));
+      s.counts.batches += s.buckets.back();
+    }
+    s.duration_ns = table.duration_ns.load(std::memory_order_relaxed);
+    return s;
+  }
+
+  Table& state(std::string_view table) {
+    {
+      const std::shared_lock<std::shared_mutex> lock(mutex_);
+      const auto it = tables_.find(table);
+      if (it != tables_.end()) {
+        return *it->second;
+      }
+    }
+    const std::unique_lock<std::shared_mutex> lock(mutex_);
+    auto& slot = tables_[std::string(table)];
+    if (!slot) {
+      slot = std::make_unique<Table>(bounds_.size() + 1);
+    }
+    return *slot;
+  }
+
+  std::string names_[3]; /* hit, miss, total */
+  std::vector<double> bounds_;
+  std::vector<std::uint64_t> bounds_ns_;
+  mutable std::shared_mutex mutex_;
+  /* Never removed, on the heap: references outlive the shared lock. */
+  std::map<std::string, std::unique_ptr<Table>, std::less<>> tables_;
+};
+
+/* The gauges of one cache's kvzch_cache_info, labelled with its table:
+ * kvzch_cache_rows and kvzch_cache_memory_bytes. */
+inline void write_cache_info(PrometheusText& out, std::string_view table,
+                             const kvzch_cache_info& info) {
+  const PrometheusText::Labels labels = {{"table", std::string(table)}};
+  out.gauge("kvzch_cache_rows", "Rows the cache holds.", labels, info.rows);
+  out.gauge("kvzch_cache_memory_bytes",
+            "Bytes the cache holds: rows, metadata, index and free space.", labels,
+            info.memory_bytes);
 }
 
 }  // namespace kvzch
