@@ -153,18 +153,19 @@ impl Index {
         let mut at = home_bucket(hash, len);
         loop {
             let bucket = &self.buckets[at];
-            let mut found = None;
+            // Branch-free, as in `get`.
+            let (mut found, mut bit) = (NEVER_USED, 0u32);
             for (i, (&k, &slot)) in bucket.keys.iter().zip(&bucket.slots).enumerate() {
                 if k == key && slot < SLOT_LIMIT {
-                    found = Some((i, slot));
+                    found = slot;
+                    bit = 1 << i;
                 }
             }
-            if let Some((i, slot)) = found {
-                let bit = 1 << i;
+            if found != NEVER_USED {
                 if bucket.referenced.load(Ordering::Relaxed) & bit == 0 {
                     bucket.referenced.fetch_or(bit, Ordering::Relaxed);
                 }
-                return Some(slot);
+                return Some(found);
             }
             if bucket.slots.contains(&NEVER_USED) {
                 return None;
@@ -194,17 +195,30 @@ impl Index {
         }
     }
 
-    /// Makes room so that `additional` new keys can be inserted without
-    /// allocating; on failure the index is unchanged.
-    pub(crate) fn reserve(
-        &mut self,
+    /// The table that makes room for `additional` new keys, when this one has
+    /// too little: built from a shared reference, so that readers keep going
+    /// while it is built and the writer only swaps it in. The caller must keep
+    /// the keys unchanged until then (the cache's writer mutex does); reads
+    /// made meanwhile may lose their referenced bits, which only costs those
+    /// entries their second chance.
+    pub(crate) fn grown_for(
+        &self,
         additional: usize,
         hash_of: impl Fn(i64) -> u64,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Index>, Error> {
         if self.live + self.tombstones + additional <= max_used(self.buckets.len()) {
-            return Ok(());
+            return Ok(None);
         }
-        self.rebuild(self.rebuilt_bucket_count(additional), hash_of, |slot| slot)
+        let mut rebuilt = Index {
+            buckets: allocate_buckets(self.rebuilt_bucket_count(additional))?,
+            live: 0,
+            tombstones: 0,
+        };
+        for bucket in &self.buckets {
+            let referenced = bucket.referenced.load(Ordering::Relaxed);
+            rebuilt.take_entries(bucket, referenced, &hash_of, |slot| slot);
+        }
+        Ok(Some(rebuilt))
     }
 
     /// Rebuilds the table for its live keys alone, moving each key's row to the
@@ -233,17 +247,29 @@ impl Index {
         };
         for bucket in &mut self.buckets {
             let referenced = *bucket.referenced.get_mut();
-            for (i, (&key, &slot)) in bucket.keys.iter().zip(&bucket.slots).enumerate() {
-                if slot < SLOT_LIMIT {
-                    let at = rebuilt.insert_new(key, hash_of(key), move_slot(slot));
-                    if referenced & (1 << i) != 0 {
-                        *rebuilt.buckets[at.bucket].referenced.get_mut() |= 1 << at.entry;
-                    }
-                }
-            }
+            rebuilt.take_entries(bucket, referenced, &hash_of, &mut move_slot);
         }
         *self = rebuilt;
         Ok(())
+    }
+
+    /// Inserts the live entries of another table's bucket, keeping their
+    /// referenced bits, at the slots `move_slot` gives them.
+    fn take_entries(
+        &mut self,
+        bucket: &Bucket,
+        referenced: u32,
+        hash_of: &impl Fn(i64) -> u64,
+        mut move_slot: impl FnMut(u32) -> u32,
+    ) {
+        for (i, (&key, &slot)) in bucket.keys.iter().zip(&bucket.slots).enumerate() {
+            if slot < SLOT_LIMIT {
+                let at = self.insert_new(key, hash_of(key), move_slot(slot));
+                if referenced & (1 << i) != 0 {
+                    *self.buckets[at.bucket].referenced.get_mut() |= 1 << at.entry;
+                }
+            }
+        }
     }
 
     /// Returns the slot stored for `key`, or stores `new_slot()` for it.
@@ -403,6 +429,12 @@ mod tests {
         ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(key)
     }
 
+    fn reserve(index: &mut Index, additional: usize) {
+        if let Some(grown) = index.grown_for(additional, hash).unwrap() {
+            *index = grown;
+        }
+    }
+
     #[test]
     fn bucket_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<Bucket>(), 64);
@@ -413,7 +445,7 @@ mod tests {
         let mut index = Index::new();
         let keys: Vec<i64> = (0..10_000).map(|k| k * 7919 - 5_000_000).collect();
         for (slot, &key) in keys.iter().enumerate() {
-            index.reserve(1, hash).unwrap();
+            reserve(&mut index, 1);
             assert_eq!(
                 index.get_or_insert(key, hash(key), || slot as u32),
                 (slot as u32, true)
@@ -440,7 +472,7 @@ mod tests {
         let buckets = index.bucket_count();
         for round in 0..20 {
             for &key in keys.iter().step_by(2) {
-                index.reserve(1, hash).unwrap();
+                reserve(&mut index, 1);
                 index.get_or_insert(key, hash(key), || round);
             }
             for &key in keys.iter().step_by(2) {
@@ -470,7 +502,7 @@ mod tests {
     #[test]
     fn remove_where_takes_only_selected_entries() {
         let mut index = Index::new();
-        index.reserve(100, hash).unwrap();
+        reserve(&mut index, 100);
         for key in 0..100 {
             index.get_or_insert(key, hash(key), || key as u32);
         }

@@ -445,12 +445,25 @@ impl Cache {
             self.writes
                 .capacity_evictions
                 .fetch_add((new_ids.len() - kept) as u64, Ordering::Relaxed);
-            let before = guard.memory_bytes();
-            let reserved = guard.reserve(kept, |id| self.hash(id));
-            self.account_memory(before, guard.memory_bytes());
-            reserved?;
+            drop(guard);
+            self.reserve_in(shard, kept)?;
         }
         Ok(dropped)
+    }
+
+    /// Makes room in a shard for `new_rows` insertions. A grown index is built
+    /// under the read lock, so readers of the shard wait only for the swap.
+    /// Runs under the writer mutex, which keeps the shard's keys as they were
+    /// when the index was built.
+    fn reserve_in(&self, shard: usize, new_rows: usize) -> Result<(), Error> {
+        let grown_index = self.shards[shard]
+            .read()
+            .grown_index(new_rows, |id| self.hash(id))?;
+        let mut guard = self.shards[shard].write();
+        let before = guard.memory_bytes();
+        let reserved = guard.reserve(new_rows, grown_index);
+        self.account_memory(before, guard.memory_bytes());
+        reserved
     }
 
     /// Allocates, shard by shard, what the grouped publish needs, after checking
@@ -490,11 +503,7 @@ impl Cache {
         }
         let result = self.check_capacity(new_rows, added_bytes).and_then(|()| {
             for (shard, _) in grouping.shard_groups() {
-                let mut guard = self.shards[shard].write();
-                let before = guard.memory_bytes();
-                let reserved = guard.reserve(needs[shard] as usize, |id| self.hash(id));
-                self.account_memory(before, guard.memory_bytes());
-                reserved?;
+                self.reserve_in(shard, needs[shard] as usize)?;
             }
             Ok(())
         });

@@ -114,14 +114,29 @@ impl Shard {
         }
     }
 
-    /// Allocates what `new_rows` insertions need, so that `upsert` cannot fail.
+    /// The index that makes room for `new_rows` more keys, when the current
+    /// one has too little; built under the read lock (see `Index::grown_for`).
+    pub(crate) fn grown_index(
+        &self,
+        new_rows: usize,
+        hash_of: impl Fn(i64) -> u64,
+    ) -> Result<Option<Index>, Error> {
+        self.index.grown_for(new_rows, hash_of)
+    }
+
+    /// Allocates the rows `new_rows` insertions need and installs the index
+    /// `grown_index` built for them, so that `upsert` cannot fail. On failure
+    /// the shard is unchanged.
     pub(crate) fn reserve(
         &mut self,
         new_rows: usize,
-        hash_of: impl Fn(i64) -> u64,
+        grown_index: Option<Index>,
     ) -> Result<(), Error> {
         self.rows.reserve(new_rows)?;
-        self.index.reserve(new_rows, hash_of)
+        if let Some(index) = grown_index {
+            self.index = index;
+        }
+        Ok(())
     }
 
     /// Stores `row` for `key`; true when the key is new. Room was reserved.
