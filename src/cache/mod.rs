@@ -830,8 +830,10 @@ mod tests {
                 shards[(hash & 15) as usize] += 1;
                 halves[(hash >> 63) as usize] += 1;
             }
+            // 100 ids per shard expected, standard deviation about 10: the
+            // bounds are over six deviations away, so only a skewed hash fails.
             assert!(
-                shards.iter().all(|&n| (50..=150).contains(&n)),
+                shards.iter().all(|&n| (35..=165).contains(&n)),
                 "{shards:?}"
             );
             assert!(

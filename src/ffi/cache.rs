@@ -3,7 +3,7 @@
 use std::ffi::c_void;
 
 use super::guard::{
-    boundary, boundary_or, bounded_c_str, live_cache, overlap, required, required_mut, slice,
+    boundary, boundary_or, bounded_c_str, live_cache, overlap, required_mut, sized_struct, slice,
     slice_mut, FfiError,
 };
 use super::types::*;
@@ -49,8 +49,7 @@ pub extern "C" fn kvzch_options_init(opts: *mut kvzch_options) {
 #[no_mangle]
 pub extern "C" fn kvzch_options_init_sized(opts: *mut kvzch_options, size: usize) -> kvzch_status {
     boundary("kvzch_options_init_sized", || {
-        // SAFETY: `opts` is NULL or points to `size` writable bytes.
-        unsafe { required(opts.cast_const(), "opts") }?;
+        sized_struct(opts, "opts")?;
         if size < OPTIONS_V1_0_SIZE {
             return Err(FfiError::invalid(format!(
                 "size {size} < {OPTIONS_V1_0_SIZE}, the size of the 1.0 kvzch_options"
@@ -185,8 +184,7 @@ pub extern "C" fn kvzch_cache_create(
     out: *mut *mut kvzch_cache,
 ) -> kvzch_status {
     boundary("kvzch_cache_create", || {
-        // SAFETY: the contract: `opts` is NULL or a readable kvzch_options.
-        unsafe { required(opts, "opts") }?;
+        sized_struct(opts, "opts")?;
         // SAFETY: `out` is NULL or a writable pointer.
         let out = unsafe { required_mut(out, "out") }?;
         // SAFETY: `opts` was checked non-NULL and aligned just above.
@@ -353,7 +351,10 @@ pub extern "C" fn kvzch_cache_batch_remove(
     boundary("kvzch_cache_batch_remove", || {
         // SAFETY: the contract: NULL or a live handle.
         let cache = unsafe { live_cache(cache) }?;
-        // SAFETY: the ABI: `ids` holds `n` ids.
+        if overlap(ids, n, out_removed, usize::from(!out_removed.is_null())) {
+            return Err(FfiError::invalid("ids and out_removed overlap".to_string()));
+        }
+        // SAFETY: the ABI: `ids` holds `n` ids; `out_removed` lies outside them.
         let ids = unsafe { slice(ids, n, "ids") }?;
         let out_removed = optional_out(out_removed, "out_removed")?;
         let removed = cache.batch_remove(ids)?;
@@ -418,9 +419,10 @@ pub extern "C" fn kvzch_cache_get_info(
     boundary("kvzch_cache_get_info", || {
         // SAFETY: the contract: NULL or a live handle.
         let cache = unsafe { live_cache(cache) }?;
-        // SAFETY: `out` is NULL or points to at least the 1.0 struct, whose first
-        // field is `struct_size`.
-        let host_size = unsafe { required(out.cast_const(), "out") }?.struct_size as usize;
+        sized_struct(out, "out")?;
+        // SAFETY: `out` points to at least the 1.0 struct (checked non-NULL and
+        // aligned), whose first field is `struct_size`.
+        let host_size = unsafe { out.cast::<u32>().read() } as usize;
         if host_size < CACHE_INFO_V1_0_SIZE {
             return Err(FfiError::invalid(format!(
                 "out->struct_size {host_size} < {CACHE_INFO_V1_0_SIZE}, the size of the 1.0 kvzch_cache_info"

@@ -127,6 +127,22 @@ pub(crate) unsafe fn required<'a, T>(ptr: *const T, what: &str) -> Result<&'a T,
     unsafe { ptr.as_ref() }.ok_or_else(|| FfiError::null(what))
 }
 
+/// Checks that a pointer to a host struct that carries its own `struct_size`
+/// is non-NULL and aligned, without making a reference: the host's struct may
+/// be shorter than ours (an older header), so a `&T` over it would claim bytes
+/// the host does not have.
+pub(crate) fn sized_struct<T>(ptr: *const T, what: &str) -> Result<(), FfiError> {
+    if ptr.is_null() {
+        return Err(FfiError::null(what));
+    }
+    if !ptr.is_aligned() {
+        return Err(FfiError::invalid(format!(
+            "{what} {ptr:p} is not aligned for its type"
+        )));
+    }
+    Ok(())
+}
+
 /// # Safety
 /// `ptr` is NULL or points to a `T` valid for writes during `'a`, not aliased.
 pub(crate) unsafe fn required_mut<'a, T>(ptr: *mut T, what: &str) -> Result<&'a mut T, FfiError> {
