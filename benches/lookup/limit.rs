@@ -1,0 +1,147 @@
+//! The limit: the same rows in one dense array on transparent huge pages,
+//! gathered by precomputed row numbers. No key lookup, no lock, no counter:
+//! what a lookup would cost if finding the row were free.
+
+use std::ptr::NonNull;
+
+use crate::contender::{prefetch_row, Contender};
+use crate::workload::MISS;
+
+const HUGE_PAGE: usize = 2 << 20;
+/// Rows prefetched ahead of the one being copied.
+const PREFETCH_DISTANCE: usize = 16;
+
+/// An anonymous mapping aligned to and advised for 2 MiB pages.
+struct HugeMap {
+    mapping: NonNull<u8>,
+    mapping_len: usize,
+    start: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned exclusively, like a `Vec<u8>`; shared access only
+// reads through `&self`, writes need `&mut self`.
+unsafe impl Send for HugeMap {}
+// SAFETY: as above.
+unsafe impl Sync for HugeMap {}
+
+impl HugeMap {
+    fn new(len: usize) -> HugeMap {
+        let len = len.max(1).next_multiple_of(HUGE_PAGE);
+        let mapping_len = len + HUGE_PAGE;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+        let mapping = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapping_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(
+            mapping != libc::MAP_FAILED,
+            "mmap of {mapping_len} bytes failed"
+        );
+        let offset = (mapping as usize).next_multiple_of(HUGE_PAGE) - mapping as usize;
+        // SAFETY: `offset < HUGE_PAGE`, so `start..start + len` is inside the mapping.
+        let start = unsafe { mapping.cast::<u8>().add(offset) };
+        // SAFETY: advice on memory this mapping owns; failure only loses the hint,
+        // so the result is deliberately ignored.
+        unsafe { libc::madvise(start.cast(), len, libc::MADV_HUGEPAGE) };
+        HugeMap {
+            mapping: NonNull::new(mapping.cast()).expect("mmap returned NULL"),
+            mapping_len,
+            start: NonNull::new(start).expect("mapping start is not NULL"),
+            len,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `start..start + len` is mapped readable for the life of `self`.
+        unsafe { std::slice::from_raw_parts(self.start.as_ptr(), self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.start.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for HugeMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` created; no slice outlives `self`.
+        unsafe { libc::munmap(self.mapping.as_ptr().cast(), self.mapping_len) };
+    }
+}
+
+pub struct Limit {
+    rows: HugeMap,
+    row_bytes: usize,
+}
+
+impl Limit {
+    pub fn new(rows: usize, row_bytes: usize) -> Limit {
+        Limit {
+            rows: HugeMap::new(rows * row_bytes),
+            row_bytes,
+        }
+    }
+}
+
+impl Contender for Limit {
+    fn name(&self) -> &'static str {
+        "limit"
+    }
+
+    fn fill(&mut self, _ids: &[i64], slots: &[u32], rows: &[u8], _timestamp: u32) {
+        let row_bytes = self.row_bytes;
+        let table = self.rows.bytes_mut();
+        for (&slot, row) in slots.iter().zip(rows.chunks_exact(row_bytes)) {
+            table[slot as usize * row_bytes..][..row_bytes].copy_from_slice(row);
+        }
+    }
+
+    fn live_publish(&self) -> bool {
+        false
+    }
+
+    fn publish(&self, _ids: &[i64], _rows: &[u8], _timestamp: u32) {
+        panic!("the limit is a plain array: it cannot be published to while read");
+    }
+
+    fn evict_older_than(&self, _threshold: u32) -> u64 {
+        panic!("the limit is a plain array: it has no timestamps");
+    }
+
+    fn get(&self, _ids: &[i64], slots: &[u32], out: &mut [u8]) -> u64 {
+        let row_bytes = self.row_bytes;
+        let table = self.rows.bytes();
+        let row = |slot: u32| &table[slot as usize * row_bytes..][..row_bytes];
+        for &slot in slots.iter().take(PREFETCH_DISTANCE) {
+            if slot != MISS {
+                prefetch_row(row(slot));
+            }
+        }
+        let mut hits = 0;
+        for (j, (&slot, target)) in slots
+            .iter()
+            .zip(out.chunks_exact_mut(row_bytes))
+            .enumerate()
+        {
+            if let Some(&ahead) = slots.get(j + PREFETCH_DISTANCE) {
+                if ahead != MISS {
+                    prefetch_row(row(ahead));
+                }
+            }
+            if slot == MISS {
+                target.fill(0);
+            } else {
+                target.copy_from_slice(row(slot));
+                hits += 1;
+            }
+        }
+        hits
+    }
+}

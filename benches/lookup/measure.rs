@@ -1,0 +1,213 @@
+//! Timing: reader threads cycling through a pool while the main thread sleeps
+//! or publishes, per-batch latencies, and the process's resident memory.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use crate::contender::Contender;
+use crate::workload::Pool;
+
+/// Batches each reader runs before the clock starts: first-touch of its output
+/// buffer and of the contender's per-thread scratch.
+const WARMUP_BATCHES: usize = 4;
+
+/// What the readers did during one measurement.
+pub struct Readers {
+    pub ids: u64,
+    /// Ids looked up before the clock started.
+    pub warmup_ids: u64,
+    /// Hits returned over every batch, warm-up included.
+    pub hits: u64,
+    pub seconds: f64,
+    /// Every timed batch's latency, sorted.
+    pub latencies_ns: Vec<u64>,
+}
+
+impl Readers {
+    pub fn ids_per_second(&self) -> f64 {
+        self.ids as f64 / self.seconds
+    }
+
+    pub fn percentile_ns(&self, p: f64) -> f64 {
+        percentile(&self.latencies_ns, p)
+    }
+
+    /// Measurements of the same thing taken one after another, as one.
+    pub fn combined(parts: Vec<Readers>) -> Readers {
+        let mut all = Readers {
+            ids: 0,
+            warmup_ids: 0,
+            hits: 0,
+            seconds: 0.0,
+            latencies_ns: Vec::new(),
+        };
+        for part in parts {
+            all.ids += part.ids;
+            all.warmup_ids += part.warmup_ids;
+            all.hits += part.hits;
+            all.seconds += part.seconds;
+            all.latencies_ns.extend(part.latencies_ns);
+        }
+        all.latencies_ns.sort_unstable();
+        all
+    }
+}
+
+pub fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1] as f64
+}
+
+/// Runs `threads` readers over `pool` on `contender`, from when they are all
+/// warmed up until `control` (run on the calling thread) returns. `first_batch`
+/// staggers where runs start in the pool. Every batch's hit count is checked
+/// against the pool's; a mismatch is an error, since the contender would then
+/// not be doing the work the others do.
+pub fn readers(
+    contender: &dyn Contender,
+    pool: &Pool,
+    threads: usize,
+    first_batch: usize,
+    control: impl FnOnce(),
+) -> Result<Readers, String> {
+    let stop = AtomicBool::new(false);
+    let start = Barrier::new(threads + 1);
+    let row_bytes = pool.row_bytes;
+    let batches = pool.batches();
+    let (outcomes, started) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (stop, start) = (&stop, &start);
+                scope.spawn(move || {
+                    let mut out = vec![0u8; pool.batch * row_bytes];
+                    let mut b = (first_batch + t * batches / threads) % batches;
+                    let mut hits_returned = 0u64;
+                    let mut run_batch = |b: usize| -> Result<Duration, String> {
+                        let (ids, slots, expected) = pool.batch(b);
+                        let started = Instant::now();
+                        let hits = contender.get(ids, slots, &mut out);
+                        let elapsed = started.elapsed();
+                        std::hint::black_box(&mut out);
+                        hits_returned += hits;
+                        if hits != expected {
+                            return Err(format!(
+                                "{}: batch {b} of {} returned {hits} hits, expected {expected}",
+                                contender.name(),
+                                pool.name
+                            ));
+                        }
+                        Ok(elapsed)
+                    };
+                    let mut warmup = Ok(());
+                    for k in 0..WARMUP_BATCHES {
+                        if let Err(e) = run_batch((b + k) % batches) {
+                            warmup = Err(e);
+                        }
+                    }
+                    start.wait();
+                    warmup?;
+                    let mut latencies = Vec::with_capacity(1 << 14);
+                    let mut ids = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        latencies.push(run_batch(b)?.as_nanos() as u64);
+                        ids += pool.batch as u64;
+                        b = (b + 1) % batches;
+                    }
+                    let finished = Instant::now();
+                    Ok::<_, String>((ids, latencies, finished, hits_returned))
+                })
+            })
+            .collect();
+        start.wait();
+        let started = Instant::now();
+        control();
+        stop.store(true, Ordering::Relaxed);
+        let outcomes: Vec<_> = workers
+            .into_iter()
+            .map(|w| w.join().expect("reader thread panicked"))
+            .collect();
+        (outcomes, started)
+    });
+    let mut result = Readers {
+        ids: 0,
+        warmup_ids: (threads * WARMUP_BATCHES * pool.batch) as u64,
+        hits: 0,
+        seconds: 0.0,
+        latencies_ns: Vec::new(),
+    };
+    for outcome in outcomes {
+        let (ids, latencies, finished, hits) = outcome?;
+        result.ids += ids;
+        result.hits += hits;
+        result.latencies_ns.extend(latencies);
+        result.seconds = result
+            .seconds
+            .max(finished.duration_since(started).as_secs_f64());
+    }
+    result.latencies_ns.sort_unstable();
+    Ok(result)
+}
+
+/// The process's resident set in bytes, from `/proc/self/statm`.
+pub fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .expect("statm's second field is the resident page count");
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * page as u64
+}
+
+/// CPU time of the whole machine and of this process, to tell how much of the
+/// machine other work took during the bench.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuTimes {
+    /// Busy time of all CPUs, seconds.
+    pub busy: f64,
+    /// Time the hypervisor ran something else on our virtual CPUs, seconds.
+    pub steal: f64,
+    /// This process's user + system time, seconds.
+    pub own: f64,
+}
+
+impl CpuTimes {
+    pub fn now() -> CpuTimes {
+        // SAFETY: sysconf has no preconditions.
+        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let cpu: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0.0))
+            .collect();
+        let field = |i: usize| cpu.get(i).copied().unwrap_or(0.0) / tick;
+        // user nice system idle iowait irq softirq steal
+        let busy = field(0) + field(1) + field(2) + field(5) + field(6);
+        let own_stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let own_fields: Vec<f64> = own_stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0.0))
+            .collect();
+        // Fields 14 and 15 of stat(5) (utime, stime), counted from the state, field 3.
+        let own = (own_fields.get(11).copied().unwrap_or(0.0)
+            + own_fields.get(12).copied().unwrap_or(0.0))
+            / tick;
+        CpuTimes {
+            busy,
+            steal: field(7),
+            own,
+        }
+    }
+}

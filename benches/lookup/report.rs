@@ -1,0 +1,714 @@
+//! The results as Markdown tables (printed) and as JSON (`--json`), with the
+//! issue's targets checked against the medians.
+
+use std::fmt::Write;
+
+use crate::json::Json;
+use crate::measure::CpuTimes;
+use crate::workload::Universe;
+use crate::{median, Agreement, Config, Measure, Memory, Results, Tally};
+
+pub struct Machine {
+    pub cpu: String,
+    pub cpus: usize,
+    pub kernel: String,
+    pub memory_gib: f64,
+    pub transparent_hugepages: String,
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+impl Machine {
+    pub fn probe() -> Machine {
+        let cpuinfo = read("/proc/cpuinfo");
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or("unknown".to_string(), |(_, v)| v.trim().to_string());
+        let memory_kib: f64 = read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(f64::NAN);
+        let thp = read("/sys/kernel/mm/transparent_hugepage/enabled");
+        let transparent_hugepages = thp
+            .split_once('[')
+            .and_then(|(_, rest)| rest.split_once(']'))
+            .map_or("unknown".to_string(), |(mode, _)| mode.to_string());
+        Machine {
+            cpu,
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+            memory_gib: memory_kib / (1 << 20) as f64,
+            transparent_hugepages,
+        }
+    }
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> f64 {
+    read("/proc/loadavg")
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// How busy the machine was with other work while the bench ran.
+pub struct Conditions {
+    pub others_cpu_seconds: f64,
+    pub steal_seconds: f64,
+    pub load_at_start: f64,
+    pub load_at_end: f64,
+}
+
+impl Conditions {
+    pub fn since(start: CpuTimes, load_at_start: f64) -> Conditions {
+        let end = CpuTimes::now();
+        Conditions {
+            others_cpu_seconds: ((end.busy - start.busy) - (end.own - start.own)).max(0.0),
+            steal_seconds: end.steal - start.steal,
+            load_at_start,
+            load_at_end: load_average(),
+        }
+    }
+}
+
+pub struct Report<'a> {
+    pub config: &'a Config,
+    pub machine: &'a Machine,
+    pub universe: &'a Universe,
+    pub results: &'a Results,
+    pub memory: &'a [Memory],
+    pub agreements: &'a [Agreement],
+    pub counter_checks: &'a [(&'static str, Tally)],
+    pub pool_batches: usize,
+    pub seconds_total: f64,
+    pub conditions: Conditions,
+}
+
+/// An issue target, checked against the medians.
+struct Target {
+    what: String,
+    measured: String,
+    met: bool,
+}
+
+const KVZCH: &str = "kvzch";
+const PEER: &str = "upstream_peer";
+const LIMIT: &str = "limit";
+const CRATES: [&str; 2] = ["dashmap", "quick_cache"];
+
+fn rate(x: f64) -> String {
+    if x.is_nan() {
+        "—".into()
+    } else {
+        format!("{:.2} M", x / 1e6)
+    }
+}
+
+fn micros(ns: f64) -> String {
+    match ns / 1e3 {
+        us if us.is_nan() => "—".into(),
+        us if us < 100.0 => format!("{us:.1}"),
+        us => format!("{us:.0}"),
+    }
+}
+
+fn ratio(x: f64) -> String {
+    if x.is_nan() {
+        "—".into()
+    } else {
+        format!("{x:.2}x")
+    }
+}
+
+impl Report<'_> {
+    fn contenders(&self) -> &[&'static str] {
+        &self.config.contenders
+    }
+
+    fn median(&self, series: &str, contender: &str, threads: usize) -> Option<Measure> {
+        self.results.median(series, contender, threads)
+    }
+
+    fn median_rate(&self, series: &str, contender: &str, threads: usize) -> f64 {
+        self.median(series, contender, threads)
+            .map_or(f64::NAN, |m| m.rows_per_s)
+    }
+
+    fn extra(&self, series: &str, contender: &str, threads: usize, name: &str) -> f64 {
+        self.median(series, contender, threads)
+            .and_then(|m| m.extra.iter().find(|(n, _)| *n == name).map(|(_, v)| *v))
+            .unwrap_or(f64::NAN)
+    }
+
+    /// The median over runs of (one sink / no sink) throughput, each run's two
+    /// measurements being taken back to back.
+    fn sink_ratio(&self, contender: &str, threads: usize) -> f64 {
+        let runs = |series| {
+            self.results
+                .series
+                .get(&(series, contender_key(contender), threads))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (with, without) = (runs("zipf_one_sink"), runs("zipf_no_sink"));
+        median(
+            with.iter()
+                .zip(&without)
+                .map(|(w, n)| w.rows_per_s / n.rows_per_s)
+                .collect(),
+        )
+    }
+
+    fn memory_per_row(&self, bytes: u64) -> f64 {
+        let payload = (self.universe.rows * self.universe.row_bytes) as f64;
+        (bytes as f64 - payload) / self.universe.rows as f64
+    }
+
+    fn reader_table(&self, out: &mut String, series: &'static str) {
+        let threads = &self.config.threads;
+        writeln!(
+            out,
+            "| contender | threads | rows/s | p50 µs | p99 µs | vs limit | vs peer | vs 1 thread |"
+        )
+        .unwrap();
+        writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|").unwrap();
+        for &t in threads {
+            let limit = self.median_rate(series, LIMIT, t);
+            let peer = self.median_rate(series, PEER, t);
+            for &c in self.contenders() {
+                let Some(m) = self.median(series, c, t) else {
+                    continue;
+                };
+                let scaling = if t > 1 && threads.contains(&1) {
+                    ratio(m.rows_per_s / self.median_rate(series, c, 1))
+                } else {
+                    String::new()
+                };
+                writeln!(
+                    out,
+                    "| {c} | {t} | {} | {} | {} | {} | {} | {scaling} |",
+                    rate(m.rows_per_s),
+                    micros(m.p50_ns),
+                    micros(m.p99_ns),
+                    ratio(m.rows_per_s / limit),
+                    ratio(m.rows_per_s / peer),
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let c = self.config;
+        let has = |w: &str| c.workloads.contains(&w);
+        writeln!(
+            out,
+            "## Results: {} rows x {} B, batches of {}, {} runs x {} s, medians\n",
+            c.rows, c.row_bytes, c.batch, c.runs, c.seconds
+        )
+        .unwrap();
+        let m = self.machine;
+        writeln!(
+            out,
+            "Machine: {} CPUs, {}, {:.1} GiB, Linux {}, transparent huge pages: {}. Pools of {} batches; the whole bench took {:.0} s.\n",
+            m.cpus, m.cpu, m.memory_gib, m.kernel, m.transparent_hugepages, self.pool_batches, self.seconds_total
+        )
+        .unwrap();
+        let k = &self.conditions;
+        writeln!(
+            out,
+            "Other work on the machine meanwhile: {:.0} CPU-seconds ({:.0}% of one CPU on average), {:.1} s stolen by the hypervisor; load average {:.2} at the start, {:.2} at the end.\n",
+            k.others_cpu_seconds,
+            k.others_cpu_seconds / self.seconds_total * 100.0,
+            k.steal_seconds,
+            k.load_at_start,
+            k.load_at_end
+        )
+        .unwrap();
+        for series in ["uniform_hit", "zipf_miss"] {
+            if has(series) {
+                writeln!(out, "### {series}\n").unwrap();
+                if series == "zipf_miss" {
+                    if let Some(a) = self.agreements.iter().find(|a| a.pool == series) {
+                        writeln!(
+                            out,
+                            "Zipf(1.05) over 1.1x the stored keys; {:.2}% of the pool's ids miss.\n",
+                            a.miss_fraction * 100.0
+                        )
+                        .unwrap();
+                    }
+                }
+                self.reader_table(&mut out, series);
+                out.push('\n');
+            }
+        }
+        writeln!(
+            out,
+            "### fill: batch_set of the whole table, 1 thread\n\n| contender | rows/s | batch p50 µs | batch p99 µs | vs limit | vs peer |\n|---|---:|---:|---:|---:|---:|"
+        )
+        .unwrap();
+        let (limit_fill, peer_fill) = (
+            self.median_rate("fill", LIMIT, 1),
+            self.median_rate("fill", PEER, 1),
+        );
+        for &name in self.contenders() {
+            if let Some(m) = self.median("fill", name, 1) {
+                writeln!(
+                    out,
+                    "| {name} | {} | {} | {} | {} | {} |",
+                    rate(m.rows_per_s),
+                    micros(m.p50_ns),
+                    micros(m.p99_ns),
+                    ratio(m.rows_per_s / limit_fill),
+                    ratio(m.rows_per_s / peer_fill)
+                )
+                .unwrap();
+            }
+        }
+        out.push('\n');
+        if has("publish") {
+            writeln!(
+                out,
+                "### publish: republish of every row + evict_older_than while readers run uniform_hit\n\n\
+                 | contender | readers | idle p50 µs | idle p99 µs | during p50 µs | during p99 µs | p99 during / idle | reader rows/s during | vs peer | writer rows/s | evict ms |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            )
+            .unwrap();
+            for &t in &c.threads {
+                let peer = self.median_rate("publish_during", PEER, t);
+                for &name in self.contenders() {
+                    let (Some(idle), Some(during)) = (
+                        self.median("publish_idle", name, t),
+                        self.median("publish_during", name, t),
+                    ) else {
+                        continue;
+                    };
+                    let extra = |n| self.extra("publish_during", name, t, n);
+                    writeln!(
+                        out,
+                        "| {name} | {t} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+                        micros(idle.p50_ns),
+                        micros(idle.p99_ns),
+                        micros(during.p50_ns),
+                        micros(during.p99_ns),
+                        ratio(extra("p99_vs_idle")),
+                        rate(during.rows_per_s),
+                        ratio(during.rows_per_s / peer),
+                        rate(extra("writer_rows_per_s")),
+                        extra("evict_ms"),
+                    )
+                    .unwrap();
+                }
+            }
+            out.push('\n');
+        }
+        if has("stats_overhead") {
+            writeln!(
+                out,
+                "### stats_overhead: zipf_miss with no sink vs one sink adding to an atomic\n\n\
+                 | contender | threads | no sink rows/s | one sink rows/s | one sink / no sink |\n|---|---:|---:|---:|---:|"
+            )
+            .unwrap();
+            for &t in &c.threads {
+                for &name in self.contenders() {
+                    let (Some(without), Some(with)) = (
+                        self.median("zipf_no_sink", name, t),
+                        self.median("zipf_one_sink", name, t),
+                    ) else {
+                        continue;
+                    };
+                    writeln!(
+                        out,
+                        "| {name} | {t} | {} | {} | {} |",
+                        rate(without.rows_per_s),
+                        rate(with.rows_per_s),
+                        ratio(self.sink_ratio(name, t))
+                    )
+                    .unwrap();
+                }
+            }
+            out.push('\n');
+        }
+        writeln!(
+            out,
+            "### memory beyond the payload ({} B/row)\n\n\
+             | contender | RSS growth while built | RSS B/row beyond payload | own accounting B/row beyond payload |\n|---|---:|---:|---:|",
+            self.universe.row_bytes
+        )
+        .unwrap();
+        for mem in self.memory {
+            writeln!(
+                out,
+                "| {} | {:.1} MiB | {:.1} | {} |",
+                mem.contender,
+                mem.rss_delta as f64 / (1 << 20) as f64,
+                self.memory_per_row(mem.rss_delta),
+                mem.accounted
+                    .map_or("—".into(), |b| format!("{:.1}", self.memory_per_row(b)))
+            )
+            .unwrap();
+        }
+        out.push('\n');
+        writeln!(
+            out,
+            "### same work: hits returned on the first {} batches of each stream\n",
+            self.agreements
+                .first()
+                .map_or(0, |a| a.ids as usize / c.batch)
+        )
+        .unwrap();
+        for a in self.agreements {
+            let all_equal = a.returned.iter().all(|r| r.hits == a.expected_hits);
+            let counted: Vec<String> = a
+                .returned
+                .iter()
+                .filter_map(|r| {
+                    r.counted
+                        .map(|(h, m)| format!("{} counted {h} hits + {m} misses", r.contender))
+                })
+                .collect();
+            writeln!(
+                out,
+                "- {}: {} ids, {} expected hits; every contender returned {}; {}.",
+                a.pool,
+                a.ids,
+                a.expected_hits,
+                if all_equal {
+                    "exactly that".to_string()
+                } else {
+                    let hits: Vec<_> = a.returned.iter().map(|r| (r.contender, r.hits)).collect();
+                    format!("{hits:?}")
+                },
+                counted.join(", ")
+            )
+            .unwrap();
+        }
+        for (name, tally) in self.counter_checks {
+            writeln!(
+                out,
+                "- {name}: its cumulative read counters equal the hits ({}) and misses ({}) its batches returned over the whole run.",
+                tally.hits,
+                tally.ids - tally.hits
+            )
+            .unwrap();
+        }
+        writeln!(out, "\nEvery timed batch's hit count was also checked against the stream's, and every republish's eviction removed exactly the stale rows.\n").unwrap();
+        writeln!(
+            out,
+            "### targets (kvzch through its Rust API; medians)\n\n| target | measured | met |\n|---|---|---|"
+        )
+        .unwrap();
+        for t in self.targets() {
+            writeln!(
+                out,
+                "| {} | {} | {} |",
+                t.what,
+                t.measured,
+                if t.met { "yes" } else { "**no**" }
+            )
+            .unwrap();
+        }
+        out
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = Vec::new();
+        let c = self.config;
+        if !c.contenders.contains(&KVZCH) {
+            return targets;
+        }
+        let mut target = |what: String, measured: String, met: bool| {
+            targets.push(Target {
+                what,
+                measured,
+                met,
+            })
+        };
+        let uniform_1 = self.median_rate("uniform_hit", KVZCH, 1);
+        if !uniform_1.is_nan() {
+            let x = uniform_1 / self.median_rate("uniform_hit", LIMIT, 1);
+            target(
+                "uniform_hit, 1 thread: >= 0.6x the limit".into(),
+                ratio(x),
+                x >= 0.6,
+            );
+        }
+        let mut series: Vec<(&str, usize)> = Vec::new();
+        for s in ["uniform_hit", "zipf_miss", "publish_during"] {
+            for &t in &c.threads {
+                series.push((s, t));
+            }
+        }
+        series.push(("fill", 1));
+        for (s, t) in series {
+            let kvzch = self.median_rate(s, KVZCH, t);
+            if kvzch.is_nan() {
+                continue;
+            }
+            let vs_peer = kvzch / self.median_rate(s, PEER, t);
+            let mut measured = format!("{} the peer", ratio(vs_peer));
+            let mut ahead = true;
+            for name in CRATES {
+                let other = self.median_rate(s, name, t);
+                if !other.is_nan() {
+                    write!(measured, ", {} {name}", ratio(kvzch / other)).unwrap();
+                    ahead &= kvzch > other;
+                }
+            }
+            let label = if s == "publish_during" {
+                "readers during a republish"
+            } else {
+                s
+            };
+            target(
+                format!("{label}, {t} thread(s): >= 2x the peer and ahead of every crate"),
+                measured,
+                vs_peer >= 2.0 && ahead,
+            );
+        }
+        if c.threads.contains(&1) && c.threads.contains(&2) {
+            for s in ["uniform_hit", "zipf_miss"] {
+                let x = self.median_rate(s, KVZCH, 2) / self.median_rate(s, KVZCH, 1);
+                if !x.is_nan() {
+                    target(
+                        format!("{s}: 2 threads / 1 thread >= 1.8x"),
+                        format!(
+                            "{} (limit: {})",
+                            ratio(x),
+                            ratio(self.median_rate(s, LIMIT, 2) / self.median_rate(s, LIMIT, 1))
+                        ),
+                        x >= 1.8,
+                    );
+                }
+            }
+        }
+        if let Some(mem) = self.memory.iter().find(|m| m.contender == KVZCH) {
+            let rss = self.memory_per_row(mem.rss_delta);
+            let accounted = mem.accounted.map_or(f64::NAN, |b| self.memory_per_row(b));
+            target(
+                format!(
+                    "memory beyond the payload <= 24 B/row (at {} rows)",
+                    self.universe.rows
+                ),
+                format!("{accounted:.1} B/row by its own account, {rss:.1} B/row by RSS"),
+                accounted <= 24.0 && rss <= 24.0,
+            );
+        }
+        let fill = self.median_rate("fill", KVZCH, 1) / self.median_rate("fill", PEER, 1);
+        if !fill.is_nan() {
+            target("fill: >= 1.5x the peer".into(), ratio(fill), fill >= 1.5);
+        }
+        for &t in &c.threads {
+            let x = self.extra("publish_during", KVZCH, t, "p99_vs_idle");
+            if !x.is_nan() {
+                target(
+                    format!("p99 batch_get during republish + evict <= 2x idle p99, {t} reader(s)"),
+                    format!(
+                        "{} ({} µs vs {} µs)",
+                        ratio(x),
+                        micros(
+                            self.median("publish_during", KVZCH, t)
+                                .map_or(f64::NAN, |m| m.p99_ns)
+                        ),
+                        micros(
+                            self.median("publish_idle", KVZCH, t)
+                                .map_or(f64::NAN, |m| m.p99_ns)
+                        )
+                    ),
+                    x <= 2.0,
+                );
+            }
+        }
+        for &t in &c.threads {
+            let x = self.sink_ratio(KVZCH, t);
+            if !x.is_nan() {
+                target(
+                    format!("one registered sink costs <= 2% of zipf_miss, {t} thread(s)"),
+                    format!("{:+.2}% throughput", (x - 1.0) * 100.0),
+                    x >= 0.98,
+                );
+            }
+        }
+        targets
+    }
+
+    pub fn json(&self) -> Json {
+        let c = self.config;
+        let m = self.machine;
+        let mut keys: Vec<_> = self.results.series.keys().copied().collect();
+        keys.sort_by_key(|&(s, name, t)| (s, t, crate::CONTENDERS.iter().position(|&k| k == name)));
+        let measure = |m: &Measure| {
+            let mut fields = vec![
+                ("rows_per_s".to_string(), Json::num(m.rows_per_s)),
+                ("p50_us".to_string(), Json::num(m.p50_ns / 1e3)),
+                ("p99_us".to_string(), Json::num(m.p99_ns / 1e3)),
+            ];
+            fields.extend(m.extra.iter().map(|(n, v)| (n.to_string(), Json::num(*v))));
+            Json::Obj(fields)
+        };
+        let series = keys
+            .iter()
+            .map(|&(s, name, t)| {
+                let runs = &self.results.series[&(s, name, t)];
+                let med = self.median(s, name, t).expect("series has runs");
+                let vs = |other: &str| Json::num(med.rows_per_s / self.median_rate(s, other, t));
+                Json::obj([
+                    ("workload", Json::str(s)),
+                    ("contender", Json::str(name)),
+                    ("threads", Json::num(t as f64)),
+                    ("median", measure(&med)),
+                    ("vs_limit", vs(LIMIT)),
+                    ("vs_peer", vs(PEER)),
+                    ("runs", Json::Arr(runs.iter().map(measure).collect())),
+                ])
+            })
+            .collect();
+        Json::obj([
+            (
+                "config",
+                Json::obj([
+                    ("rows", Json::num(c.rows as f64)),
+                    ("row_bytes", Json::num(c.row_bytes as f64)),
+                    ("batch", Json::num(c.batch as f64)),
+                    (
+                        "threads",
+                        Json::Arr(c.threads.iter().map(|&t| Json::num(t as f64)).collect()),
+                    ),
+                    (
+                        "workloads",
+                        Json::Arr(c.workloads.iter().map(|&w| Json::str(w)).collect()),
+                    ),
+                    (
+                        "contenders",
+                        Json::Arr(c.contenders.iter().map(|&w| Json::str(w)).collect()),
+                    ),
+                    ("runs", Json::num(c.runs as f64)),
+                    ("seconds", Json::num(c.seconds)),
+                    ("quick", Json::Bool(c.quick)),
+                    ("pool_batches", Json::num(self.pool_batches as f64)),
+                ]),
+            ),
+            (
+                "machine",
+                Json::obj([
+                    ("cpu", Json::str(&m.cpu)),
+                    ("cpus", Json::num(m.cpus as f64)),
+                    ("kernel", Json::str(&m.kernel)),
+                    ("memory_gib", Json::num(m.memory_gib)),
+                    ("transparent_hugepages", Json::str(&m.transparent_hugepages)),
+                ]),
+            ),
+            ("seconds_total", Json::num(self.seconds_total)),
+            (
+                "conditions",
+                Json::obj([
+                    (
+                        "others_cpu_seconds",
+                        Json::num(self.conditions.others_cpu_seconds),
+                    ),
+                    ("steal_seconds", Json::num(self.conditions.steal_seconds)),
+                    ("load_at_start", Json::num(self.conditions.load_at_start)),
+                    ("load_at_end", Json::num(self.conditions.load_at_end)),
+                ]),
+            ),
+            ("series", Json::Arr(series)),
+            (
+                "sink_ratio",
+                Json::Arr(
+                    c.threads
+                        .iter()
+                        .flat_map(|&t| {
+                            self.contenders().iter().filter_map(move |&name| {
+                                let x = self.sink_ratio(name, t);
+                                (!x.is_nan()).then(|| {
+                                    Json::obj([
+                                        ("contender", Json::str(name)),
+                                        ("threads", Json::num(t as f64)),
+                                        ("one_sink_over_no_sink", Json::num(x)),
+                                    ])
+                                })
+                            })
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "memory",
+                Json::Arr(
+                    self.memory
+                        .iter()
+                        .map(|mem| {
+                            Json::obj([
+                                ("contender", Json::str(mem.contender)),
+                                ("rss_delta_bytes", Json::num(mem.rss_delta as f64)),
+                                (
+                                    "rss_bytes_per_row_beyond_payload",
+                                    Json::num(self.memory_per_row(mem.rss_delta)),
+                                ),
+                                (
+                                    "accounted_bytes_per_row_beyond_payload",
+                                    Json::opt(mem.accounted.map(|b| self.memory_per_row(b))),
+                                ),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "agreement",
+                Json::Arr(
+                    self.agreements
+                        .iter()
+                        .map(|a| {
+                            Json::obj([
+                                ("stream", Json::str(a.pool)),
+                                ("ids", Json::num(a.ids as f64)),
+                                ("expected_hits", Json::num(a.expected_hits as f64)),
+                                ("pool_miss_fraction", Json::num(a.miss_fraction)),
+                                (
+                                    "hits_returned",
+                                    Json::obj(
+                                        a.returned
+                                            .iter()
+                                            .map(|r| (r.contender, Json::num(r.hits as f64))),
+                                    ),
+                                ),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "targets",
+                Json::Arr(
+                    self.targets()
+                        .into_iter()
+                        .map(|t| {
+                            Json::obj([
+                                ("target", Json::str(t.what)),
+                                ("measured", Json::str(t.measured)),
+                                ("met", Json::Bool(t.met)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ])
+    }
+}
+
+/// The `'static` name of a contender, as the results are keyed by.
+fn contender_key(name: &str) -> &'static str {
+    crate::CONTENDERS
+        .iter()
+        .copied()
+        .find(|&k| k == name)
+        .expect("a known contender")
+}
