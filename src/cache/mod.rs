@@ -377,12 +377,18 @@ impl Cache {
             let (mut inserted, mut updated) = (0u64, 0u64);
             for (shard, range) in grouping.shard_groups() {
                 let mut guard = self.shards[shard].write();
-                for (written, &position) in grouping.order[range].iter().enumerate() {
+                let positions = &grouping.order[range];
+                for (written, &position) in positions.iter().enumerate() {
                     if written > 0 && written % WRITE_STRETCH == 0 {
                         RwLockWriteGuard::bump(&mut guard);
                     }
+                    // Each insertion's probe is a cache miss of its own; asking
+                    // for later ones' buckets now overlaps them.
+                    if let Some(&ahead) = positions.get(written + PREFETCH_DISTANCE) {
+                        prefetch(guard.index().probe_start(grouping.hashes[ahead as usize]));
+                    }
                     let p = position as usize;
-                    if dropped.contains(&ids[p]) {
+                    if !dropped.is_empty() && dropped.contains(&ids[p]) {
                         continue;
                     }
                     let row = &rows[p * self.row_bytes..][..self.row_bytes];
