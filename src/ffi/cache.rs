@@ -351,11 +351,17 @@ pub extern "C" fn kvzch_cache_batch_remove(
     boundary("kvzch_cache_batch_remove", || {
         // SAFETY: the contract: NULL or a live handle.
         let cache = unsafe { live_cache(cache) }?;
-        if overlap(ids, n, out_removed, usize::from(!out_removed.is_null())) {
+        // SAFETY: the ABI: `ids` holds `n` ids.
+        let ids = unsafe { slice(ids, n, "ids") }?;
+        // Checked before the mutable reference to `out_removed` exists.
+        if overlap(
+            ids.as_ptr(),
+            ids.len(),
+            out_removed,
+            usize::from(!out_removed.is_null()),
+        ) {
             return Err(FfiError::invalid("ids and out_removed overlap".to_string()));
         }
-        // SAFETY: the ABI: `ids` holds `n` ids; `out_removed` lies outside them.
-        let ids = unsafe { slice(ids, n, "ids") }?;
         let out_removed = optional_out(out_removed, "out_removed")?;
         let removed = cache.batch_remove(ids)?;
         if let Some(out) = out_removed {
