@@ -280,18 +280,29 @@ impl Index {
         hash: u64,
         new_slot: impl FnOnce() -> u32,
     ) -> (u32, bool) {
+        let (_, slot, inserted) = self.find_or_insert(key, hash, new_slot);
+        (slot, inserted)
+    }
+
+    /// [`get_or_insert`](Self::get_or_insert), also saying where the entry is.
+    fn find_or_insert(
+        &mut self,
+        key: i64,
+        hash: u64,
+        new_slot: impl FnOnce() -> u32,
+    ) -> (Position, u32, bool) {
         let len = self.buckets.len();
         let mut at = home_bucket(hash, len);
-        let mut free: Option<(usize, usize)> = None;
+        let mut free: Option<Position> = None;
         loop {
             let bucket = &self.buckets[at];
-            for (i, (&k, &slot)) in bucket.keys.iter().zip(&bucket.slots).enumerate() {
+            for (entry, (&k, &slot)) in bucket.keys.iter().zip(&bucket.slots).enumerate() {
                 if slot < SLOT_LIMIT {
                     if k == key {
-                        return (slot, false);
+                        return (Position { bucket: at, entry }, slot, false);
                     }
                 } else if free.is_none() {
-                    free = Some((at, i));
+                    free = Some(Position { bucket: at, entry });
                 }
             }
             if bucket.slots.contains(&NEVER_USED) {
@@ -299,8 +310,9 @@ impl Index {
             }
             at = if at + 1 == len { 0 } else { at + 1 };
         }
-        let (at, i) = free.expect("a probe that meets a never-used position has found a free one");
-        let bucket = &mut self.buckets[at];
+        let position = free.expect("a probe that meets a never-used position has found a free one");
+        let Position { bucket, entry: i } = position;
+        let bucket = &mut self.buckets[bucket];
         if bucket.slots[i] == TOMBSTONE {
             self.tombstones -= 1;
         } else {
@@ -315,23 +327,14 @@ impl Index {
         // A new entry has not been read yet, whatever the position held before.
         *bucket.referenced.get_mut() &= !(1 << i);
         self.live += 1;
-        (slot, true)
+        (position, slot, true)
     }
 
     /// Inserts a key known to be absent (a rebuild) and says where it went.
     fn insert_new(&mut self, key: i64, hash: u64, slot: u32) -> Position {
-        let (stored, inserted) = self.get_or_insert(key, hash, || slot);
+        let (position, stored, inserted) = self.find_or_insert(key, hash, || slot);
         debug_assert!(inserted && stored == slot, "rebuild met a key twice");
-        let len = self.buckets.len();
-        let mut at = home_bucket(hash, len);
-        loop {
-            if let Some(entry) = (0..BUCKET_WIDTH)
-                .find(|&i| self.buckets[at].keys[i] == key && self.buckets[at].slots[i] == slot)
-            {
-                return Position { bucket: at, entry };
-            }
-            at = if at + 1 == len { 0 } else { at + 1 };
-        }
+        position
     }
 
     /// Positions a clock hand walks through: `0..positions()`.
