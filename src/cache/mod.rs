@@ -504,7 +504,7 @@ impl Cache {
             needs[shard] = need as u32;
             new_rows += need as u64;
             if bounded {
-                added_bytes += guard.growth_for(need).added_bytes as u64;
+                added_bytes += guard.growth_for(need) as u64;
             }
         }
         let result = self.check_capacity(new_rows, added_bytes).and_then(|()| {

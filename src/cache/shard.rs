@@ -42,11 +42,6 @@ pub(crate) struct Sweep {
     pub(crate) exhausted: bool,
 }
 
-/// What a publish of some new rows would make a shard hold.
-pub(crate) struct Growth {
-    pub(crate) added_bytes: usize,
-}
-
 impl Shard {
     pub(crate) fn new(row_bytes: usize, policy: EvictionPolicy) -> Shard {
         Shard {
@@ -106,12 +101,11 @@ impl Shard {
         self.index.get(key, hash).is_some()
     }
 
-    pub(crate) fn growth_for(&self, new_rows: usize) -> Growth {
+    /// Bytes the shard would add to hold `new_rows` more rows.
+    pub(crate) fn growth_for(&self, new_rows: usize) -> usize {
         let after = self.index.memory_bytes_after_reserve(new_rows)
             + self.rows.memory_bytes_after_reserve(new_rows);
-        Growth {
-            added_bytes: after - self.memory_bytes(),
-        }
+        after - self.memory_bytes()
     }
 
     /// The index that makes room for `new_rows` more keys, when the current

@@ -25,7 +25,9 @@ const LONGEST_FEATURE: usize = 64;
 /// be newer than the header the host was compiled with.
 #[no_mangle]
 pub extern "C" fn kvzch_abi_version() -> u32 {
-    KVZCH_ABI_MAJOR << 16 | KVZCH_ABI_MINOR
+    boundary_or("kvzch_abi_version", 0, || {
+        KVZCH_ABI_MAJOR << 16 | KVZCH_ABI_MINOR
+    })
 }
 
 /// The library's semantic version, e.g. "0.1.0". Static.
@@ -59,7 +61,13 @@ pub extern "C" fn kvzch_has_feature(name: *const c_char) -> bool {
 /// An unknown value: "UNKNOWN".
 #[no_mangle]
 pub extern "C" fn kvzch_status_name(status: StatusCode) -> *const c_char {
-    let name: &CStr = match status.0 {
+    boundary_or("kvzch_status_name", c"UNKNOWN".as_ptr(), || {
+        status_name(status).as_ptr()
+    })
+}
+
+fn status_name(status: StatusCode) -> &'static CStr {
+    match status.0 {
         0 => c"OK",
         1 => c"NULL_ARGUMENT",
         2 => c"INVALID_ARGUMENT",
@@ -70,8 +78,7 @@ pub extern "C" fn kvzch_status_name(status: StatusCode) -> *const c_char {
         7 => c"WOULD_DEADLOCK",
         8 => c"INTERNAL",
         _ => c"UNKNOWN",
-    };
-    name.as_ptr()
+    }
 }
 
 /// Copies the calling thread's last error message into `buf` (NUL-terminated,
@@ -93,5 +100,7 @@ pub extern "C" fn kvzch_last_error_message(buf: *mut c_char, len: usize) -> usiz
 /// ("kvzch.inference.read_hit_count", ...). Static. Unknown: NULL.
 #[no_mangle]
 pub extern "C" fn kvzch_stat_name(stat: u32) -> *const c_char {
-    crate::stats::stat_name(stat).map_or(std::ptr::null(), CStr::as_ptr)
+    boundary_or("kvzch_stat_name", std::ptr::null(), || {
+        crate::stats::stat_name(stat).map_or(std::ptr::null(), CStr::as_ptr)
+    })
 }
