@@ -26,11 +26,11 @@
 mod batch;
 mod config;
 mod error;
+mod hash;
 mod index;
 mod rows;
 mod shard;
 
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -45,6 +45,7 @@ use crate::stats::{
     self, BatchEvent, BatchStats, ReadCounters, ReadStats, Sink, SinkId, SinkRegistry,
 };
 use batch::{with_scratch, Grouping};
+use hash::IdHasher;
 use shard::{Shard, Sweep};
 
 /// Lookups are taken in windows of this many ids, which bounds the per-thread
@@ -71,35 +72,6 @@ fn rows_within(row_bytes: usize, bytes: usize) -> usize {
         }
     }
     fits
-}
-
-/// Hashes ids with MurmurHash3's 64-bit finalizer over the id xor a random
-/// per-cache key: two multiplies, full avalanche (every id bit flips each hash
-/// bit with probability about one half), so the low bits that pick the shard
-/// and the high bits that pick the bucket are both uniform even for runs of
-/// consecutive ids. (A single folded multiply was measurably cheaper but, for
-/// some keys, put nearly all of a run of small ids into one shard.)
-#[derive(Clone, Copy)]
-struct IdHasher {
-    key: u64,
-}
-
-impl IdHasher {
-    fn new() -> IdHasher {
-        IdHasher {
-            key: std::collections::hash_map::RandomState::new().hash_one(0x6b76_7a63_u32),
-        }
-    }
-
-    #[inline]
-    fn hash(self, id: i64) -> u64 {
-        let mut h = id as u64 ^ self.key;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
 }
 
 /// Copies a row. With a width known at compile time the copy is unrolled into
@@ -210,10 +182,12 @@ impl Cache {
             let at_most = usize::try_from(max_rows).unwrap_or(usize::MAX).max(1);
             num_shards = num_shards.min(1 << at_most.ilog2());
         }
+        let hasher = IdHasher::new();
         let shards: Box<[_]> = (0..num_shards)
             .map(|_| {
                 CachePadded::new(RwLock::new(Shard::new(
                     config.row_bytes,
+                    hasher,
                     config.eviction_policy,
                 )))
             })
@@ -264,7 +238,7 @@ impl Cache {
             eviction_policy: config.eviction_policy,
             capacity,
             name: config.name,
-            hasher: IdHasher::new(),
+            hasher,
             shard_mask: num_shards as u64 - 1,
             shards,
             writer: Mutex::new(()),
@@ -462,9 +436,7 @@ impl Cache {
     /// Runs under the writer mutex, which keeps the shard's keys as they were
     /// when the index was built.
     fn reserve_in(&self, shard: usize, new_rows: usize) -> Result<(), Error> {
-        let grown_index = self.shards[shard]
-            .read()
-            .grown_index(new_rows, |id| self.hash(id))?;
+        let grown_index = self.shards[shard].read().grown_index(new_rows)?;
         let mut guard = self.shards[shard].write();
         let before = guard.memory_bytes();
         let reserved = guard.reserve(new_rows, grown_index);
@@ -763,14 +735,14 @@ impl Cache {
 
     /// Returns free memory to the operating system: each shard's rows are
     /// packed into as few chunks as they need and its index is rebuilt for the
-    /// rows it holds, dropping tombstones. A shard is write-locked while it is
+    /// rows it holds. A shard is write-locked while it is
     /// packed, so its readers wait for that shard only.
     pub fn compact(&self) -> Result<(), Error> {
         let _writer = self.writer.lock();
         for shard in self.shards.iter() {
             let mut guard = shard.write();
             let before = guard.memory_bytes();
-            let compacted = guard.compact(self.row_bytes, |id| self.hash(id));
+            let compacted = guard.compact(self.row_bytes);
             self.account_memory(before, guard.memory_bytes());
             compacted?;
         }
@@ -817,35 +789,6 @@ pub mod fault_injection {
             && positions.iter().any(|&p| ids[p as usize] == PANICKING_ID)
         {
             panic!("injected panic while a shard is read-locked");
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::IdHasher;
-
-    #[test]
-    fn consecutive_ids_spread_evenly_over_shards_and_buckets_for_every_key() {
-        for _ in 0..500 {
-            let hasher = IdHasher::new();
-            let mut shards = [0u32; 16];
-            let mut halves = [0u32; 2];
-            for id in 0..1600 {
-                let hash = hasher.hash(id);
-                shards[(hash & 15) as usize] += 1;
-                halves[(hash >> 63) as usize] += 1;
-            }
-            // 100 ids per shard expected, standard deviation about 10: the
-            // bounds are over six deviations away, so only a skewed hash fails.
-            assert!(
-                shards.iter().all(|&n| (35..=165).contains(&n)),
-                "{shards:?}"
-            );
-            assert!(
-                halves.iter().all(|&n| (650..=950).contains(&n)),
-                "{halves:?}"
-            );
         }
     }
 }

@@ -8,23 +8,33 @@
 //! about `sqrt(c)` rows, 0.2% at 250,000).
 //!
 //! Victims are found by a clock hand that walks the index positions and
-//! resumes where it stopped. Under `LruApprox` an entry whose referenced bit
+//! resumes where it stopped. It visits the buckets in a scattered order, a
+//! fixed stride coprime with the bucket count, so each revolution still passes
+//! every position once: a hand walking buckets in address order empties the
+//! region behind it while new keys land everywhere, which leaves the region
+//! ahead of it packed solid, and in a linear-probing table a miss there reads
+//! thousands of buckets (measured before this order: 3,500 on average). Under `LruApprox` an entry whose referenced bit
 //! is set gets a second chance (the bit is cleared) and one whose bit is clear
 //! is evicted; under `OldestTimestamp` the hand evicts entries stamped with the
 //! shard's oldest timestamp, known from a per-timestamp row count.
 
 use std::collections::BTreeMap;
 
+use crate::prefetch::prefetch;
+
 use super::config::EvictionPolicy;
-use super::index::Index;
+use super::hash::IdHasher;
+use super::index::{Index, BUCKET_WIDTH};
 use super::rows::RowArena;
 use super::Error;
 
 pub(crate) struct Shard {
     index: Index,
     rows: RowArena,
+    /// The cache's id hash: removals and rebuilds find entries' home buckets.
+    hasher: IdHasher,
     policy: EvictionPolicy,
-    /// Where the clock hand resumes.
+    /// The position where the clock hand resumes.
     hand: usize,
     /// Rows per timestamp, kept under `OldestTimestamp` only.
     stamp_counts: BTreeMap<u32, usize>,
@@ -42,11 +52,51 @@ pub(crate) struct Sweep {
     pub(crate) exhausted: bool,
 }
 
+/// The clock hand's order: all positions of a bucket, then the bucket
+/// `stride` further on, modulo the bucket count.
+struct HandWalk {
+    buckets: usize,
+    stride: usize,
+}
+
+impl HandWalk {
+    fn over(buckets: usize) -> HandWalk {
+        fn gcd(a: usize, b: usize) -> usize {
+            if b == 0 {
+                a
+            } else {
+                gcd(b, a % b)
+            }
+        }
+        // A stride near the golden section of the table keeps consecutive
+        // buckets of the walk far apart; coprime, it reaches every bucket.
+        let mut stride = ((buckets as f64 * 0.618) as usize).max(1);
+        while gcd(stride, buckets) != 1 {
+            stride += 1;
+        }
+        HandWalk { buckets, stride }
+    }
+
+    fn after(&self, position: usize) -> usize {
+        if position % BUCKET_WIDTH + 1 < BUCKET_WIDTH {
+            position + 1
+        } else {
+            self.bucket_ahead(position, 1) * BUCKET_WIDTH
+        }
+    }
+
+    /// The bucket `steps` buckets after `position`'s on the walk.
+    fn bucket_ahead(&self, position: usize, steps: usize) -> usize {
+        (position / BUCKET_WIDTH + steps * self.stride) % self.buckets
+    }
+}
+
 impl Shard {
-    pub(crate) fn new(row_bytes: usize, policy: EvictionPolicy) -> Shard {
+    pub(crate) fn new(row_bytes: usize, hasher: IdHasher, policy: EvictionPolicy) -> Shard {
         Shard {
             index: Index::new(),
             rows: RowArena::new(row_bytes),
+            hasher,
             policy,
             hand: 0,
             stamp_counts: BTreeMap::new(),
@@ -110,12 +160,9 @@ impl Shard {
 
     /// The index that makes room for `new_rows` more keys, when the current
     /// one has too little; built under the read lock (see `Index::grown_for`).
-    pub(crate) fn grown_index(
-        &self,
-        new_rows: usize,
-        hash_of: impl Fn(i64) -> u64,
-    ) -> Result<Option<Index>, Error> {
-        self.index.grown_for(new_rows, hash_of)
+    pub(crate) fn grown_index(&self, new_rows: usize) -> Result<Option<Index>, Error> {
+        let hasher = self.hasher;
+        self.index.grown_for(new_rows, move |id| hasher.hash(id))
     }
 
     /// Allocates the rows `new_rows` insertions need and installs the index
@@ -154,7 +201,8 @@ impl Shard {
     }
 
     pub(crate) fn remove(&mut self, key: i64, hash: u64) -> bool {
-        match self.index.remove(key, hash) {
+        let hasher = self.hasher;
+        match self.index.remove(key, hash, move |id| hasher.hash(id)) {
             Some(slot) => {
                 self.release(slot);
                 true
@@ -177,6 +225,7 @@ impl Shard {
     ) -> usize {
         let positions = self.index.positions();
         self.hand %= positions;
+        let walk = HandWalk::over(self.index.bucket_count());
         let mut evicted = 0;
         for _ in 0..max_steps {
             if evicted == count || sweep.exhausted {
@@ -213,7 +262,11 @@ impl Shard {
                 }
             }
             let at = self.hand;
-            self.hand = if at + 1 == positions { 0 } else { at + 1 };
+            self.hand = walk.after(at);
+            if self.hand % BUCKET_WIDTH == 0 {
+                // Each bucket on the walk is a cache miss; ask for a later one.
+                prefetch(self.index.bucket_line(walk.bucket_ahead(self.hand, 4)));
+            }
             sweep.idle_steps += 1;
             let Some(entry) = self.index.entry_at(at) else {
                 continue;
@@ -234,10 +287,13 @@ impl Shard {
                 EvictionPolicy::None => true,
             };
             if victim {
-                self.index.remove_at(at);
+                let hasher = self.hasher;
+                self.index.remove_at(at, move |id| hasher.hash(id));
                 self.release(entry.slot);
                 evicted += 1;
                 sweep.idle_steps = 0;
+                // A later entry may have moved into the emptied position.
+                self.hand = at;
             }
         }
         evicted
@@ -245,20 +301,24 @@ impl Shard {
 
     /// Packs the rows into as few chunks as they need and rebuilds the index for
     /// them. On failure (an allocation) the shard is unchanged.
-    pub(crate) fn compact(
-        &mut self,
-        row_bytes: usize,
-        hash_of: impl Fn(i64) -> u64,
-    ) -> Result<(), Error> {
+    pub(crate) fn compact(&mut self, row_bytes: usize) -> Result<(), Error> {
         let mut packed = RowArena::new(row_bytes);
         packed.reserve(self.index.len())?;
-        let Shard { index, rows, .. } = self;
-        index.compact(hash_of, |slot| {
-            let moved = packed.allocate();
-            packed.row_mut(moved).copy_from_slice(rows.row(slot));
-            *packed.stamp_mut(moved) = rows.stamp(slot);
-            moved
-        })?;
+        let Shard {
+            index,
+            rows,
+            hasher,
+            ..
+        } = self;
+        index.compact(
+            |id| hasher.hash(id),
+            |slot| {
+                let moved = packed.allocate();
+                packed.row_mut(moved).copy_from_slice(rows.row(slot));
+                *packed.stamp_mut(moved) = rows.stamp(slot);
+                moved
+            },
+        )?;
         self.rows = packed;
         self.hand = 0;
         Ok(())
@@ -274,17 +334,88 @@ impl Shard {
         threshold: u32,
         buckets: std::ops::Range<usize>,
     ) -> usize {
-        let Shard { index, rows, .. } = self;
-        let expired = index.remove_where(buckets, |slot| {
-            let expired = rows.stamp(slot) < threshold;
-            if expired {
-                rows.release(slot);
-            }
-            expired
-        });
+        let Shard {
+            index,
+            rows,
+            hasher,
+            ..
+        } = self;
+        let expired = index.remove_where(
+            buckets,
+            |id| hasher.hash(id),
+            |slot| {
+                let expired = rows.stamp(slot) < threshold;
+                if expired {
+                    rows.release(slot);
+                }
+                expired
+            },
+        );
         // The caller sweeps every range before anything else changes the
         // shard, so every row stamped before the threshold is gone by then.
         self.stamp_counts.retain(|&stamp, _| stamp >= threshold);
         expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Capacity eviction's steady state: a full shard takes new keys, the
+    /// clock evicting as many old ones, while reads mark every `read_every`th
+    /// row recent. Misses must stay as cheap as in a table filled at random.
+    fn continuous_eviction_keeps_misses_short(read_every: Option<usize>) {
+        let hasher = IdHasher::new();
+        let mut shard = Shard::new(8, hasher, EvictionPolicy::LruApprox);
+        let rows = 50_000;
+        let publish = |shard: &mut Shard, keys: std::ops::Range<i64>| {
+            let reserved = shard.grown_index(keys.clone().count()).unwrap();
+            shard.reserve(keys.clone().count(), reserved).unwrap();
+            for key in keys {
+                shard.upsert(key, hasher.hash(key), &key.to_le_bytes(), 1);
+            }
+        };
+        publish(&mut shard, 0..rows);
+        let mut next = rows;
+        for round in 0..200 {
+            if let Some(every) = read_every {
+                for key in (next - rows..next).step_by(every).skip(round % every) {
+                    shard.index().get_touching(key, hasher.hash(key));
+                }
+            }
+            let mut sweep = Sweep::default();
+            let evicted = shard.evict_for_room(&mut sweep, 500, usize::MAX, |_| false);
+            assert_eq!(evicted, 500);
+            publish(&mut shard, next..next + 500);
+            next += 500;
+        }
+        assert_eq!(shard.len(), rows as usize);
+        let mut fresh = Shard::new(8, hasher, EvictionPolicy::LruApprox);
+        publish(&mut fresh, next - rows..next);
+        assert_eq!(fresh.bucket_count(), shard.bucket_count());
+        let mean_miss = |shard: &Shard| {
+            let probes: usize = (1..=10_000)
+                .map(|key: i64| shard.index().probe_buckets(hasher.hash(-key)))
+                .sum();
+            probes as f64 / 10_000.0
+        };
+        let (churned, random) = (mean_miss(&shard), mean_miss(&fresh));
+        assert!(
+            churned < 1.5 * random,
+            "a miss reads {churned:.2} buckets on average, {random:.2} in a table filled at random"
+        );
+    }
+
+    #[test]
+    fn first_in_first_out_eviction_keeps_misses_short() {
+        // Unread rows leave in the order they came: the case where a hand
+        // walking buckets in address order made misses read 3,500 buckets.
+        continuous_eviction_keeps_misses_short(None);
+    }
+
+    #[test]
+    fn second_chance_eviction_keeps_misses_short() {
+        continuous_eviction_keeps_misses_short(Some(3));
     }
 }
