@@ -9,7 +9,8 @@
 //! 4. memory: `memory_bytes` against the growth of the process's resident set,
 //!    and what `compact` gives back after 90% of the rows are evicted.
 //!
-//! `cargo bench --bench capacity` (add `-- --quick` for a smoke run).
+//! `cargo bench --bench capacity` (add `-- --quick` for a smoke run, or name
+//! the parts to run: `-- memory hit-rate recency latency`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -337,6 +338,9 @@ fn memory(options: &Options) {
     );
 }
 
+/// A part of the benchmark, by the name that selects it.
+type Part = (&'static str, fn(&Options));
+
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
     let options = if quick {
@@ -354,8 +358,27 @@ fn main() {
             runs: 5,
         }
     };
-    memory(&options);
-    hit_rates(&options);
-    recency_cost(&options);
-    latency_under_eviction(&options);
+    let parts: [Part; 4] = [
+        ("memory", memory),
+        ("hit-rate", hit_rates),
+        ("recency", recency_cost),
+        ("latency", latency_under_eviction),
+    ];
+    // Cargo passes `--bench`; every other word names a part.
+    let chosen: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
+    if let Some(unknown) = chosen
+        .iter()
+        .find(|arg| !parts.iter().any(|(name, _)| name == arg))
+    {
+        eprintln!("unknown part {unknown:?}; the parts are memory, hit-rate, recency, latency");
+        std::process::exit(2);
+    }
+    for (name, run) in parts {
+        if chosen.is_empty() || chosen.iter().any(|arg| arg == name) {
+            run(&options);
+        }
+    }
 }

@@ -123,8 +123,9 @@ impl Index {
         &self.buckets[home_bucket(hash, self.buckets.len())]
     }
 
-    #[inline]
-    pub(crate) fn get(&self, key: i64, hash: u64) -> Option<u32> {
+    /// The bucket holding `key` and the entry's position in it.
+    #[inline(always)]
+    fn find(&self, key: i64, hash: u64) -> Option<(&Bucket, usize)> {
         let len = self.buckets.len();
         let mut at = home_bucket(hash, len);
         loop {
@@ -132,14 +133,12 @@ impl Index {
             // All five positions are compared without an early exit: where in
             // the bucket a key sits is random, and a branch on it would
             // mispredict on most lookups.
-            let mut found = EMPTY;
-            for (&k, &slot) in bucket.keys.iter().zip(&bucket.slots) {
-                if k == key && slot < SLOT_LIMIT {
-                    found = slot;
-                }
+            let mut matches = 0u32;
+            for (i, (&k, &slot)) in bucket.keys.iter().zip(&bucket.slots).enumerate() {
+                matches |= u32::from(k == key && slot != EMPTY) << i;
             }
-            if found != EMPTY {
-                return Some(found);
+            if matches != 0 {
+                return Some((bucket, matches.trailing_zeros() as usize));
             }
             if bucket.slots.contains(&EMPTY) {
                 return None;
@@ -148,32 +147,27 @@ impl Index {
         }
     }
 
+    #[inline]
+    pub(crate) fn get(&self, key: i64, hash: u64) -> Option<u32> {
+        self.find(key, hash)
+            .map(|(bucket, entry)| bucket.slots[entry])
+    }
+
     /// [`get`](Self::get), also marking the entry as read for the clock.
     #[inline]
     pub(crate) fn get_touching(&self, key: i64, hash: u64) -> Option<u32> {
-        let len = self.buckets.len();
-        let mut at = home_bucket(hash, len);
-        loop {
-            let bucket = &self.buckets[at];
-            // Branch-free, as in `get`.
-            let (mut found, mut bit) = (EMPTY, 0u32);
-            for (i, (&k, &slot)) in bucket.keys.iter().zip(&bucket.slots).enumerate() {
-                if k == key && slot < SLOT_LIMIT {
-                    found = slot;
-                    bit = 1 << i;
-                }
-            }
-            if found != EMPTY {
-                if bucket.referenced.load(Ordering::Relaxed) & bit == 0 {
-                    bucket.referenced.fetch_or(bit, Ordering::Relaxed);
-                }
-                return Some(found);
-            }
-            if bucket.slots.contains(&EMPTY) {
-                return None;
-            }
-            at = if at + 1 == len { 0 } else { at + 1 };
+        let (bucket, entry) = self.find(key, hash)?;
+        let referenced = bucket.referenced.load(Ordering::Relaxed);
+        if referenced & (1 << entry) == 0 {
+            // A plain store, not `fetch_or`: a locked read-modify-write is a
+            // full barrier on x86 and stalls the batch's prefetch pipeline.
+            // Two readers racing on one bucket may lose one's bit, which only
+            // costs that row its second chance.
+            bucket
+                .referenced
+                .store(referenced | 1 << entry, Ordering::Relaxed);
         }
+        Some(bucket.slots[entry])
     }
 
     /// Whether `additional` more keys fit without a rebuild.

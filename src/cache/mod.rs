@@ -603,19 +603,35 @@ impl Cache {
             };
             let slots = &mut slots[range];
             let mask = hit_mask.as_deref_mut();
-            // The common widths get a copy of known length, which compiles to a
-            // few vector moves instead of a call to memcpy per row.
-            hits += match self.row_bytes {
-                64 => self.lookup_group::<64>(group, slots, out, mask),
-                128 => self.lookup_group::<128>(group, slots, out, mask),
-                256 => self.lookup_group::<256>(group, slots, out, mask),
-                512 => self.lookup_group::<512>(group, slots, out, mask),
-                1024 => self.lookup_group::<1024>(group, slots, out, mask),
-                _ => self.lookup_group::<0>(group, slots, out, mask),
+            // Recency tracking is chosen once per group, not tested per id.
+            hits += if self.eviction_policy == EvictionPolicy::LruApprox {
+                self.lookup_group_of_width::<true>(group, slots, out, mask)
+            } else {
+                self.lookup_group_of_width::<false>(group, slots, out, mask)
             };
         }
         grouping.slots = slots;
         hits
+    }
+
+    /// [`lookup_group`](Self::lookup_group) for the cache's row width. The
+    /// common widths get a copy of known length, which compiles to a few
+    /// vector moves instead of a call to memcpy per row.
+    fn lookup_group_of_width<const TOUCH: bool>(
+        &self,
+        group: ShardGroup<'_>,
+        slots: &mut [u32],
+        out: &mut [u8],
+        mask: Option<&mut [u8]>,
+    ) -> u64 {
+        match self.row_bytes {
+            64 => self.lookup_group::<64, TOUCH>(group, slots, out, mask),
+            128 => self.lookup_group::<128, TOUCH>(group, slots, out, mask),
+            256 => self.lookup_group::<256, TOUCH>(group, slots, out, mask),
+            512 => self.lookup_group::<512, TOUCH>(group, slots, out, mask),
+            1024 => self.lookup_group::<1024, TOUCH>(group, slots, out, mask),
+            _ => self.lookup_group::<0, TOUCH>(group, slots, out, mask),
+        }
     }
 
     /// Looks up one shard's ids of a window with a three-stage software
@@ -623,8 +639,8 @@ impl Cache {
     /// resolved and its row prefetched (its bucket has arrived), and the bucket
     /// of id `j + 2d` is prefetched. Each id's two dependent cache misses thus
     /// overlap with other ids' work. `WIDTH` is the row width when known at
-    /// compile time, 0 otherwise.
-    fn lookup_group<const WIDTH: usize>(
+    /// compile time, 0 otherwise; `TOUCH` marks each hit read for the clock.
+    fn lookup_group<const WIDTH: usize, const TOUCH: bool>(
         &self,
         group: ShardGroup<'_>,
         slots: &mut [u32],
@@ -642,10 +658,9 @@ impl Cache {
         let d = PREFETCH_DISTANCE;
         let n = positions.len();
         let prefetch_bucket = |k: usize| prefetch(index.probe_start(hashes[positions[k] as usize]));
-        let touch = self.eviction_policy == EvictionPolicy::LruApprox;
         let resolve = |k: usize, slots: &mut [u32]| {
             let p = positions[k] as usize;
-            let found = if touch {
+            let found = if TOUCH {
                 index.get_touching(ids[p], hashes[p])
             } else {
                 index.get(ids[p], hashes[p])
