@@ -22,6 +22,8 @@ pub(crate) struct Grouping {
     starts: Vec<u32>,
     /// Per-position scratch of the caller (the resolved row slots).
     pub(crate) slots: Vec<u32>,
+    /// Shards a lookup found write-locked and comes back to.
+    pub(crate) busy_shards: Vec<usize>,
 }
 
 impl Grouping {
@@ -62,11 +64,14 @@ impl Grouping {
     pub(crate) fn shard_groups(
         &self,
     ) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> + '_ {
-        self.starts
-            .windows(2)
-            .enumerate()
-            .filter(|(_, bounds)| bounds[0] < bounds[1])
-            .map(|(shard, bounds)| (shard, bounds[0] as usize..bounds[1] as usize))
+        (0..self.starts.len().saturating_sub(1))
+            .map(|shard| (shard, self.range_of(shard)))
+            .filter(|(_, range)| !range.is_empty())
+    }
+
+    /// The positions of shard `shard`'s ids in `order`.
+    pub(crate) fn range_of(&self, shard: usize) -> std::ops::Range<usize> {
+        self.starts[shard] as usize..self.starts[shard + 1] as usize
     }
 
     fn trim(&mut self) {

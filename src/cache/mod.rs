@@ -16,7 +16,9 @@
 //! only then write, so a failure leaves the cache unchanged. Writers hold a
 //! shard's write lock only for a bounded stretch (`WRITE_STRETCH` rows or
 //! `EVICT_STRETCH` buckets) and then let waiting readers in, so a large publish
-//! or an eviction pass delays a lookup by one stretch at most.
+//! or an eviction pass delays a lookup by one stretch at most. A lookup that
+//! finds a shard write-locked reads the batch's other shards first and comes
+//! back to it, so the wait overlaps useful work.
 //!
 //! Hits and misses are counted per batch into [`crate::stats`] counters, and
 //! sinks are called after the lookup, outside every lock.
@@ -55,7 +57,9 @@ const LOOKUP_WINDOW: usize = 4096;
 const PREFETCH_DISTANCE: usize = 16;
 /// Rows a publish writes before letting waiting readers into the shard.
 const WRITE_STRETCH: usize = 512;
-/// Index buckets an eviction pass scans before letting waiting readers in.
+/// Index buckets `evict_older_than` scans, or index positions (a fifth of
+/// that in buckets, each a cache miss on the clock's scattered walk) capacity
+/// eviction passes, before letting waiting readers in.
 const EVICT_STRETCH: usize = 1024;
 
 const MISS: u32 = u32::MAX;
@@ -407,12 +411,10 @@ impl Cache {
             let mut room = capacity.of(shard) - guard.len();
             let mut sweep = Sweep::default();
             while new_ids.len() > room && !sweep.exhausted {
-                let evicted = guard.evict_for_room(
-                    &mut sweep,
-                    new_ids.len() - room,
-                    EVICT_STRETCH * 5,
-                    |id| in_batch.contains(&id),
-                );
+                let evicted =
+                    guard.evict_for_room(&mut sweep, new_ids.len() - room, EVICT_STRETCH, |id| {
+                        in_batch.contains(&id)
+                    });
                 room += evicted;
                 self.rows.fetch_sub(evicted as u64, Ordering::Relaxed);
                 self.writes
@@ -590,16 +592,18 @@ impl Cache {
         let mut slots = std::mem::take(&mut grouping.slots);
         slots.clear();
         slots.resize(ids.len(), MISS);
+        let mut busy = std::mem::take(&mut grouping.busy_shards);
+        busy.clear();
         let mut hits = 0;
-        for (shard, range) in grouping.shard_groups() {
-            let shard = self.shards[shard].read();
+        let grouped = &*grouping;
+        let mut lookup = |shard: &Shard, range: std::ops::Range<usize>| {
             #[cfg(feature = "fault-injection")]
-            fault_injection::panic_if_asked(&self.name, &grouping.order[range.clone()], ids);
+            fault_injection::panic_if_asked(&self.name, &grouped.order[range.clone()], ids);
             let group = ShardGroup {
-                shard: &shard,
+                shard,
                 ids,
-                hashes: &grouping.hashes,
-                positions: &grouping.order[range.clone()],
+                hashes: &grouped.hashes,
+                positions: &grouped.order[range.clone()],
             };
             let slots = &mut slots[range];
             let mask = hit_mask.as_deref_mut();
@@ -609,8 +613,20 @@ impl Cache {
             } else {
                 self.lookup_group_of_width::<false>(group, slots, out, mask)
             };
+        };
+        // A shard that a writer holds is read last: the other shards' lookups
+        // overlap the writer's stretch instead of waiting behind it.
+        for (shard, range) in grouped.shard_groups() {
+            match self.shards[shard].try_read() {
+                Some(guard) => lookup(&guard, range),
+                None => busy.push(shard),
+            }
+        }
+        for &shard in &busy {
+            lookup(&self.shards[shard].read(), grouped.range_of(shard));
         }
         grouping.slots = slots;
+        grouping.busy_shards = busy;
         hits
     }
 
@@ -805,5 +821,33 @@ pub mod fault_injection {
         {
             panic!("injected panic while a shard is read-locked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lookup_comes_back_to_a_shard_that_a_writer_holds() {
+        let cache = Cache::new(CacheConfig::new(8)).unwrap();
+        let ids: Vec<i64> = (0..1000).collect();
+        let rows: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+        cache.batch_set(&ids, &rows, 1).unwrap();
+        let held = cache.shards[0].write();
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut out = vec![0u8; rows.len()];
+                let stats = cache.batch_get(&ids, &mut out, None).unwrap();
+                (stats, out)
+            });
+            // The reader passes the other shards and then waits for this one.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!reader.is_finished());
+            drop(held);
+            let (stats, out) = reader.join().unwrap();
+            assert_eq!(stats.hits, 1000);
+            assert_eq!(out, rows);
+        });
     }
 }
