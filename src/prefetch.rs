@@ -26,8 +26,7 @@ pub(crate) fn prefetch<T: ?Sized>(value: &T) {
 
 #[inline(always)]
 pub(crate) fn prefetch_row(row: &[u8]) {
-    let lines = row.len().div_ceil(CACHE_LINE).min(MAX_ROW_LINES);
-    for line in 0..lines {
-        prefetch(&row[line * CACHE_LINE]);
+    for line in row.chunks(CACHE_LINE).take(MAX_ROW_LINES) {
+        prefetch(&line[0]);
     }
 }

@@ -147,14 +147,14 @@ impl Index {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(&self, key: i64, hash: u64) -> Option<u32> {
         self.find(key, hash)
             .map(|(bucket, entry)| bucket.slots[entry])
     }
 
     /// [`get`](Self::get), also marking the entry as read for the clock.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get_touching(&self, key: i64, hash: u64) -> Option<u32> {
         let (bucket, entry) = self.find(key, hash)?;
         let referenced = bucket.referenced.load(Ordering::Relaxed);
@@ -310,11 +310,22 @@ impl Index {
         (position, slot, true)
     }
 
-    /// Inserts a key known to be absent (a rebuild) and says where it went.
+    /// Inserts a key known to be absent (a rebuild) and says where it went:
+    /// no key comparisons, only the first empty position from its home.
     fn insert_new(&mut self, key: i64, hash: u64, slot: u32) -> Position {
-        let (position, stored, inserted) = self.find_or_insert(key, hash, || slot);
-        debug_assert!(inserted && stored == slot, "rebuild met a key twice");
-        position
+        debug_assert!(self.get(key, hash).is_none(), "rebuild met a key twice");
+        let len = self.buckets.len();
+        let mut at = home_bucket(hash, len);
+        loop {
+            let bucket = &mut self.buckets[at];
+            if let Some(entry) = bucket.slots.iter().position(|&s| s == EMPTY) {
+                bucket.keys[entry] = key;
+                bucket.slots[entry] = slot;
+                self.live += 1;
+                return Position { bucket: at, entry };
+            }
+            at = if at + 1 == len { 0 } else { at + 1 };
+        }
     }
 
     /// Bucket `bucket`'s cache line, for prefetching.

@@ -107,6 +107,31 @@ struct ShardGroup<'a> {
     positions: &'a [u32],
 }
 
+impl ShardGroup<'_> {
+    /// The slot of the row of the group's `k`th id, whose first lines it asks
+    /// for, or `MISS`. Always inlined: as a closure it was compiled as a call
+    /// per id.
+    #[inline(always)]
+    fn resolve<const WIDTH: usize, const TOUCH: bool>(&self, k: usize) -> u32 {
+        let p = self.positions[k] as usize;
+        let (id, hash) = (self.ids[p], self.hashes[p]);
+        let index = self.shard.index();
+        let found = if TOUCH {
+            index.get_touching(id, hash)
+        } else {
+            index.get(id, hash)
+        };
+        match found {
+            Some(slot) => {
+                let row = self.shard.rows().row(slot);
+                prefetch_row(if WIDTH == 0 { row } else { &row[..WIDTH] });
+                slot
+            }
+            None => MISS,
+        }
+    }
+}
+
 /// What a cache holds now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CacheInfo {
@@ -666,35 +691,25 @@ impl Cache {
         let width = if WIDTH == 0 { self.row_bytes } else { WIDTH };
         let ShardGroup {
             shard,
-            ids,
             hashes,
             positions,
+            ..
         } = group;
         let (index, rows) = (shard.index(), shard.rows());
         let d = PREFETCH_DISTANCE;
         let n = positions.len();
         let prefetch_bucket = |k: usize| prefetch(index.probe_start(hashes[positions[k] as usize]));
-        let resolve = |k: usize, slots: &mut [u32]| {
-            let p = positions[k] as usize;
-            let found = if TOUCH {
-                index.get_touching(ids[p], hashes[p])
-            } else {
-                index.get(ids[p], hashes[p])
-            };
-            if let Some(slot) = found {
-                prefetch_row(rows.row(slot));
-                slots[k] = slot;
-            }
-        };
         (0..n.min(2 * d)).for_each(prefetch_bucket);
-        (0..n.min(d)).for_each(|k| resolve(k, slots));
+        for (k, slot) in slots.iter_mut().enumerate().take(n.min(d)) {
+            *slot = group.resolve::<WIDTH, TOUCH>(k);
+        }
         let mut hits = 0;
         for j in 0..n {
             if j + 2 * d < n {
                 prefetch_bucket(j + 2 * d);
             }
             if j + d < n {
-                resolve(j + d, slots);
+                slots[j + d] = group.resolve::<WIDTH, TOUCH>(j + d);
             }
             let p = positions[j] as usize;
             let hit = slots[j] != MISS;
