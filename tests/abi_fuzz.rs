@@ -34,6 +34,9 @@ use std::time::{Duration, Instant};
 
 use kvzch::ffi::*;
 
+mod common;
+use common::{splitmix, Rng};
+
 type Status = kvzch_status;
 const OK: Status = Status::KVZCH_STATUS_OK;
 const NULL: Status = Status::KVZCH_STATUS_NULL_ARGUMENT;
@@ -64,25 +67,9 @@ const FEATURES: &[&str] = &[
 
 // ------------------------------------------------------------ randomness
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        splitmix(self.0)
-    }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
     }
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
         items[self.below(items.len() as u64) as usize]

@@ -271,6 +271,42 @@ fn expected_shards(requested: usize) -> impl Fn(usize) -> bool {
     }
 }
 
+/// Checks the rows and hit mask a lookup returned against the model's; a hit
+/// mask that was not asked for must be left as it was (0xEE).
+fn check_returned(
+    step: usize,
+    ids: &[i64],
+    width: usize,
+    out: &[u8],
+    hit_mask: &[u8],
+    mask_asked: bool,
+    (expected, expected_mask): (&[u8], &[u8]),
+) -> Result<(), TestCaseError> {
+    for i in 0..ids.len() {
+        prop_assert_eq!(
+            &out[i * width..][..width],
+            &expected[i * width..][..width],
+            "step {}: row {} (id {}) of {:?}",
+            step,
+            i,
+            ids[i],
+            ids
+        );
+    }
+    if mask_asked {
+        prop_assert_eq!(
+            hit_mask,
+            expected_mask,
+            "step {}: hit mask of {:?}",
+            step,
+            ids
+        );
+    } else {
+        prop_assert!(hit_mask.iter().all(|&b| b == 0xEE));
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------- Rust API
 
 fn run_engine(setup: Setup, ops: &[Op]) -> Result<(), TestCaseError> {
@@ -304,29 +340,15 @@ fn run_engine(setup: Setup, ops: &[Op]) -> Result<(), TestCaseError> {
                 step,
                 ids
             );
-            for i in 0..ids.len() {
-                prop_assert_eq!(
-                    &out[i * width..][..width],
-                    &expected[i * width..][..width],
-                    "step {}: row {} (id {}) of {:?}",
-                    step,
-                    i,
-                    ids[i],
-                    ids
-                );
-            }
-            if mask {
-                prop_assert_eq!(
-                    &hit_mask,
-                    &expected_mask,
-                    "step {}: hit mask of {:?}",
-                    step,
-                    ids
-                );
-            } else {
-                prop_assert!(hit_mask.iter().all(|&b| b == 0xEE));
-            }
-            Ok(())
+            check_returned(
+                step,
+                ids,
+                width,
+                &out,
+                &hit_mask,
+                mask,
+                (&expected, &expected_mask),
+            )
         };
 
     for (step, op) in ops.iter().enumerate() {
@@ -625,29 +647,15 @@ fn run_ffi(setup: Setup, ops: &[Op]) -> Result<(), TestCaseError> {
             } else {
                 prop_assert_eq!(batch, sentinel);
             }
-            for i in 0..ids.len() {
-                prop_assert_eq!(
-                    &out[i * width..][..width],
-                    &expected[i * width..][..width],
-                    "step {}: row {} (id {}) of {:?}",
-                    step,
-                    i,
-                    ids[i],
-                    ids
-                );
-            }
-            if mask {
-                prop_assert_eq!(
-                    &hit_mask,
-                    &expected_mask,
-                    "step {}: hit mask of {:?}",
-                    step,
-                    ids
-                );
-            } else {
-                prop_assert!(hit_mask.iter().all(|&b| b == 0xEE));
-            }
-            Ok(())
+            check_returned(
+                step,
+                ids,
+                width,
+                &out,
+                &hit_mask,
+                mask,
+                (&expected, &expected_mask),
+            )
         };
 
     for (step, op) in ops.iter().enumerate() {

@@ -39,6 +39,9 @@ use std::time::{Duration, Instant};
 
 use kvzch::ffi::*;
 
+mod common;
+use common::{splitmix, Rng};
+
 const ROW_BYTES: usize = 200;
 const WORDS: usize = ROW_BYTES / 8;
 const VERSION_BITS: u32 = 28;
@@ -58,28 +61,12 @@ const TABLE: &str = "stress_table";
 
 // ------------------------------------------------------------ helpers
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        splitmix(self.0)
-    }
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
     fn in_range(&mut self, range: std::ops::Range<usize>) -> usize {
         range.start + self.below(range.len())
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
     }
 }
 
