@@ -29,6 +29,12 @@ impl IdHasher {
         h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
         h ^ (h >> 33)
     }
+
+    /// The hash as a function of its own, for the index's rebuilds and
+    /// removals (it owns a copy of the key, so it borrows nothing).
+    pub(crate) fn as_fn(self) -> impl Fn(i64) -> u64 + Copy {
+        move |id| self.hash(id)
+    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,10 @@
 //! every position once: a hand walking buckets in address order empties the
 //! region behind it while new keys land everywhere, which leaves the region
 //! ahead of it packed solid, and in a linear-probing table a miss there reads
-//! thousands of buckets (measured before this order: 3,500 on average). Under `LruApprox` an entry whose referenced bit
-//! is set gets a second chance (the bit is cleared) and one whose bit is clear
-//! is evicted; under `OldestTimestamp` the hand evicts entries stamped with the
+//! thousands of buckets (measured before this order: 3,500 on average).
+//!
+//! Under `LruApprox` an entry whose referenced bit is set gets a second chance
+//! (the bit is cleared) and one whose bit is clear is evicted; under `OldestTimestamp` the hand evicts entries stamped with the
 //! shard's oldest timestamp, known from a per-timestamp row count.
 
 use std::collections::BTreeMap;
@@ -161,8 +162,7 @@ impl Shard {
     /// The index that makes room for `new_rows` more keys, when the current
     /// one has too little; built under the read lock (see `Index::grown_for`).
     pub(crate) fn grown_index(&self, new_rows: usize) -> Result<Option<Index>, Error> {
-        let hasher = self.hasher;
-        self.index.grown_for(new_rows, move |id| hasher.hash(id))
+        self.index.grown_for(new_rows, self.hasher.as_fn())
     }
 
     /// Allocates the rows `new_rows` insertions need and installs the index
@@ -201,8 +201,7 @@ impl Shard {
     }
 
     pub(crate) fn remove(&mut self, key: i64, hash: u64) -> bool {
-        let hasher = self.hasher;
-        match self.index.remove(key, hash, move |id| hasher.hash(id)) {
+        match self.index.remove(key, hash, self.hasher.as_fn()) {
             Some(slot) => {
                 self.release(slot);
                 true
@@ -287,8 +286,7 @@ impl Shard {
                 EvictionPolicy::None => true,
             };
             if victim {
-                let hasher = self.hasher;
-                self.index.remove_at(at, move |id| hasher.hash(id));
+                self.index.remove_at(at, self.hasher.as_fn());
                 self.release(entry.slot);
                 evicted += 1;
                 sweep.idle_steps = 0;
@@ -304,21 +302,14 @@ impl Shard {
     pub(crate) fn compact(&mut self, row_bytes: usize) -> Result<(), Error> {
         let mut packed = RowArena::new(row_bytes);
         packed.reserve(self.index.len())?;
-        let Shard {
-            index,
-            rows,
-            hasher,
-            ..
-        } = self;
-        index.compact(
-            |id| hasher.hash(id),
-            |slot| {
-                let moved = packed.allocate();
-                packed.row_mut(moved).copy_from_slice(rows.row(slot));
-                *packed.stamp_mut(moved) = rows.stamp(slot);
-                moved
-            },
-        )?;
+        let hash_of = self.hasher.as_fn();
+        let Shard { index, rows, .. } = self;
+        index.compact(hash_of, |slot| {
+            let moved = packed.allocate();
+            packed.row_mut(moved).copy_from_slice(rows.row(slot));
+            *packed.stamp_mut(moved) = rows.stamp(slot);
+            moved
+        })?;
         self.rows = packed;
         self.hand = 0;
         Ok(())
@@ -334,23 +325,15 @@ impl Shard {
         threshold: u32,
         buckets: std::ops::Range<usize>,
     ) -> usize {
-        let Shard {
-            index,
-            rows,
-            hasher,
-            ..
-        } = self;
-        let expired = index.remove_where(
-            buckets,
-            |id| hasher.hash(id),
-            |slot| {
-                let expired = rows.stamp(slot) < threshold;
-                if expired {
-                    rows.release(slot);
-                }
-                expired
-            },
-        );
+        let hash_of = self.hasher.as_fn();
+        let Shard { index, rows, .. } = self;
+        let expired = index.remove_where(buckets, hash_of, |slot| {
+            let expired = rows.stamp(slot) < threshold;
+            if expired {
+                rows.release(slot);
+            }
+            expired
+        });
         // The caller sweeps every range before anything else changes the
         // shard, so every row stamped before the threshold is gone by then.
         self.stamp_counts.retain(|&stamp, _| stamp >= threshold);
