@@ -271,20 +271,36 @@ fn expected_shards(requested: usize) -> impl Fn(usize) -> bool {
     }
 }
 
-/// Checks the rows and hit mask a lookup returned against the model's; a hit
-/// mask that was not asked for must be left as it was (0xEE).
+/// What a lookup returned, as the caller sees it.
+struct Returned<'a> {
+    out: &'a [u8],
+    hit_mask: &'a [u8],
+    mask_asked: bool,
+    /// The batch's (hits, misses, total), when the caller asked for them.
+    stats: Option<(u64, u64, u64)>,
+}
+
+/// Checks what a lookup returned against the model's rows, hit mask and hit
+/// count; a hit mask that was not asked for must be left as it was (0xEE).
 fn check_returned(
     step: usize,
     ids: &[i64],
     width: usize,
-    out: &[u8],
-    hit_mask: &[u8],
-    mask_asked: bool,
-    (expected, expected_mask): (&[u8], &[u8]),
+    returned: Returned<'_>,
+    (expected, expected_mask, hits): (&[u8], &[u8], u64),
 ) -> Result<(), TestCaseError> {
+    if let Some(stats) = returned.stats {
+        prop_assert_eq!(
+            stats,
+            (hits, ids.len() as u64 - hits, ids.len() as u64),
+            "step {}: batch stats of {:?}",
+            step,
+            ids
+        );
+    }
     for i in 0..ids.len() {
         prop_assert_eq!(
-            &out[i * width..][..width],
+            &returned.out[i * width..][..width],
             &expected[i * width..][..width],
             "step {}: row {} (id {}) of {:?}",
             step,
@@ -293,16 +309,16 @@ fn check_returned(
             ids
         );
     }
-    if mask_asked {
+    if returned.mask_asked {
         prop_assert_eq!(
-            hit_mask,
+            returned.hit_mask,
             expected_mask,
             "step {}: hit mask of {:?}",
             step,
             ids
         );
     } else {
-        prop_assert!(hit_mask.iter().all(|&b| b == 0xEE));
+        prop_assert!(returned.hit_mask.iter().all(|&b| b == 0xEE));
     }
     Ok(())
 }
@@ -333,21 +349,18 @@ fn run_engine(setup: Setup, ops: &[Op]) -> Result<(), TestCaseError> {
             let stats = cache
                 .batch_get(ids, &mut out, mask.then_some(&mut hit_mask[..]))
                 .map_err(|e| TestCaseError::fail(format!("step {step}: batch_get: {e}")))?;
-            prop_assert_eq!(
-                (stats.hits, stats.misses, stats.total),
-                (hits, ids.len() as u64 - hits, ids.len() as u64),
-                "step {}: batch stats of {:?}",
-                step,
-                ids
-            );
+            let returned = Returned {
+                out: &out,
+                hit_mask: &hit_mask,
+                mask_asked: mask,
+                stats: Some((stats.hits, stats.misses, stats.total)),
+            };
             check_returned(
                 step,
                 ids,
                 width,
-                &out,
-                &hit_mask,
-                mask,
-                (&expected, &expected_mask),
+                returned,
+                (&expected, &expected_mask, hits),
             )
         };
 
@@ -636,25 +649,21 @@ fn run_ffi(setup: Setup, ops: &[Op]) -> Result<(), TestCaseError> {
             if !ids.is_empty() {
                 batches.set(batches.get() + 1);
             }
-            if stats {
-                prop_assert_eq!(
-                    (batch.hits, batch.misses, batch.total),
-                    (hits, ids.len() as u64 - hits, ids.len() as u64),
-                    "step {}: batch stats of {:?}",
-                    step,
-                    ids
-                );
-            } else {
+            if !stats {
                 prop_assert_eq!(batch, sentinel);
             }
+            let returned = Returned {
+                out: &out,
+                hit_mask: &hit_mask,
+                mask_asked: mask,
+                stats: stats.then_some((batch.hits, batch.misses, batch.total)),
+            };
             check_returned(
                 step,
                 ids,
                 width,
-                &out,
-                &hit_mask,
-                mask,
-                (&expected, &expected_mask),
+                returned,
+                (&expected, &expected_mask, hits),
             )
         };
 

@@ -164,6 +164,25 @@ fn check(status: kvzch_status, what: &str) -> bool {
     true
 }
 
+/// Publishes `version`'s rows of `ids` at `timestamp`; false (with the
+/// failure reported) when the call fails.
+fn publish(cache: *mut kvzch_cache, ids: &[i64], version: u64, timestamp: u32, what: &str) -> bool {
+    let rows = rows_for(ids, &vec![version; ids.len()]);
+    // SAFETY: `cache` is live until every thread is joined; the buffers hold
+    // `ids.len()` ids and `rows.len()` bytes for the duration of the call.
+    let status = unsafe {
+        kvzch_cache_batch_set(
+            cache,
+            ids.as_ptr(),
+            ids.len(),
+            rows.as_ptr().cast(),
+            rows.len(),
+            timestamp,
+        )
+    };
+    check(status, what)
+}
+
 // ------------------------------------------------------------ sinks
 
 #[derive(Default)]
@@ -396,18 +415,8 @@ fn publisher(cache: Handle, seed: u64) -> (HashMap<usize, u64>, u64) {
                 let at = rng.below(batch.len() + 1);
                 batch.insert(at, keys.ids[k]);
             }
-            let rows = rows_for(&batch, &vec![version; batch.len()]);
-            let status = unsafe {
-                kvzch_cache_batch_set(
-                    cache.0,
-                    batch.as_ptr(),
-                    batch.len(),
-                    rows.as_ptr().cast(),
-                    rows.len(),
-                    HIGH_TS + version as u32,
-                )
-            };
-            if !check(status, "publisher batch_set") {
+            let timestamp = HIGH_TS + version as u32;
+            if !publish(cache.0, &batch, version, timestamp, "publisher batch_set") {
                 return (HashMap::new(), rounds);
             }
             start = end;
@@ -437,18 +446,7 @@ fn remover(cache: Handle, seed: u64) -> (HashMap<usize, u64>, u64) {
         version += 1;
         let set = random_subset(&mut rng, REMOVED, 300);
         let ids: Vec<i64> = set.iter().map(|&k| keys.ids[k]).collect();
-        let rows = rows_for(&ids, &vec![version; ids.len()]);
-        let status = unsafe {
-            kvzch_cache_batch_set(
-                cache.0,
-                ids.as_ptr(),
-                ids.len(),
-                rows.as_ptr().cast(),
-                rows.len(),
-                HIGH_TS + 7,
-            )
-        };
-        if !check(status, "remover batch_set") {
+        if !publish(cache.0, &ids, version, HIGH_TS + 7, "remover batch_set") {
             break;
         }
         for &k in &set {
@@ -489,18 +487,7 @@ fn evictor(cache: Handle, seed: u64) -> (HashMap<usize, (u64, u32)>, u64) {
         let set = random_subset(&mut rng, EVICTED, 400);
         let ids: Vec<i64> = set.iter().map(|&k| keys.ids[k]).collect();
         let version = u64::from(clock);
-        let rows = rows_for(&ids, &vec![version; ids.len()]);
-        let status = unsafe {
-            kvzch_cache_batch_set(
-                cache.0,
-                ids.as_ptr(),
-                ids.len(),
-                rows.as_ptr().cast(),
-                rows.len(),
-                clock,
-            )
-        };
-        if !check(status, "evictor batch_set") {
+        if !publish(cache.0, &ids, version, clock, "evictor batch_set") {
             break;
         }
         for &k in &set {
@@ -1018,20 +1005,7 @@ fn everything_at_once_on_one_cache() {
         // A final known publish of the published range, then evicting what is older.
         let final_version = published.values().copied().max().unwrap_or(0) + 1;
         let ids: Vec<i64> = keys.ids[PUBLISHED].to_vec();
-        let rows = rows_for(&ids, &vec![final_version; ids.len()]);
-        check(
-            unsafe {
-                kvzch_cache_batch_set(
-                    raw,
-                    ids.as_ptr(),
-                    ids.len(),
-                    rows.as_ptr().cast(),
-                    rows.len(),
-                    u32::MAX,
-                )
-            },
-            "final publish",
-        );
+        publish(raw, &ids, final_version, u32::MAX, "final publish");
         let mut evicted = 0u64;
         check(
             unsafe { kvzch_cache_evict_older_than(raw, u32::MAX, &mut evicted) },
