@@ -12,6 +12,7 @@
 
 pub mod cache;
 pub mod ffi;
+mod huge_pages;
 mod prefetch;
 pub mod stats;
 mod sync;

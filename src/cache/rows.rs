@@ -5,58 +5,21 @@
 //! of a row is stable while it holds the shard's read lock. The first chunks are
 //! small and double (a small table stays small); past `LARGE_CHUNK_BYTES` every
 //! chunk has the same size, so the unused tail is bounded by one chunk. Large
-//! chunks are anonymous mappings advised for transparent huge pages, which
-//! removes most TLB misses from random row reads.
+//! chunks are whole transparent huge pages (see `huge_pages`), which removes
+//! most TLB misses from random row reads.
 //!
 //! Freed slots form a linked list threaded through their timestamp words, so the
 //! free list costs no memory of its own.
 
-use memmap2::{Advice, MmapMut};
-
 use super::Error;
+use crate::huge_pages::HugePageArray;
 
 const FIRST_CHUNK_BYTES: usize = 4 << 10;
 const LARGE_CHUNK_BYTES: usize = 2 << 20;
 const NO_FREE_SLOT: u32 = u32::MAX;
 
-enum ChunkBytes {
-    Heap(Box<[u8]>),
-    Mapped(MmapMut),
-}
-
-impl ChunkBytes {
-    fn allocate(len: usize) -> Result<ChunkBytes, Error> {
-        let oom = || Error::out_of_memory(format!("row chunk of {len} bytes"));
-        if len >= LARGE_CHUNK_BYTES {
-            let map = MmapMut::map_anon(len).map_err(|_| oom())?;
-            // Advice is a hint: a kernel without THP still gives a working mapping.
-            let _ = map.advise(Advice::HugePage);
-            Ok(ChunkBytes::Mapped(map))
-        } else {
-            let mut bytes = Vec::new();
-            bytes.try_reserve_exact(len).map_err(|_| oom())?;
-            bytes.resize(len, 0);
-            Ok(ChunkBytes::Heap(bytes.into_boxed_slice()))
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        match self {
-            ChunkBytes::Heap(bytes) => bytes,
-            ChunkBytes::Mapped(map) => map,
-        }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        match self {
-            ChunkBytes::Heap(bytes) => bytes,
-            ChunkBytes::Mapped(map) => map,
-        }
-    }
-}
-
 struct Chunk {
-    rows: ChunkBytes,
+    rows: HugePageArray<u8>,
     stamps: Box<[u32]>,
 }
 
@@ -188,7 +151,8 @@ impl RowArena {
                 .map_err(|_| Error::out_of_memory(format!("timestamps of {rows} rows")))?;
             stamps.resize(rows, 0);
             self.chunks.push(Chunk {
-                rows: ChunkBytes::allocate(rows * self.row_bytes)?,
+                rows: HugePageArray::zeroed(rows * self.row_bytes)
+                    .ok_or_else(|| Error::out_of_memory(format!("row chunk of {rows} rows")))?,
                 stamps: stamps.into_boxed_slice(),
             });
             self.capacity += rows;
@@ -230,13 +194,13 @@ impl RowArena {
     pub(crate) fn row(&self, slot: u32) -> &[u8] {
         let (chunk, offset) = self.plan.locate(slot);
         let start = offset * self.row_bytes;
-        &self.chunks[chunk].rows.bytes()[start..start + self.row_bytes]
+        &self.chunks[chunk].rows[start..start + self.row_bytes]
     }
 
     pub(crate) fn row_mut(&mut self, slot: u32) -> &mut [u8] {
         let (chunk, offset) = self.plan.locate(slot);
         let start = offset * self.row_bytes;
-        &mut self.chunks[chunk].rows.bytes_mut()[start..start + self.row_bytes]
+        &mut self.chunks[chunk].rows[start..start + self.row_bytes]
     }
 
     pub(crate) fn stamp(&self, slot: u32) -> u32 {

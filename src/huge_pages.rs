@@ -1,0 +1,189 @@
+//! Fixed-length arrays that, once large, live in anonymous mappings of their
+//! own, on transparent huge pages as far as they span whole ones.
+//!
+//! A lookup reads one random index bucket and one random row per id, so on
+//! 4 KiB pages nearly every read also misses the TLB, and under a hypervisor
+//! each such miss is a two-level page walk. A 2 MiB page covers 512 times as
+//! much, which takes most of those walks away. The heap cannot be trusted with
+//! this: glibc serves large blocks from memory that earlier blocks already
+//! faulted in as small pages, and it keeps freed blocks resident, so an index
+//! that grows by rebuilds leaves its old tables behind in the process's RSS.
+//! A large array therefore gets a mapping of its own, unmapped when it is
+//! dropped. The mapping's length is rounded up to whole huge pages, which Linux
+//! aligns to a huge page; the array's whole huge pages are advised for THP and
+//! its tail stays on small pages, of which only those the array covers are ever
+//! touched, so the array costs its own length in memory and no more.
+//! Kept apart from the engine, like `prefetch`, so that `cache/` can forbid
+//! `unsafe` outright.
+
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+
+use memmap2::{Advice, MmapMut};
+
+/// The transparent huge page size on x86_64 and on aarch64 with 4 KiB pages.
+const HUGE_PAGE_BYTES: usize = 2 << 20;
+/// Arrays of at least this many bytes get a mapping of their own: big enough
+/// that rounding to whole small pages wastes little.
+const MAPPED_BYTES: usize = 64 << 10;
+/// Mappings are aligned to (small) pages, which bounds the alignment a type
+/// stored in one may ask for.
+const MAPPING_ALIGN: usize = 4 << 10;
+
+pub(crate) enum HugePageArray<T> {
+    /// A small array: an ordinary allocation.
+    Heap(Box<[T]>),
+    Mapped {
+        map: MmapMut,
+        len: usize,
+        _elements: PhantomData<T>,
+    },
+}
+
+impl<T> HugePageArray<T> {
+    /// An array of `len` elements made by `init`, or `None` when the memory
+    /// cannot be had.
+    pub(crate) fn new(len: usize, mut init: impl FnMut() -> T) -> Option<HugePageArray<T>> {
+        const { assert!(std::mem::align_of::<T>() <= MAPPING_ALIGN) };
+        let bytes = len.checked_mul(std::mem::size_of::<T>())?;
+        if bytes < MAPPED_BYTES {
+            let mut elements = Vec::new();
+            elements.try_reserve_exact(len).ok()?;
+            elements.resize_with(len, init);
+            return Some(HugePageArray::Heap(elements.into_boxed_slice()));
+        }
+        let mut map = map_for(bytes)?;
+        let first = map.as_mut_ptr().cast::<T>();
+        for i in 0..len {
+            // SAFETY: the mapping holds `bytes = len * size_of::<T>()` bytes and
+            // starts on a page boundary, which satisfies `T`'s alignment (checked
+            // above), so element `i < len` lies inside it, aligned; `write` does
+            // not read or drop the uninitialised (zero) bytes it replaces.
+            unsafe { first.add(i).write(init()) };
+        }
+        Some(HugePageArray::Mapped {
+            map,
+            len,
+            _elements: PhantomData,
+        })
+    }
+}
+
+impl HugePageArray<u8> {
+    /// `len` zero bytes. A fresh mapping reads as zeros already, so its pages
+    /// are touched, and paid for, only when first written.
+    pub(crate) fn zeroed(len: usize) -> Option<HugePageArray<u8>> {
+        if len < MAPPED_BYTES {
+            return HugePageArray::new(len, || 0);
+        }
+        Some(HugePageArray::Mapped {
+            map: map_for(len)?,
+            len,
+            _elements: PhantomData,
+        })
+    }
+}
+
+/// A fresh mapping for `bytes` bytes, its whole huge pages advised for THP.
+fn map_for(bytes: usize) -> Option<MmapMut> {
+    let map = MmapMut::map_anon(bytes.next_multiple_of(HUGE_PAGE_BYTES)).ok()?;
+    let whole_huge_pages = bytes / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
+    if whole_huge_pages > 0 {
+        // Advice is a hint: a kernel without THP still gives a working mapping.
+        let _ = map.advise_range(Advice::HugePage, 0, whole_huge_pages);
+    }
+    Some(map)
+}
+
+impl<T> Deref for HugePageArray<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        match self {
+            HugePageArray::Heap(elements) => elements,
+            // SAFETY: `new` initialised all `len` elements of the mapping, which
+            // lives as long as `self` and is only reached through it, so a shared
+            // borrow of `self` makes a shared slice of them sound.
+            HugePageArray::Mapped { map, len, .. } => unsafe {
+                std::slice::from_raw_parts(map.as_ptr().cast::<T>(), *len)
+            },
+        }
+    }
+}
+
+impl<T> DerefMut for HugePageArray<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        match self {
+            HugePageArray::Heap(elements) => elements,
+            // SAFETY: as in `deref`, and the exclusive borrow of `self` makes the
+            // slice the only access to the elements while it lives.
+            HugePageArray::Mapped { map, len, .. } => unsafe {
+                std::slice::from_raw_parts_mut(map.as_mut_ptr().cast::<T>(), *len)
+            },
+        }
+    }
+}
+
+impl<T> Drop for HugePageArray<T> {
+    fn drop(&mut self) {
+        if let HugePageArray::Mapped { map, len, .. } = self {
+            // SAFETY: the `len` elements were initialised by `new` and are dropped
+            // once, here, before the mapping is unmapped (the field drops next).
+            unsafe {
+                std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
+                    map.as_mut_ptr().cast::<T>(),
+                    *len,
+                ))
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn elements_are_made_kept_and_dropped_once() {
+        static DROPPED: AtomicUsize = AtomicUsize::new(0);
+        struct Counted(u64);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let mut total = 0;
+        // Small, mapped on small pages, and mapped with a huge page and a tail.
+        for len in [3, MAPPED_BYTES / 8, HUGE_PAGE_BYTES / 8 + 5] {
+            let mut next = 0;
+            let mut array = HugePageArray::new(len, || {
+                next += 1;
+                Counted(next)
+            })
+            .expect("memory");
+            assert_eq!(array.len(), len);
+            array[len - 1].0 = 0;
+            assert!(array
+                .iter()
+                .take(len - 1)
+                .enumerate()
+                .all(|(i, c)| c.0 == i as u64 + 1));
+            assert_eq!(matches!(array, HugePageArray::Mapped { .. }), len > 3);
+            drop(array);
+            total += len;
+            assert_eq!(DROPPED.load(Ordering::Relaxed), total);
+        }
+    }
+
+    #[test]
+    fn zeroed_arrays_read_as_zeros_and_keep_writes() {
+        for len in [5, MAPPED_BYTES, HUGE_PAGE_BYTES + 100] {
+            let mut bytes = HugePageArray::zeroed(len).expect("memory");
+            assert_eq!(bytes.len(), len);
+            assert!(bytes.iter().all(|&b| b == 0));
+            bytes[len - 1] = 7;
+            assert_eq!(bytes[len - 1], 7);
+        }
+    }
+}
