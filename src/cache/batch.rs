@@ -3,7 +3,11 @@
 //! A batch is taken shard by shard so that each shard's lock is taken once per
 //! batch, not once per id. The grouping is a counting sort of positions by
 //! shard; it is stable, so within a shard the ids keep their batch order (the
-//! last occurrence of a duplicate id is written last). The buffers live in a
+//! last occurrence of a duplicate id is written last). Each id is copied next to
+//! its position, with its hash: a lookup then reads a shard's ids in sequence,
+//! where gathering them by position missed the L1 cache on most ids and held
+//! the fill buffers the row prefetches need (lookups measured 11-14% faster
+//! for the copy). The buffers live in a
 //! thread-local and are reused, so a batch allocates nothing once a thread has
 //! seen a batch of that size.
 
@@ -13,11 +17,22 @@ use std::cell::RefCell;
 /// so one huge publish does not pin memory in every thread that made one.
 const RETAINED_IDS: usize = 1 << 16;
 
+/// An id of the batch with its hash.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct HashedId {
+    pub(crate) id: i64,
+    pub(crate) hash: u64,
+}
+
 #[derive(Default)]
 pub(crate) struct Grouping {
-    pub(crate) hashes: Vec<u64>,
+    /// The ids' hashes by batch position, while grouping.
+    hashes: Vec<u64>,
     /// Batch positions, grouped by shard.
     pub(crate) order: Vec<u32>,
+    /// `keys[k]` is the id at batch position `order[k]`, with its hash: a
+    /// shard's ids are then read in sequence, not gathered by position.
+    pub(crate) keys: Vec<HashedId>,
     /// `order[starts[s]..starts[s + 1]]` are the positions of shard `s`.
     starts: Vec<u32>,
     /// Per-position scratch of the caller (the resolved row slots).
@@ -49,11 +64,17 @@ impl Grouping {
         }
         self.order.clear();
         self.order.resize(ids.len(), 0);
+        self.keys.clear();
+        self.keys.resize(ids.len(), HashedId::default());
         // `starts[s]` serves as shard s's cursor and ends at the start of s + 1;
         // shifting back afterwards restores the starts.
         for (position, &h) in self.hashes.iter().enumerate() {
             let cursor = &mut self.starts[shard_of(h)];
             self.order[*cursor as usize] = position as u32;
+            self.keys[*cursor as usize] = HashedId {
+                id: ids[position],
+                hash: h,
+            };
             *cursor += 1;
         }
         self.starts.copy_within(0..shards, 1);
@@ -116,9 +137,13 @@ mod tests {
         for (shard, range) in grouping.shard_groups() {
             assert!(last_shard < Some(shard));
             last_shard = Some(shard);
-            let positions = &grouping.order[range];
+            let positions = &grouping.order[range.clone()];
             assert!(positions.windows(2).all(|w| w[0] < w[1]), "stable order");
-            for &p in positions {
+            for (&p, key) in positions.iter().zip(&grouping.keys[range]) {
+                assert_eq!(
+                    (key.id, key.hash),
+                    (ids[p as usize], ids[p as usize] as u64)
+                );
                 assert_eq!(ids[p as usize] as usize % 8, shard);
                 assert!(!std::mem::replace(&mut seen[p as usize], true));
             }

@@ -46,7 +46,7 @@ use crate::prefetch::{prefetch, prefetch_row};
 use crate::stats::{
     self, BatchEvent, BatchStats, ReadCounters, ReadStats, Sink, SinkId, SinkRegistry,
 };
-use batch::{with_scratch, Grouping};
+use batch::{with_scratch, Grouping, HashedId};
 use hash::IdHasher;
 use shard::{Shard, Sweep};
 
@@ -103,8 +103,8 @@ fn copy_row<const WIDTH: usize>(target: &mut [u8], row: &[u8]) {
 #[derive(Clone, Copy)]
 struct ShardGroup<'a> {
     shard: &'a Shard,
-    ids: &'a [i64],
-    hashes: &'a [u64],
+    /// The shard's ids in the window, with their hashes.
+    keys: &'a [HashedId],
     /// Positions in the window of this shard's ids.
     positions: &'a [u32],
 }
@@ -115,8 +115,7 @@ impl ShardGroup<'_> {
     /// per id.
     #[inline(always)]
     fn resolve<const WIDTH: usize, const TOUCH: bool>(&self, k: usize) -> u32 {
-        let p = self.positions[k] as usize;
-        let (id, hash) = (self.ids[p], self.hashes[p]);
+        let HashedId { id, hash } = self.keys[k];
         let index = self.shard.index();
         let found = if TOUCH {
             index.get_touching(id, hash)
@@ -373,31 +372,32 @@ impl Cache {
         with_scratch(|grouping| {
             self.group(grouping, ids);
             let dropped = match self.capacity {
-                Some(capacity) => self.make_room(grouping, ids, capacity)?,
+                Some(capacity) => self.make_room(grouping, capacity)?,
                 None => {
-                    self.reserve_for_publish(grouping, ids)?;
+                    self.reserve_for_publish(grouping)?;
                     ahash::HashSet::default()
                 }
             };
             let (mut inserted, mut updated) = (0u64, 0u64);
             for (shard, range) in grouping.shard_groups() {
                 let mut guard = self.shards[shard].write();
-                let positions = &grouping.order[range];
-                for (written, &position) in positions.iter().enumerate() {
+                let keys = &grouping.keys[range.clone()];
+                for (written, (&position, key)) in
+                    grouping.order[range].iter().zip(keys).enumerate()
+                {
                     if written > 0 && written % WRITE_STRETCH == 0 {
                         RwLockWriteGuard::bump(&mut guard);
                     }
                     // Each insertion's probe is a cache miss of its own; asking
                     // for later ones' buckets now overlaps them.
-                    if let Some(&ahead) = positions.get(written + PREFETCH_DISTANCE) {
-                        prefetch(guard.index().probe_start(grouping.hashes[ahead as usize]));
+                    if let Some(ahead) = keys.get(written + PREFETCH_DISTANCE) {
+                        prefetch(guard.index().probe_start(ahead.hash));
                     }
-                    let p = position as usize;
-                    if !dropped.is_empty() && dropped.contains(&ids[p]) {
+                    if !dropped.is_empty() && dropped.contains(&key.id) {
                         continue;
                     }
-                    let row = &rows[p * self.row_bytes..][..self.row_bytes];
-                    if guard.upsert(ids[p], grouping.hashes[p], row, timestamp) {
+                    let row = &rows[position as usize * self.row_bytes..][..self.row_bytes];
+                    if guard.upsert(key.id, key.hash, row, timestamp) {
                         inserted += 1;
                     } else {
                         updated += 1;
@@ -420,7 +420,6 @@ impl Cache {
     fn make_room(
         &self,
         grouping: &Grouping,
-        ids: &[i64],
         capacity: ShardCapacity,
     ) -> Result<ahash::HashSet<i64>, Error> {
         let mut dropped = ahash::HashSet::default();
@@ -430,10 +429,9 @@ impl Cache {
             let mut in_batch = ahash::HashSet::default();
             let mut new_ids = Vec::new();
             let guard = self.shards[shard].read();
-            for &position in grouping.order[range].iter().rev() {
-                let p = position as usize;
-                if in_batch.insert(ids[p]) && !guard.contains(ids[p], grouping.hashes[p]) {
-                    new_ids.push(ids[p]);
+            for key in grouping.keys[range].iter().rev() {
+                if in_batch.insert(key.id) && !guard.contains(key.id, key.hash) {
+                    new_ids.push(key.id);
                 }
             }
             drop(guard);
@@ -480,19 +478,18 @@ impl Cache {
     /// Allocates, shard by shard, what the grouped publish needs, after checking
     /// it fits within `max_rows` and `max_memory_bytes`. Runs under the writer
     /// mutex, so the plan stays valid until the rows are written.
-    fn reserve_for_publish(&self, grouping: &mut Grouping, ids: &[i64]) -> Result<(), Error> {
+    fn reserve_for_publish(&self, grouping: &mut Grouping) -> Result<(), Error> {
         let bounded = self.max_rows.is_some() || self.max_memory_bytes.is_some();
         // Unbounded caches reserve for every id being new: cheaper than looking
         // each up twice, and the surplus is reused by the next publish.
-        let new_rows_of = |shard: &Shard, positions: &[u32]| -> usize {
+        let new_rows_of = |shard: &Shard, keys: &[HashedId]| -> usize {
             if !bounded {
-                return positions.len();
+                return keys.len();
             }
             let mut new_ids = ahash::HashSet::default();
-            for &position in positions {
-                let p = position as usize;
-                if !shard.contains(ids[p], grouping.hashes[p]) {
-                    new_ids.insert(ids[p]);
+            for key in keys {
+                if !shard.contains(key.id, key.hash) {
+                    new_ids.insert(key.id);
                 }
             }
             new_ids.len()
@@ -505,7 +502,7 @@ impl Cache {
         let mut added_bytes = 0u64;
         for (shard, range) in grouping.shard_groups() {
             let guard = self.shards[shard].read();
-            let need = new_rows_of(&guard, &grouping.order[range]);
+            let need = new_rows_of(&guard, &grouping.keys[range]);
             needs[shard] = need as u32;
             new_rows += need as u64;
             if bounded {
@@ -629,11 +626,10 @@ impl Cache {
         let grouped = &*grouping;
         let mut lookup = |shard: &Shard, range: std::ops::Range<usize>| {
             #[cfg(feature = "fault-injection")]
-            fault_injection::panic_if_asked(&self.name, &grouped.order[range.clone()], ids);
+            fault_injection::panic_if_asked(&self.name, &grouped.keys[range.clone()]);
             let group = ShardGroup {
                 shard,
-                ids,
-                hashes: &grouped.hashes,
+                keys: &grouped.keys[range.clone()],
                 positions: &grouped.order[range.clone()],
             };
             let slots = &mut slots[range];
@@ -697,14 +693,13 @@ impl Cache {
         let width = if WIDTH == 0 { self.row_bytes } else { WIDTH };
         let ShardGroup {
             shard,
-            hashes,
+            keys,
             positions,
-            ..
         } = group;
         let (index, rows) = (shard.index(), shard.rows());
         let d = PREFETCH_DISTANCE;
         let n = positions.len();
-        let prefetch_bucket = |k: usize| prefetch(index.probe_start(hashes[positions[k] as usize]));
+        let prefetch_bucket = |k: usize| prefetch(index.probe_start(keys[k].hash));
         (0..n.min(2 * d)).for_each(prefetch_bucket);
         for (k, slot) in slots.iter_mut().enumerate().take(n.min(d)) {
             *slot = group.resolve::<WIDTH, TOUCH>(k);
@@ -751,9 +746,8 @@ impl Cache {
             let mut removed = 0u64;
             for (shard, range) in grouping.shard_groups() {
                 let mut guard = self.shards[shard].write();
-                for &position in &grouping.order[range] {
-                    let p = position as usize;
-                    removed += u64::from(guard.remove(ids[p], grouping.hashes[p]));
+                for key in &grouping.keys[range] {
+                    removed += u64::from(guard.remove(key.id, key.hash));
                 }
             }
             removed
@@ -830,16 +824,14 @@ impl Cache {
 /// cache usable (no lock held, no scratch borrowed, nothing counted).
 #[cfg(feature = "fault-injection")]
 pub mod fault_injection {
-    use super::TableName;
+    use super::{HashedId, TableName};
 
     /// A lookup of this id in a cache of this name panics.
     pub const PANICKING_TABLE: &str = "fault-injection";
     pub const PANICKING_ID: i64 = i64::MIN + 0x6b76;
 
-    pub(super) fn panic_if_asked(table: &TableName, positions: &[u32], ids: &[i64]) {
-        if table.as_str() == PANICKING_TABLE
-            && positions.iter().any(|&p| ids[p as usize] == PANICKING_ID)
-        {
+    pub(super) fn panic_if_asked(table: &TableName, keys: &[HashedId]) {
+        if table.as_str() == PANICKING_TABLE && keys.iter().any(|key| key.id == PANICKING_ID) {
             panic!("injected panic while a shard is read-locked");
         }
     }
