@@ -18,6 +18,7 @@
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
 
 use memmap2::{Advice, MmapMut};
 
@@ -30,15 +31,23 @@ const MAPPED_BYTES: usize = 64 << 10;
 /// stored in one may ask for.
 const MAPPING_ALIGN: usize = 4 << 10;
 
-pub(crate) enum HugePageArray<T> {
-    /// A small array: an ordinary allocation.
-    Heap(Box<[T]>),
-    Mapped {
-        map: MmapMut,
-        len: usize,
-        _elements: PhantomData<T>,
-    },
+/// Owns its elements like a `Box<[T]>`; `deref` reads the pointer and length
+/// it keeps, without asking which kind of memory holds them, since a lookup
+/// derefs a row chunk per id between its index probe and its row prefetch.
+pub(crate) struct HugePageArray<T> {
+    first: NonNull<T>,
+    len: usize,
+    /// The mapping holding the elements; `None` for a small array, whose
+    /// elements are a `Box<[T]>` released into `first` and taken back on drop.
+    mapping: Option<MmapMut>,
+    _owns: PhantomData<T>,
 }
+
+// SAFETY: the array owns its elements exclusively, like a `Box<[T]>`: moving it
+// to another thread moves them, and shared access only hands out `&T`.
+unsafe impl<T: Send> Send for HugePageArray<T> {}
+// SAFETY: as above; `&HugePageArray<T>` gives only `&[T]`.
+unsafe impl<T: Sync> Sync for HugePageArray<T> {}
 
 impl<T> HugePageArray<T> {
     /// An array of `len` elements made by `init`, or `None` when the memory
@@ -50,7 +59,13 @@ impl<T> HugePageArray<T> {
             let mut elements = Vec::new();
             elements.try_reserve_exact(len).ok()?;
             elements.resize_with(len, init);
-            return Some(HugePageArray::Heap(elements.into_boxed_slice()));
+            let elements = Box::into_raw(elements.into_boxed_slice());
+            return Some(HugePageArray {
+                first: NonNull::new(elements.cast::<T>()).expect("a box is not null"),
+                len,
+                mapping: None,
+                _owns: PhantomData,
+            });
         }
         let mut map = map_for(bytes)?;
         let first = map.as_mut_ptr().cast::<T>();
@@ -61,11 +76,22 @@ impl<T> HugePageArray<T> {
             // not read or drop the uninitialised (zero) bytes it replaces.
             unsafe { first.add(i).write(init()) };
         }
-        Some(HugePageArray::Mapped {
-            map,
+        Some(HugePageArray::mapped(map, len))
+    }
+
+    /// The array of the `len` elements at the start of `map`, initialised.
+    fn mapped(mut map: MmapMut, len: usize) -> HugePageArray<T> {
+        HugePageArray {
+            first: NonNull::new(map.as_mut_ptr().cast::<T>()).expect("a mapping is not null"),
             len,
-            _elements: PhantomData,
-        })
+            mapping: Some(map),
+            _owns: PhantomData,
+        }
+    }
+
+    #[cfg(test)]
+    fn is_mapped(&self) -> bool {
+        self.mapping.is_some()
     }
 }
 
@@ -76,11 +102,7 @@ impl HugePageArray<u8> {
         if len < MAPPED_BYTES {
             return HugePageArray::new(len, || 0);
         }
-        Some(HugePageArray::Mapped {
-            map: map_for(len)?,
-            len,
-            _elements: PhantomData,
-        })
+        Some(HugePageArray::mapped(map_for(len)?, len))
     }
 }
 
@@ -98,43 +120,36 @@ fn map_for(bytes: usize) -> Option<MmapMut> {
 impl<T> Deref for HugePageArray<T> {
     type Target = [T];
 
+    #[inline]
     fn deref(&self) -> &[T] {
-        match self {
-            HugePageArray::Heap(elements) => elements,
-            // SAFETY: `new` initialised all `len` elements of the mapping, which
-            // lives as long as `self` and is only reached through it, so a shared
-            // borrow of `self` makes a shared slice of them sound.
-            HugePageArray::Mapped { map, len, .. } => unsafe {
-                std::slice::from_raw_parts(map.as_ptr().cast::<T>(), *len)
-            },
-        }
+        // SAFETY: `first` points at `len` initialised elements (written by `new`,
+        // or zero bytes of a fresh mapping for `zeroed`), owned by `self` and
+        // only reached through it, so a shared borrow of `self` makes a shared
+        // slice of them sound.
+        unsafe { std::slice::from_raw_parts(self.first.as_ptr(), self.len) }
     }
 }
 
 impl<T> DerefMut for HugePageArray<T> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [T] {
-        match self {
-            HugePageArray::Heap(elements) => elements,
-            // SAFETY: as in `deref`, and the exclusive borrow of `self` makes the
-            // slice the only access to the elements while it lives.
-            HugePageArray::Mapped { map, len, .. } => unsafe {
-                std::slice::from_raw_parts_mut(map.as_mut_ptr().cast::<T>(), *len)
-            },
-        }
+        // SAFETY: as in `deref`, and the exclusive borrow of `self` makes the
+        // slice the only access to the elements while it lives.
+        unsafe { std::slice::from_raw_parts_mut(self.first.as_ptr(), self.len) }
     }
 }
 
 impl<T> Drop for HugePageArray<T> {
     fn drop(&mut self) {
-        if let HugePageArray::Mapped { map, len, .. } = self {
-            // SAFETY: the `len` elements were initialised by `new` and are dropped
-            // once, here, before the mapping is unmapped (the field drops next).
-            unsafe {
-                std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
-                    map.as_mut_ptr().cast::<T>(),
-                    *len,
-                ))
-            };
+        let elements = std::ptr::slice_from_raw_parts_mut(self.first.as_ptr(), self.len);
+        if self.mapping.is_some() {
+            // SAFETY: the `len` elements are initialised and are dropped once,
+            // here, before the mapping is unmapped (the field drops next).
+            unsafe { std::ptr::drop_in_place(elements) };
+        } else {
+            // SAFETY: `first` and `len` came from `Box::into_raw` of a boxed
+            // slice in `new`, and the box is taken back once, here.
+            drop(unsafe { Box::from_raw(elements) });
         }
     }
 }
@@ -169,7 +184,7 @@ mod tests {
                 .take(len - 1)
                 .enumerate()
                 .all(|(i, c)| c.0 == i as u64 + 1));
-            assert_eq!(matches!(array, HugePageArray::Mapped { .. }), len > 3);
+            assert_eq!(array.is_mapped(), len > 3);
             drop(array);
             total += len;
             assert_eq!(DROPPED.load(Ordering::Relaxed), total);

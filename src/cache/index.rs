@@ -97,7 +97,7 @@ fn allocate_buckets(count: usize) -> Result<HugePageArray<Bucket>, Error> {
 impl Index {
     pub(crate) fn new() -> Index {
         Index {
-            buckets: HugePageArray::Heap(Box::new([empty_bucket()])),
+            buckets: HugePageArray::new(1, empty_bucket).expect("memory for one bucket"),
             live: 0,
         }
     }
