@@ -55,6 +55,37 @@ fn empty_bucket() -> Bucket {
     }
 }
 
+impl Bucket {
+    /// Where `key` is in the bucket, if it is. All five positions are compared
+    /// without an early exit: where in the bucket a key sits is random, and a
+    /// branch on it would mispredict on most lookups.
+    #[inline(always)]
+    fn position_of(&self, key: i64) -> Option<usize> {
+        let mut matches = 0u32;
+        for (i, (&k, &slot)) in self.keys.iter().zip(&self.slots).enumerate() {
+            matches |= u32::from(k == key && slot != EMPTY) << i;
+        }
+        (matches != 0).then(|| matches.trailing_zeros() as usize)
+    }
+
+    /// The slot at `entry`; with `TOUCH`, also marks the entry as read.
+    #[inline(always)]
+    fn read<const TOUCH: bool>(&self, entry: usize) -> u32 {
+        if TOUCH {
+            let referenced = self.referenced.load(Ordering::Relaxed);
+            if referenced & (1 << entry) == 0 {
+                // A plain store, not `fetch_or`: a locked read-modify-write is a
+                // full barrier on x86 and stalls the batch's prefetch pipeline.
+                // Two readers racing on one bucket may lose one's bit, which
+                // only costs that row its second chance.
+                self.referenced
+                    .store(referenced | 1 << entry, Ordering::Relaxed);
+            }
+        }
+        self.slots[entry]
+    }
+}
+
 /// An entry's place: bucket and position in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Position {
@@ -129,15 +160,8 @@ impl Index {
         let mut at = home_bucket(hash, len);
         loop {
             let bucket = &self.buckets[at];
-            // All five positions are compared without an early exit: where in
-            // the bucket a key sits is random, and a branch on it would
-            // mispredict on most lookups.
-            let mut matches = 0u32;
-            for (i, (&k, &slot)) in bucket.keys.iter().zip(&bucket.slots).enumerate() {
-                matches |= u32::from(k == key && slot != EMPTY) << i;
-            }
-            if matches != 0 {
-                return Some((bucket, matches.trailing_zeros() as usize));
+            if let Some(entry) = bucket.position_of(key) {
+                return Some((bucket, entry));
             }
             if bucket.slots.contains(&EMPTY) {
                 return None;
@@ -148,25 +172,15 @@ impl Index {
 
     #[inline(always)]
     pub(crate) fn get(&self, key: i64, hash: u64) -> Option<u32> {
-        self.find(key, hash)
-            .map(|(bucket, entry)| bucket.slots[entry])
+        self.lookup::<false>(key, hash)
     }
 
-    /// [`get`](Self::get), also marking the entry as read for the clock.
+    /// [`get`](Self::get); with `TOUCH`, also marks the entry as read for the
+    /// clock.
     #[inline(always)]
-    pub(crate) fn get_touching(&self, key: i64, hash: u64) -> Option<u32> {
-        let (bucket, entry) = self.find(key, hash)?;
-        let referenced = bucket.referenced.load(Ordering::Relaxed);
-        if referenced & (1 << entry) == 0 {
-            // A plain store, not `fetch_or`: a locked read-modify-write is a
-            // full barrier on x86 and stalls the batch's prefetch pipeline.
-            // Two readers racing on one bucket may lose one's bit, which only
-            // costs that row its second chance.
-            bucket
-                .referenced
-                .store(referenced | 1 << entry, Ordering::Relaxed);
-        }
-        Some(bucket.slots[entry])
+    pub(crate) fn lookup<const TOUCH: bool>(&self, key: i64, hash: u64) -> Option<u32> {
+        self.find(key, hash)
+            .map(|(bucket, entry)| bucket.read::<TOUCH>(entry))
     }
 
     /// Whether `additional` more keys fit without a rebuild.
@@ -391,11 +405,10 @@ impl Index {
         let mut at = home_bucket(hash, len);
         loop {
             let bucket = &self.buckets[at];
-            for (entry, (&k, &slot)) in bucket.keys.iter().zip(&bucket.slots).enumerate() {
-                if k == key && slot < SLOT_LIMIT {
-                    self.vacate(Position { bucket: at, entry }, hash_of);
-                    return Some(slot);
-                }
+            if let Some(entry) = bucket.position_of(key) {
+                let slot = bucket.slots[entry];
+                self.vacate(Position { bucket: at, entry }, hash_of);
+                return Some(slot);
             }
             if bucket.slots.contains(&EMPTY) {
                 return None;

@@ -117,12 +117,7 @@ impl ShardGroup<'_> {
     fn resolve<const WIDTH: usize, const TOUCH: bool>(&self, k: usize) -> u32 {
         let HashedId { id, hash } = self.keys[k];
         let index = self.shard.index();
-        let found = if TOUCH {
-            index.get_touching(id, hash)
-        } else {
-            index.get(id, hash)
-        };
-        match found {
+        match index.lookup::<TOUCH>(id, hash) {
             Some(slot) => {
                 let row = self.shard.rows().row(slot);
                 prefetch_row(if WIDTH == 0 { row } else { &row[..WIDTH] });

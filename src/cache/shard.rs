@@ -364,7 +364,7 @@ mod tests {
         for round in 0..200 {
             if let Some(every) = read_every {
                 for key in (next - rows..next).step_by(every).skip(round % every) {
-                    shard.index().get_touching(key, hasher.hash(key));
+                    shard.index().lookup::<true>(key, hasher.hash(key));
                 }
             }
             let mut sweep = Sweep::default();
