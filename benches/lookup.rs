@@ -732,6 +732,12 @@ fn main() {
                             writer.published_rows as f64 / writer.publish_seconds,
                         ),
                         ("evict_ms", median(writer.evict_seconds) * 1e3),
+                        ("preempted_share", during.preempted_share()),
+                        (
+                            "kept_cpu_p99_vs_idle",
+                            measure::percentile(&during.kept_cpu_latencies_ns, 0.99)
+                                / idle.percentile_ns(0.99),
+                        ),
                         ("cycles", writer.cycles as f64),
                     ];
                     results.push("publish_during", name, threads, m);

@@ -22,6 +22,11 @@ pub struct Readers {
     pub seconds: f64,
     /// Every timed batch's latency, sorted.
     pub latencies_ns: Vec<u64>,
+    /// The latencies of the timed batches during which the reader's thread
+    /// kept its CPU (no involuntary context switch), sorted: with more
+    /// runnable threads than cores, a batch may wait for the CPU, not for the
+    /// contender.
+    pub kept_cpu_latencies_ns: Vec<u64>,
 }
 
 impl Readers {
@@ -41,6 +46,7 @@ impl Readers {
             hits: 0,
             seconds: 0.0,
             latencies_ns: Vec::new(),
+            kept_cpu_latencies_ns: Vec::new(),
         };
         for part in parts {
             all.ids += part.ids;
@@ -48,9 +54,16 @@ impl Readers {
             all.hits += part.hits;
             all.seconds += part.seconds;
             all.latencies_ns.extend(part.latencies_ns);
+            all.kept_cpu_latencies_ns.extend(part.kept_cpu_latencies_ns);
         }
         all.latencies_ns.sort_unstable();
+        all.kept_cpu_latencies_ns.sort_unstable();
         all
+    }
+
+    /// The share of timed batches during which the reader was preempted.
+    pub fn preempted_share(&self) -> f64 {
+        1.0 - self.kept_cpu_latencies_ns.len() as f64 / self.latencies_ns.len() as f64
     }
 }
 
@@ -86,11 +99,13 @@ pub fn readers(
                     let mut out = vec![0u8; pool.batch * row_bytes];
                     let mut b = (first_batch + t * batches / threads) % batches;
                     let mut hits_returned = 0u64;
-                    let mut run_batch = |b: usize| -> Result<Duration, String> {
+                    let mut run_batch = |b: usize| -> Result<(Duration, bool), String> {
                         let (ids, slots, expected) = pool.batch(b);
+                        let switches = involuntary_context_switches();
                         let started = Instant::now();
                         let hits = contender.get(ids, slots, &mut out);
                         let elapsed = started.elapsed();
+                        let kept_cpu = involuntary_context_switches() == switches;
                         std::hint::black_box(&mut out);
                         hits_returned += hits;
                         if hits != expected {
@@ -100,7 +115,7 @@ pub fn readers(
                                 pool.name
                             ));
                         }
-                        Ok(elapsed)
+                        Ok((elapsed, kept_cpu))
                     };
                     let mut warmup = Ok(());
                     for k in 0..WARMUP_BATCHES {
@@ -111,14 +126,19 @@ pub fn readers(
                     start.wait();
                     warmup?;
                     let mut latencies = Vec::with_capacity(1 << 14);
+                    let mut kept_cpu_latencies = Vec::with_capacity(1 << 14);
                     let mut ids = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        latencies.push(run_batch(b)?.as_nanos() as u64);
+                        let (elapsed, kept_cpu) = run_batch(b)?;
+                        latencies.push(elapsed.as_nanos() as u64);
+                        if kept_cpu {
+                            kept_cpu_latencies.push(elapsed.as_nanos() as u64);
+                        }
                         ids += pool.batch as u64;
                         b = (b + 1) % batches;
                     }
                     let finished = Instant::now();
-                    Ok::<_, String>((ids, latencies, finished, hits_returned))
+                    Ok::<_, String>((ids, latencies, kept_cpu_latencies, finished, hits_returned))
                 })
             })
             .collect();
@@ -138,18 +158,32 @@ pub fn readers(
         hits: 0,
         seconds: 0.0,
         latencies_ns: Vec::new(),
+        kept_cpu_latencies_ns: Vec::new(),
     };
     for outcome in outcomes {
-        let (ids, latencies, finished, hits) = outcome?;
+        let (ids, latencies, kept_cpu_latencies, finished, hits) = outcome?;
         result.ids += ids;
         result.hits += hits;
         result.latencies_ns.extend(latencies);
+        result.kept_cpu_latencies_ns.extend(kept_cpu_latencies);
         result.seconds = result
             .seconds
             .max(finished.duration_since(started).as_secs_f64());
     }
     result.latencies_ns.sort_unstable();
+    result.kept_cpu_latencies_ns.sort_unstable();
     Ok(result)
+}
+
+/// How often the kernel has taken the CPU from the calling thread.
+fn involuntary_context_switches() -> i64 {
+    // SAFETY: `getrusage` only writes the `rusage` it is given, which is a
+    // plain struct for which all zero bytes are a valid value.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+        usage.ru_nivcsw
+    }
 }
 
 /// The process's resident set in bytes, from `/proc/self/statm`.

@@ -277,8 +277,8 @@ impl Report<'_> {
             writeln!(
                 out,
                 "### publish: republish of every row + evict_older_than while readers run uniform_hit\n\n\
-                 | contender | readers | idle p50 µs | idle p99 µs | during p50 µs | during p99 µs | p99 during / idle | reader rows/s during | vs peer | writer rows/s | evict ms |\n\
-                 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                 | contender | readers | idle p50 µs | idle p99 µs | during p50 µs | during p99 µs | p99 during / idle | batches preempted | p99 of the others / idle | reader rows/s during | vs peer | writer rows/s | evict ms |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             )
             .unwrap();
             for &t in &c.threads {
@@ -293,12 +293,14 @@ impl Report<'_> {
                     let extra = |n| self.extra("publish_during", name, t, n);
                     writeln!(
                         out,
-                        "| {name} | {t} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+                        "| {name} | {t} | {} | {} | {} | {} | {} | {:.1}% | {} | {} | {} | {} | {:.1} |",
                         micros(idle.p50_ns),
                         micros(idle.p99_ns),
                         micros(during.p50_ns),
                         micros(during.p99_ns),
                         ratio(extra("p99_vs_idle")),
+                        extra("preempted_share") * 100.0,
+                        ratio(extra("kept_cpu_p99_vs_idle")),
                         rate(during.rows_per_s),
                         ratio(during.rows_per_s / peer),
                         rate(extra("writer_rows_per_s")),
@@ -511,7 +513,7 @@ impl Report<'_> {
                 target(
                     format!("p99 batch_get during republish + evict <= 2x idle p99, {t} reader(s)"),
                     format!(
-                        "{} ({} µs vs {} µs)",
+                        "{} ({} µs vs {} µs); {} for the batches that kept their CPU ({:.1}% were preempted)",
                         ratio(x),
                         micros(
                             self.median("publish_during", KVZCH, t)
@@ -520,7 +522,9 @@ impl Report<'_> {
                         micros(
                             self.median("publish_idle", KVZCH, t)
                                 .map_or(f64::NAN, |m| m.p99_ns)
-                        )
+                        ),
+                        ratio(self.extra("publish_during", KVZCH, t, "kept_cpu_p99_vs_idle")),
+                        self.extra("publish_during", KVZCH, t, "preempted_share") * 100.0,
                     ),
                     x <= 2.0,
                 );
