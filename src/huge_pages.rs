@@ -9,10 +9,12 @@
 //! faulted in as small pages, and it keeps freed blocks resident, so an index
 //! that grows by rebuilds leaves its old tables behind in the process's RSS.
 //! A large array therefore gets a mapping of its own, unmapped when it is
-//! dropped. The mapping's length is rounded up to whole huge pages, which Linux
-//! aligns to a huge page; the array's whole huge pages are advised for THP and
-//! its tail stays on small pages, of which only those the array covers are ever
-//! touched, so the array costs its own length in memory and no more.
+//! dropped. The mapping's length is rounded up to whole huge pages, which
+//! recent Linux kernels align to a huge page (on older ones, only the huge pages
+//! that happen to be aligned are used). The array's whole huge pages are advised
+//! for THP and its tail stays on small pages, of which only those the array
+//! covers are ever touched, so the array costs its own length in memory and no
+//! more.
 //! Kept apart from the engine, like `prefetch`, so that `cache/` can forbid
 //! `unsafe` outright.
 

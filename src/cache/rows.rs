@@ -5,8 +5,11 @@
 //! of a row is stable while it holds the shard's read lock. The first chunks are
 //! small and double (a small table stays small); past `LARGE_CHUNK_BYTES` every
 //! chunk has the same size, so the unused tail is bounded by one chunk. Large
-//! chunks are whole transparent huge pages (see `huge_pages`), which removes
-//! most TLB misses from random row reads.
+//! chunks live on transparent huge pages as far as they span whole ones (see
+//! `huge_pages`), which removes most TLB misses from random row reads. A chunk
+//! holds a power of two of rows, so for a width that does not divide 2 MiB
+//! (200 bytes, say) the large chunk is smaller than a huge page and stays on
+//! small pages.
 //!
 //! Freed slots form a linked list threaded through their timestamp words, so the
 //! free list costs no memory of its own.

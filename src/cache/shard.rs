@@ -16,8 +16,9 @@
 //! thousands of buckets (measured before this order: 3,500 on average).
 //!
 //! Under `LruApprox` an entry whose referenced bit is set gets a second chance
-//! (the bit is cleared) and one whose bit is clear is evicted; under `OldestTimestamp` the hand evicts entries stamped with the
-//! shard's oldest timestamp, known from a per-timestamp row count.
+//! (the bit is cleared) and one whose bit is clear is evicted; under
+//! `OldestTimestamp` the hand evicts entries stamped with the shard's oldest
+//! timestamp, known from a per-timestamp row count.
 
 use std::collections::BTreeMap;
 
