@@ -175,15 +175,18 @@ pub fn readers(
     Ok(result)
 }
 
-/// How often the kernel has taken the CPU from the calling thread.
+/// How often the kernel has taken the CPU from the calling thread. Panics when
+/// the kernel cannot tell: every batch would then count as having kept its CPU.
 fn involuntary_context_switches() -> i64 {
     // SAFETY: `getrusage` only writes the `rusage` it is given, which is a
     // plain struct for which all zero bytes are a valid value.
-    unsafe {
+    let (status, usage) = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
-        usage.ru_nivcsw
-    }
+        let status = libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+        (status, usage)
+    };
+    assert_eq!(status, 0, "getrusage(RUSAGE_THREAD) failed");
+    usage.ru_nivcsw
 }
 
 /// The process's resident set in bytes, from `/proc/self/statm`.

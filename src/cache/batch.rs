@@ -3,14 +3,16 @@
 //! A batch is taken shard by shard so that each shard's lock is taken once per
 //! batch, not once per id. The grouping is a counting sort of positions by
 //! shard; it is stable, so within a shard the ids keep their batch order (the
-//! last occurrence of a duplicate id is written last). Each id is copied next to
-//! its position, with its hash: a lookup then reads a shard's ids in sequence,
-//! where gathering them by position missed the L1 cache on most ids and held
-//! the fill buffers the row prefetches need (lookups measured 5% faster over a
-//! whole 4M-row table for the copy, 11-14% when the rows read fit in the L3
-//! cache). The buffers live in a
-//! thread-local and are reused, so a batch allocates nothing once a thread has
-//! seen a batch of that size.
+//! last occurrence of a duplicate id is written last).
+//!
+//! Each id is copied next to its position, with its hash: a lookup then reads a
+//! shard's ids in sequence, where gathering them by position missed the L1
+//! cache on most ids and held the fill buffers the row prefetches need
+//! (lookups measured 5% faster over a whole 4M-row table for the copy, 11-14%
+//! when the rows read fit in the L3 cache).
+//!
+//! The buffers live in a thread-local and are reused, so a batch allocates
+//! nothing once a thread has seen a batch of that size.
 
 use std::cell::RefCell;
 
