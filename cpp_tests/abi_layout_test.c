@@ -8,7 +8,9 @@
  *
  * The 1.1 part applies once the header says KVZCH_ABI_MINOR 1: appended
  * fields must land exactly where ABI.md's "1.1 additions" put them, and
- * kvzch_options_init_sized's entry after cache_compact's.
+ * kvzch_options_init_sized's entry after cache_compact's. The 1.2 part
+ * (KVZCH_ABI_MINOR 2, kvzch's own addition, documented in the README) puts
+ * cache_reserve's entry after options_init_sized's.
  *
  * The function names are parenthesized where they are declared, so that a
  * header which also defines a function-like macro of the same name (as 1.1
@@ -126,6 +128,14 @@ kvzch_status (kvzch_options_init_sized)(kvzch_options *opts, size_t size);
 LAYOUT(sizeof(kvzch_options) == 48);
 LAYOUT(sizeof(kvzch_cache_info) == 72);
 LAYOUT(sizeof(kvzch_api_v1) == 8 + 22 * 8);
+#else
+ENTRY(cache_reserve, 22);
+kvzch_status (kvzch_cache_reserve)(kvzch_cache *cache, uint64_t additional_rows);
+#if KVZCH_ABI_MINOR == 2
+LAYOUT(sizeof(kvzch_options) == 48);
+LAYOUT(sizeof(kvzch_cache_info) == 72);
+LAYOUT(sizeof(kvzch_api_v1) == 8 + 23 * 8);
+#endif
 #endif
 #endif
 
@@ -189,6 +199,9 @@ ENTRY_TYPE(unregister_global_stat_sink, kvzch_unregister_global_stat_sink);
 #if KVZCH_ABI_MINOR >= 1
 ENTRY_TYPE(cache_compact, kvzch_cache_compact);
 ENTRY_TYPE(options_init_sized, kvzch_options_init_sized);
+#endif
+#if KVZCH_ABI_MINOR >= 2
+ENTRY_TYPE(cache_reserve, kvzch_cache_reserve);
 #endif
 
 /* The running library must agree with the header it is shipped with. */

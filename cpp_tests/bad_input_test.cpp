@@ -632,7 +632,7 @@ TEST(BadInput, BatchGet) {
   });
 }
 
-// ------------------------------------------------------------- remove, evict, compact
+// ------------------------------------------------------------- remove, evict, compact, reserve
 
 TEST(BadInput, BatchRemove) {
   const char* f = "kvzch_cache_batch_remove";
@@ -684,6 +684,21 @@ TEST(BadInput, EvictOlderThanAndCompact) {
        }},
       {"compact: cache NULL", "kvzch_cache_compact", KVZCH_STATUS_NULL_ARGUMENT,
        {"cache is NULL"}, [](World&, Outs&) { return kvzch_cache_compact(nullptr); }},
+  });
+}
+
+TEST(BadInput, Reserve) {
+  const char* f = "kvzch_cache_reserve";
+  run_cases({
+      {"cache NULL", f, KVZCH_STATUS_NULL_ARGUMENT, {"cache is NULL"},
+       [](World&, Outs&) { return kvzch_cache_reserve(nullptr, 10); }},
+      // More rows than any number of shards' 32-bit slots can address.
+      {"additional_rows UINT64_MAX", f, KVZCH_STATUS_INVALID_ARGUMENT,
+       {"additional_rows " + str(UINT64_MAX)},
+       [](World& w, Outs&) { return kvzch_cache_reserve(w.cache.get(), UINT64_MAX); }},
+      {"one row more than max_rows", f, KVZCH_STATUS_CAPACITY_EXCEEDED, {"max_rows 4"},
+       [](World& w, Outs&) { return kvzch_cache_reserve(w.cache.get(), 1); }, nullptr,
+       Limit::kFull},
   });
 }
 

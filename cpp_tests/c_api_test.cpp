@@ -403,6 +403,39 @@ TEST(Data, CapacityExceededLeavesCacheUnchanged) {
 }
 
 // Readers must see each row whole, old or new, while a writer republishes it.
+// 1.2: a reservation grows the index (memory_bytes) and stores nothing; the
+// reserved rows then go in and come back.
+TEST(Data, ReserveMakesRoomAndStoresNothing) {
+  const uint32_t rb = 8;
+  CachePtr cache = make_cache(options(rb));
+  ASSERT_NE(cache, nullptr) << last_error();
+  set_rows(cache.get(), {1, 2, 3}, rb, 1, 1);
+  kvzch_cache_info before{};
+  before.struct_size = sizeof before;
+  ASSERT_EQ(kvzch_cache_get_info(cache.get(), &before), KVZCH_STATUS_OK);
+
+  ASSERT_EQ(kvzch_cache_reserve(cache.get(), 100000), KVZCH_STATUS_OK) << last_error();
+  kvzch_cache_info reserved{};
+  reserved.struct_size = sizeof reserved;
+  ASSERT_EQ(kvzch_cache_get_info(cache.get(), &reserved), KVZCH_STATUS_OK);
+  EXPECT_GT(reserved.memory_bytes, before.memory_bytes + 100000 * 12);
+  EXPECT_EQ(reserved.rows, 3u);
+  EXPECT_EQ(reserved.inserts, before.inserts);
+
+  std::vector<int64_t> ids(100000);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i) * 31 + 4;
+  const std::vector<uint8_t> rows = rows_for(ids, rb, 2);
+  ASSERT_EQ(kvzch_cache_batch_set(cache.get(), ids.data(), ids.size(), rows.data(), rows.size(), 2),
+            KVZCH_STATUS_OK);
+  std::vector<uint8_t> out(rows.size());
+  kvzch_batch_stats stats{};
+  ASSERT_EQ(kvzch_cache_batch_get(cache.get(), ids.data(), ids.size(), out.data(), out.size(),
+                                  nullptr, &stats),
+            KVZCH_STATUS_OK);
+  EXPECT_EQ(stats.hits, ids.size());
+  EXPECT_EQ(out, rows);
+}
+
 TEST(Data, NoTornRowsUnderConcurrentWrites) {
   const uint32_t rb = 256;
   CachePtr cache = make_cache(rb);
@@ -1072,7 +1105,7 @@ TEST(Concurrency, EveryKindOfCallAtOnceOnOneCache) {
       round_done(version - 1);
     }
   });
-  threads.emplace_back([&] {  // removals, evictions, compaction
+  threads.emplace_back([&] {  // removals, evictions, compaction, reservations
     std::mt19937_64 rng(200);
     for (uint64_t round = 0; running(); ++round) {
       int64_t ids[8];
@@ -1081,6 +1114,7 @@ TEST(Concurrency, EveryKindOfCallAtOnceOnOneCache) {
       const uint32_t latest = latest_timestamp.load();
       if (latest > 20) check(kvzch_cache_evict_older_than(c, latest - 20, nullptr));
       if (round % 16 == 0) check(kvzch_cache_compact(c));
+      if (round % 16 == 8) check(kvzch_cache_reserve(c, kKeySpace));
       round_done(round);
       std::this_thread::yield();
     }
@@ -1234,7 +1268,9 @@ TEST(Version, StatNames) {
 
 TEST(Version, Features) {
   for (const char* name : {"read_hit_rate_stats", "cumulative_read_stats", "stat_sink",
-                           "global_stat_sink", "evict_older_than", "batch_remove", "plugin_api_v1"}) {
+                           "global_stat_sink", "evict_older_than", "batch_remove", "plugin_api_v1",
+                           "capacity_eviction", "compact", "cache_info_counters",
+                           "options_init_sized", "reserve"}) {
     EXPECT_TRUE(kvzch_has_feature(name)) << name;
   }
   EXPECT_FALSE(kvzch_has_feature("nope"));

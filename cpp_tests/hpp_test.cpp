@@ -440,6 +440,22 @@ TEST(Capacity, EvictionPolicyKeepsTheCacheWithinMaxRowsAndCountsIt) {
   EXPECT_EQ(cache.info().rows, info.rows);
 }
 
+TEST(Capacity, ReserveGrowsTheIndexAndThrowsPastMaxRows) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(8).max_rows(1000));
+  const std::uint64_t empty = cache.info().memory_bytes;
+  cache.reserve(1000);
+  const kvzch_cache_info reserved = cache.info();
+  EXPECT_GT(reserved.memory_bytes, empty);
+  EXPECT_EQ(reserved.rows, 0u);
+  try {
+    cache.reserve(1001);
+    FAIL() << "no exception";
+  } catch (const kvzch::Error& e) {
+    EXPECT_EQ(e.status(), KVZCH_STATUS_CAPACITY_EXCEEDED);
+  }
+  EXPECT_EQ(cache.info().memory_bytes, reserved.memory_bytes);
+}
+
 TEST(Capacity, WithoutAPolicyAFullCacheThrowsCapacityExceeded) {
   kvzch::Cache cache(kvzch::Options().row_bytes(8).max_rows(1));
   put(cache, 1, 1);

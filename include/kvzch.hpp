@@ -547,6 +547,15 @@ class Cache {
    * on an older library, throws Unsupported. */
   void compact() { call(&kvzch_api_v1::cache_compact, "kvzch_cache_compact", handle()); }
 
+  /* Makes room for `additional_rows` rows beyond those stored, so that
+   * publishing them grows nothing: call it before loading a table of known size
+   * (ABI 1.2, feature "reserve"); on an older library, throws Unsupported.
+   * Throws Error with KVZCH_STATUS_CAPACITY_EXCEEDED, changing nothing, when the
+   * rows would not fit max_rows or max_memory_bytes. */
+  void reserve(std::uint64_t additional_rows) {
+    call(&kvzch_api_v1::cache_reserve, "kvzch_cache_reserve", handle(), additional_rows);
+  }
+
   [[nodiscard]] kvzch_cache_info info() const {
     kvzch_cache_info out{};
     out.struct_size = sizeof(kvzch_cache_info);

@@ -609,6 +609,7 @@ impl Fuzz {
             87..=88 => self.register_sink(true),
             89..=90 => self.unregister_sink(true),
             91..=93 => self.get_api(),
+            94 => self.reserve(),
             _ => {
                 // A lookup of everything, so that every cache is read back often.
                 if !self.caches.is_empty() {
@@ -1511,6 +1512,37 @@ impl Fuzz {
         let status = unsafe { kvzch_cache_compact(self.handle(cache)) };
         self.outcome("kvzch_cache_compact", status, &expect);
         if let CacheArg::Live(c) = cache {
+            self.verify_contents(c);
+        }
+    }
+
+    fn reserve(&mut self) {
+        let cache = self.cache_arg();
+        let additional: u64 = match self.rng.below(10) {
+            0 => 0,
+            1 => u64::MAX - self.rng.below(1000),
+            _ => 1 + self.rng.below(5000),
+        };
+        let mut expect = Expect::default();
+        self.expect_cache(cache, &mut expect);
+        if let CacheArg::Live(c) = cache {
+            let model = &self.caches[c];
+            if additional.div_ceil(u64::from(model.num_shards)) >= u64::from(u32::MAX) {
+                expect.error(INVALID, "additional_rows");
+            } else if model
+                .max_rows
+                .is_some_and(|max| model.rows.len() as u64 + additional > max)
+            {
+                expect.error(CAPACITY, "max_rows");
+            } else if model.max_memory.is_some() {
+                expect.maybe(CAPACITY, "max_memory_bytes");
+            }
+        }
+        self.note("kvzch_cache_reserve", format!("{cache:?}, {additional}"));
+        let status = unsafe { kvzch_cache_reserve(self.handle(cache), additional) };
+        self.outcome("kvzch_cache_reserve", status, &expect);
+        if let CacheArg::Live(c) = cache {
+            self.check_quiet(c);
             self.verify_contents(c);
         }
     }

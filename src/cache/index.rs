@@ -40,6 +40,30 @@ pub(crate) const SLOT_LIMIT: u32 = EMPTY;
 const MAX_FILL: f64 = 0.92;
 /// A rebuild sizes the table so that live entries fill this share of it.
 const REBUILT_FILL: f64 = 0.8;
+/// A reservation sizes the table so that the reserved entries fill this share
+/// of it: the rest is room for the shards' uneven shares of them.
+const RESERVED_FILL: f64 = 0.88;
+
+/// How much room a grown table leaves beyond the keys it is grown for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sizing {
+    /// A publish's growth: the keys fill `REBUILT_FILL` of the table, which
+    /// then grows again only after 15% more.
+    Publish,
+    /// A host's reservation of the rows to come, which says how many there
+    /// will be: the keys fill `RESERVED_FILL`, so a table filled as reserved
+    /// holds about 14.5 bytes per row instead of 16.
+    Reservation,
+}
+
+impl Sizing {
+    fn fill(self) -> f64 {
+        match self {
+            Sizing::Publish => REBUILT_FILL,
+            Sizing::Reservation => RESERVED_FILL,
+        }
+    }
+}
 
 #[repr(C, align(64))]
 struct Bucket {
@@ -114,8 +138,8 @@ fn home_bucket(hash: u64, len: usize) -> usize {
     ((u128::from(hash) * len as u128) >> 64) as usize
 }
 
-fn bucket_count_for(entries: usize) -> usize {
-    ((entries as f64 / (BUCKET_WIDTH as f64 * REBUILT_FILL)).ceil() as usize).max(1)
+fn bucket_count_for(entries: usize, sizing: Sizing) -> usize {
+    ((entries as f64 / (BUCKET_WIDTH as f64 * sizing.fill())).ceil() as usize).max(1)
 }
 
 fn max_live(bucket_count: usize) -> usize {
@@ -146,7 +170,7 @@ impl Index {
     /// The size a table holding `keys` keys has at most when it only grows as
     /// far as a rebuild for that many keys takes it.
     pub(crate) fn memory_bytes_for(keys: usize) -> usize {
-        bucket_count_for(keys) * std::mem::size_of::<Bucket>()
+        bucket_count_for(keys, Sizing::Publish) * std::mem::size_of::<Bucket>()
     }
 
     /// The first cache line a lookup of `hash` touches, for prefetching.
@@ -191,11 +215,11 @@ impl Index {
     }
 
     /// Bytes the table would hold after making room for `additional` more keys.
-    pub(crate) fn memory_bytes_after_reserve(&self, additional: usize) -> usize {
+    pub(crate) fn memory_bytes_after_reserve(&self, additional: usize, sizing: Sizing) -> usize {
         if self.has_room_for(additional) {
             self.memory_bytes()
         } else {
-            Index::memory_bytes_for(self.live + additional)
+            bucket_count_for(self.live + additional, sizing) * std::mem::size_of::<Bucket>()
         }
     }
 
@@ -208,12 +232,13 @@ impl Index {
     pub(crate) fn grown_for(
         &self,
         additional: usize,
+        sizing: Sizing,
         hash_of: impl Fn(i64) -> u64,
     ) -> Result<Option<Index>, Error> {
         if self.has_room_for(additional) {
             return Ok(None);
         }
-        let mut rebuilt = Rebuilding::new(bucket_count_for(self.live + additional))?;
+        let mut rebuilt = Rebuilding::new(bucket_count_for(self.live + additional, sizing))?;
         for bucket in self.buckets.iter() {
             let referenced = bucket.referenced.load(Ordering::Relaxed);
             rebuilt.take_entries(bucket, referenced, &hash_of, |slot| slot);
@@ -228,7 +253,11 @@ impl Index {
         hash_of: impl Fn(i64) -> u64,
         move_slot: impl FnMut(u32) -> u32,
     ) -> Result<(), Error> {
-        self.rebuild(bucket_count_for(self.live), hash_of, move_slot)
+        self.rebuild(
+            bucket_count_for(self.live, Sizing::Publish),
+            hash_of,
+            move_slot,
+        )
     }
 
     /// Moves every live entry into a new table of `bucket_count` buckets,
@@ -537,7 +566,7 @@ mod tests {
     }
 
     fn reserve(index: &mut Index, additional: usize) {
-        if let Some(grown) = index.grown_for(additional, hash).unwrap() {
+        if let Some(grown) = index.grown_for(additional, Sizing::Publish, hash).unwrap() {
             *index = grown;
         }
     }
@@ -567,7 +596,7 @@ mod tests {
             let key = choices.below(key_space) as i64;
             match choices.below(10) {
                 0..=4 => {
-                    if let Some(grown) = index.grown_for(1, hash_of).unwrap() {
+                    if let Some(grown) = index.grown_for(1, Sizing::Publish, hash_of).unwrap() {
                         index = grown;
                     }
                     let (slot, inserted) = index.get_or_insert(key, hash_of(key), || step);

@@ -140,9 +140,15 @@ impl RowArena {
         self.memory_bytes + new_bytes + table
     }
 
-    /// Makes room so that `additional` rows can be allocated without allocating
-    /// memory; on failure the arena holds the same rows.
-    pub(crate) fn reserve(&mut self, additional: usize) -> Result<(), Error> {
+    /// Fails, as `reserve` would, when `additional` more rows would pass what
+    /// the arena can address.
+    pub(crate) fn check_addressable(&self, additional: usize) -> Result<(), Error> {
+        self.addressable_chunks_for(additional).map(drop)
+    }
+
+    /// The chunks to add for `additional` rows, when their slots stay
+    /// addressable.
+    fn addressable_chunks_for(&self, additional: usize) -> Result<Range, Error> {
         let added = self.chunks_needed(additional);
         if added.end > self.plan.max_chunks() {
             return Err(Error::capacity_exceeded(format!(
@@ -150,6 +156,13 @@ impl RowArena {
                 self.plan.max_chunks() << self.plan.large_shift
             )));
         }
+        Ok(added)
+    }
+
+    /// Makes room so that `additional` rows can be allocated without allocating
+    /// memory; on failure the arena holds the same rows.
+    pub(crate) fn reserve(&mut self, additional: usize) -> Result<(), Error> {
+        let added = self.addressable_chunks_for(additional)?;
         self.chunks
             .try_reserve_exact(added.end - added.start)
             .map_err(|_| Error::out_of_memory("chunk table".to_string()))?;

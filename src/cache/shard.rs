@@ -26,7 +26,7 @@ use crate::prefetch::prefetch;
 
 use super::config::EvictionPolicy;
 use super::hash::IdHasher;
-use super::index::{Index, BUCKET_WIDTH};
+use super::index::{Index, Sizing, BUCKET_WIDTH};
 use super::rows::RowArena;
 use super::Error;
 
@@ -155,15 +155,34 @@ impl Shard {
 
     /// Bytes the shard would add to hold `new_rows` more rows.
     pub(crate) fn growth_for(&self, new_rows: usize) -> usize {
-        let after = self.index.memory_bytes_after_reserve(new_rows)
+        let after = self
+            .index
+            .memory_bytes_after_reserve(new_rows, Sizing::Publish)
             + self.rows.memory_bytes_after_reserve(new_rows);
         after - self.memory_bytes()
     }
 
+    /// Bytes the shard's index would add for a reservation of `new_rows`.
+    pub(crate) fn reservation_growth_for(&self, new_rows: usize) -> usize {
+        self.index
+            .memory_bytes_after_reserve(new_rows, Sizing::Reservation)
+            - self.index.memory_bytes()
+    }
+
+    /// Fails, as `reserve` would, when `new_rows` more rows would pass what
+    /// the shard can address.
+    pub(crate) fn check_addressable(&self, new_rows: usize) -> Result<(), Error> {
+        self.rows.check_addressable(new_rows)
+    }
+
     /// The index that makes room for `new_rows` more keys, when the current
     /// one has too little; built under the read lock (see `Index::grown_for`).
-    pub(crate) fn grown_index(&self, new_rows: usize) -> Result<Option<Index>, Error> {
-        self.index.grown_for(new_rows, self.hasher.as_fn())
+    pub(crate) fn grown_index(
+        &self,
+        new_rows: usize,
+        sizing: Sizing,
+    ) -> Result<Option<Index>, Error> {
+        self.index.grown_for(new_rows, sizing, self.hasher.as_fn())
     }
 
     /// Allocates the rows `new_rows` insertions need and installs the index
@@ -176,9 +195,15 @@ impl Shard {
     ) -> Result<(), Error> {
         self.rows.reserve(new_rows)?;
         if let Some(index) = grown_index {
-            self.index = index;
+            self.install_index(index);
         }
         Ok(())
+    }
+
+    /// Replaces the index with `grown`, built by `grown_index` from it.
+    pub(crate) fn install_index(&mut self, grown: Index) {
+        debug_assert_eq!(grown.len(), self.index.len());
+        self.index = grown;
     }
 
     /// Stores `row` for `key`; true when the key is new. Room was reserved.
@@ -354,7 +379,9 @@ mod tests {
         let mut shard = Shard::new(8, hasher, EvictionPolicy::LruApprox);
         let rows = 50_000;
         let publish = |shard: &mut Shard, keys: std::ops::Range<i64>| {
-            let reserved = shard.grown_index(keys.clone().count()).unwrap();
+            let reserved = shard
+                .grown_index(keys.clone().count(), Sizing::Publish)
+                .unwrap();
             shard.reserve(keys.clone().count(), reserved).unwrap();
             for key in keys {
                 shard.upsert(key, hasher.hash(key), &key.to_le_bytes(), 1);

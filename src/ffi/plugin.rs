@@ -70,6 +70,8 @@ pub struct kvzch_api_v1 {
     pub cache_compact: Option<extern "C" fn(*mut kvzch_cache) -> kvzch_status>,
     /// 1.1.
     pub options_init_sized: Option<extern "C" fn(*mut kvzch_options, usize) -> kvzch_status>,
+    /// 1.2.
+    pub cache_reserve: Option<extern "C" fn(*mut kvzch_cache, u64) -> kvzch_status>,
 }
 
 /// Bytes of the 1.0 table, the smallest a host may pass.
@@ -101,6 +103,7 @@ fn api_table() -> kvzch_api_v1 {
         unregister_global_stat_sink: Some(kvzch_unregister_global_stat_sink),
         cache_compact: Some(kvzch_cache_compact),
         options_init_sized: Some(kvzch_options_init_sized),
+        cache_reserve: Some(kvzch_cache_reserve),
     }
 }
 
@@ -157,9 +160,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_1_1_table_appends_two_entries_to_the_1_0_one() {
+    fn the_1_1_and_1_2_tables_append_two_entries_then_one() {
         assert_eq!(
             API_V1_0_SIZE + 2 * size_of::<usize>(),
+            std::mem::offset_of!(kvzch_api_v1, cache_reserve)
+        );
+        assert_eq!(
+            API_V1_0_SIZE + 3 * size_of::<usize>(),
             size_of::<kvzch_api_v1>()
         );
     }

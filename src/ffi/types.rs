@@ -6,7 +6,7 @@ use std::ffi::{c_char, c_void};
 /// compatible (its SONAME differs too).
 pub const KVZCH_ABI_MAJOR: u32 = 1;
 /// The ABI minor version of this header. Minor versions only append.
-pub const KVZCH_ABI_MINOR: u32 = 1;
+pub const KVZCH_ABI_MINOR: u32 = 2;
 
 /// `kvzch_options.miss_policy`: a missed id's row is zero-filled (the default).
 pub const KVZCH_MISS_ZERO_FILL: u32 = 0;

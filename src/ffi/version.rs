@@ -5,7 +5,8 @@ use std::ffi::{c_char, CStr};
 use super::guard::{boundary_or, bounded_c_str, copy_last_error, slice_mut};
 use super::types::*;
 
-/// The features of ABI 1.0, then those 1.1 added; names are never removed.
+/// The features of ABI 1.0, then those 1.1 and 1.2 added; names are never
+/// removed.
 const FEATURES: &[&str] = &[
     "read_hit_rate_stats",
     "cumulative_read_stats",
@@ -18,6 +19,7 @@ const FEATURES: &[&str] = &[
     "compact",
     "cache_info_counters",
     "options_init_sized",
+    "reserve",
 ];
 const LONGEST_FEATURE: usize = 64;
 

@@ -1,5 +1,5 @@
-//! The 1.1 additions through the C ABI, and that 1.0-sized structs from older
-//! hosts keep working.
+//! The 1.1 and 1.2 additions through the C ABI, and that structs and tables
+//! sized by older hosts keep working.
 
 use std::ptr;
 
@@ -143,7 +143,7 @@ fn a_policy_evicts_and_info_counts_it_in_both_struct_sizes() {
 
 #[test]
 fn the_plugin_table_and_features_include_1_1() {
-    assert_eq!(kvzch_abi_version(), 1 << 16 | 1);
+    assert_eq!(kvzch_abi_version(), 1 << 16 | 2);
     for feature in [
         c"capacity_eviction",
         c"compact",
@@ -161,13 +161,90 @@ fn the_plugin_table_and_features_include_1_1() {
     );
     assert_eq!(table.struct_size as usize, size);
     assert!(table.cache_compact.is_some() && table.options_init_sized.is_some());
-    // A 1.0 host's table is 16 bytes shorter and gets only what it knows.
-    let mut short = Aligned::<200>::filled(0xEE);
-    let status = kvzch_get_api(1, short.as_mut_ptr(), size - 16);
-    assert_eq!(status, kvzch_status::KVZCH_STATUS_OK);
+    // A 1.0 host's table ends where 1.1 began, a 1.1 host's where 1.2 began:
+    // each gets only what it knows.
+    for older in [
+        std::mem::offset_of!(kvzch_api_v1, cache_compact),
+        std::mem::offset_of!(kvzch_api_v1, cache_reserve),
+    ] {
+        let mut short = Aligned::<256>::filled(0xEE);
+        let status = kvzch_get_api(1, short.as_mut_ptr(), older);
+        assert_eq!(status, kvzch_status::KVZCH_STATUS_OK);
+        assert_eq!(
+            u32::from_ne_bytes(short.0[..4].try_into().unwrap()) as usize,
+            older
+        );
+        assert!(short.0[older..].iter().all(|&b| b == 0xEE));
+    }
+}
+
+#[test]
+fn reserve_is_in_the_plugin_table_and_features_of_1_2() {
+    assert!(kvzch_has_feature(c"reserve".as_ptr()));
+    // SAFETY: all-zero is a valid table (every entry NULL).
+    let mut table: kvzch_api_v1 = unsafe { std::mem::zeroed() };
     assert_eq!(
-        u32::from_ne_bytes(short.0[..4].try_into().unwrap()) as usize,
-        size - 16
+        kvzch_get_api(1, &mut table, size_of::<kvzch_api_v1>()),
+        kvzch_status::KVZCH_STATUS_OK
     );
-    assert!(short.0[size - 16..].iter().all(|&b| b == 0xEE));
+    let reserve = table.cache_reserve.expect("the 1.2 entry");
+    assert_eq!(
+        reserve(ptr::null_mut(), 1),
+        kvzch_status::KVZCH_STATUS_NULL_ARGUMENT
+    );
+    assert!(last_error().starts_with("kvzch_cache_reserve"));
+}
+
+fn info(cache: *const kvzch_cache) -> kvzch_cache_info {
+    let mut info = kvzch_cache_info {
+        struct_size: size_of::<kvzch_cache_info>() as u32,
+        ..kvzch_cache_info::default()
+    };
+    assert_eq!(
+        kvzch_cache_get_info(cache, &mut info),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    info
+}
+
+fn last_error() -> String {
+    let mut buf = [0u8; 256];
+    let len = kvzch_last_error_message(buf.as_mut_ptr().cast(), buf.len());
+    String::from_utf8_lossy(&buf[..len.min(buf.len() - 1)]).into_owned()
+}
+
+#[test]
+fn reserve_grows_the_index_and_refuses_what_cannot_fit() {
+    let mut options = options(8);
+    options.max_rows = 1_000;
+    let cache = create(&options).unwrap();
+    let before = info(cache);
+    assert_eq!(
+        kvzch_cache_reserve(cache, 1_000),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    let reserved = info(cache);
+    assert!(reserved.memory_bytes > before.memory_bytes);
+    assert_eq!(reserved.rows, 0);
+
+    assert_eq!(
+        kvzch_cache_reserve(cache, 1_001),
+        kvzch_status::KVZCH_STATUS_CAPACITY_EXCEEDED
+    );
+    assert!(
+        last_error().starts_with("kvzch_cache_reserve") && last_error().contains("max_rows 1000"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(
+        kvzch_cache_reserve(cache, u64::MAX),
+        kvzch_status::KVZCH_STATUS_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("additional_rows"), "{}", last_error());
+    assert_eq!(info(cache).memory_bytes, reserved.memory_bytes);
+    assert_eq!(
+        kvzch_cache_reserve(ptr::null_mut(), 1),
+        kvzch_status::KVZCH_STATUS_NULL_ARGUMENT
+    );
+    kvzch_cache_destroy(cache);
 }
