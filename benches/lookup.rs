@@ -322,11 +322,31 @@ fn batch_ranges(n: u64, batch: usize) -> impl Iterator<Item = std::ops::Range<u6
         .map(move |start| start..(start + batch as u64).min(n))
 }
 
+/// How a fill starts: as a host that does not say how many rows are coming,
+/// or as one that reserves room for them first.
+#[derive(Clone, Copy, PartialEq)]
+enum SizeHint {
+    None,
+    Reserve,
+}
+
 /// Publishes the whole table at timestamp 1 into a new contender, before any
-/// reader: the fill. Only the `batch_set` calls are timed.
-fn fill(contender: &mut dyn Contender, universe: &Universe, batch: usize) -> Measure {
+/// reader: the fill. Only the `batch_set` calls are timed, and the `reserve`
+/// call that precedes them under `SizeHint::Reserve`.
+fn fill(
+    contender: &mut dyn Contender,
+    universe: &Universe,
+    batch: usize,
+    hint: SizeHint,
+) -> Measure {
     let mut publisher = Publisher::new(batch, universe.row_bytes);
     let mut latencies = Vec::new();
+    let mut reserve_ns = 0;
+    if hint == SizeHint::Reserve {
+        let started = Instant::now();
+        contender.reserve(universe.rows);
+        reserve_ns = started.elapsed().as_nanos() as u64;
+    }
     for range in batch_ranges(universe.rows as u64, batch) {
         publisher.stage(universe, range, 1, false);
         let started = Instant::now();
@@ -338,7 +358,7 @@ fn fill(contender: &mut dyn Contender, universe: &Universe, batch: usize) -> Mea
         );
         latencies.push(started.elapsed().as_nanos() as u64);
     }
-    let seconds = latencies.iter().sum::<u64>() as f64 / 1e9;
+    let seconds = (reserve_ns + latencies.iter().sum::<u64>()) as f64 / 1e9;
     latencies.sort_unstable();
     Measure {
         rows_per_s: universe.rows as f64 / seconds,
@@ -576,7 +596,7 @@ fn main() {
     for &name in &config.contenders {
         let before = measure::resident_bytes();
         let mut contender = make(name, &universe, shards);
-        let filled = fill(contender.as_mut(), &universe, batch);
+        let filled = fill(contender.as_mut(), &universe, batch, SizeHint::None);
         let rss_delta = measure::resident_bytes().saturating_sub(before);
         eprintln!(
             "built {name}: fill {:.2} M rows/s, RSS +{:.1} MiB",
@@ -610,10 +630,32 @@ fn main() {
             bench_started.elapsed().as_secs_f64()
         );
         let first_batch = run * 131 % pool_batches;
-        if has("publish") && run > 0 {
-            for &name in &config.contenders {
-                let mut fresh = make(name, &universe, shards);
-                results.push("fill", name, 1, fill(fresh.as_mut(), &universe, batch));
+        if has("publish") {
+            // Each fill into a contender of its own, dropped before the next;
+            // the first run's fills without a hint built the contenders.
+            let hints = if run > 0 {
+                &[SizeHint::None, SizeHint::Reserve][..]
+            } else {
+                &[SizeHint::Reserve][..]
+            };
+            for &hint in hints {
+                let series = match hint {
+                    SizeHint::None => "fill",
+                    SizeHint::Reserve => "fill_reserved",
+                };
+                // Every other run in reverse, so that no contender always
+                // follows the same one.
+                let mut order = config.contenders.clone();
+                if run % 2 == 1 {
+                    order.reverse();
+                }
+                for name in order {
+                    let mut fresh = make(name, &universe, shards);
+                    let filled = fill(fresh.as_mut(), &universe, batch, hint);
+                    results.push(series, name, 1, filled);
+                    drop(fresh);
+                    measure::return_freed_heap_memory();
+                }
             }
         }
         for &threads in &config.threads {

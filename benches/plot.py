@@ -18,6 +18,7 @@ PANELS = [
     ("zipf_miss", "zipf_miss (Zipf 1.05, {miss:.1f}% misses)"),
     ("publish_during", "readers during republish + evict"),
     ("fill", "fill: batch_set of the whole table"),
+    ("fill_reserved", "fill after reserve (size hint)"),
 ]
 COLORS = {
     "limit": "#9e9e9e",

@@ -17,6 +17,13 @@ pub trait Contender: Send + Sync {
         self.publish(ids, rows, timestamp);
     }
 
+    /// Makes room for `rows` rows in the empty contender before its fill, as a
+    /// host that knows the table's size would; a contender without such a
+    /// call (or sized at construction) keeps this default, which does nothing.
+    fn reserve(&mut self, rows: usize) {
+        let _ = rows;
+    }
+
     /// Whether `publish` and `evict_older_than` may run while readers do.
     fn live_publish(&self) -> bool {
         true

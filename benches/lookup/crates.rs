@@ -30,6 +30,11 @@ impl Contender for DashMapRows {
         "dashmap"
     }
 
+    fn reserve(&mut self, rows: usize) {
+        // DashMap reserves only at construction; the map is still empty.
+        self.map = DashMap::with_capacity_and_hasher(rows, ahash::RandomState::new());
+    }
+
     fn publish(&self, ids: &[i64], rows: &[u8], timestamp: u32) {
         for (&id, row) in ids.iter().zip(rows.chunks_exact(self.row_bytes)) {
             self.map

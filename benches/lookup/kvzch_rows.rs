@@ -9,8 +9,8 @@ use kvzch::ffi::{
     kvzch_batch_event, kvzch_batch_stats, kvzch_cache, kvzch_cache_batch_get,
     kvzch_cache_batch_set, kvzch_cache_create, kvzch_cache_destroy, kvzch_cache_evict_older_than,
     kvzch_cache_get_cumulative_read_stats, kvzch_cache_get_info, kvzch_cache_info,
-    kvzch_cache_register_stat_sink, kvzch_cache_unregister_stat_sink, kvzch_options,
-    kvzch_options_init, kvzch_read_stats, kvzch_status,
+    kvzch_cache_register_stat_sink, kvzch_cache_reserve, kvzch_cache_unregister_stat_sink,
+    kvzch_options, kvzch_options_init, kvzch_read_stats, kvzch_status,
 };
 use kvzch::{Cache, CacheConfig, SinkId};
 
@@ -37,6 +37,10 @@ impl KvzchRust {
 impl Contender for KvzchRust {
     fn name(&self) -> &'static str {
         "kvzch"
+    }
+
+    fn reserve(&mut self, rows: usize) {
+        self.cache.reserve(rows as u64).expect("kvzch reserve");
     }
 
     fn publish(&self, ids: &[i64], rows: &[u8], timestamp: u32) {
@@ -152,6 +156,13 @@ unsafe extern "C" fn count_ids(user_data: *mut c_void, event: *const kvzch_batch
 impl Contender for KvzchC {
     fn name(&self) -> &'static str {
         "kvzch_c"
+    }
+
+    fn reserve(&mut self, rows: usize) {
+        check(
+            kvzch_cache_reserve(self.cache, rows as u64),
+            "kvzch_cache_reserve",
+        );
     }
 
     fn publish(&self, ids: &[i64], rows: &[u8], timestamp: u32) {

@@ -74,6 +74,13 @@ impl Contender for UpstreamPeer {
         "upstream_peer"
     }
 
+    fn reserve(&mut self, rows: usize) {
+        let share = rows.div_ceil(self.shards.len());
+        for shard in self.shards.iter_mut() {
+            shard.get_mut().reserve(share);
+        }
+    }
+
     fn publish(&self, ids: &[i64], rows: &[u8], timestamp: u32) {
         let row_bytes = self.row_bytes;
         for (shard, positions) in self.shard_input(ids).iter().enumerate() {

@@ -101,6 +101,15 @@ const KVZCH: &str = "kvzch";
 const PEER: &str = "upstream_peer";
 const LIMIT: &str = "limit";
 const CRATES: [&str; 2] = ["dashmap", "quick_cache"];
+/// The fill series and their titles: without a size hint, and after every
+/// contender that can be told the table's size was told (`Contender::reserve`).
+const FILLS: [(&str, &str); 2] = [
+    ("fill", "fill: batch_set of the whole table"),
+    (
+        "fill_reserved",
+        "fill with a size hint: reserve, then batch_set of the whole table",
+    ),
+];
 
 fn rate(x: f64) -> String {
     if x.is_nan() {
@@ -249,30 +258,35 @@ impl Report<'_> {
                 out.push('\n');
             }
         }
-        writeln!(
-            out,
-            "### fill: batch_set of the whole table, 1 thread\n\n| contender | rows/s | batch p50 µs | batch p99 µs | vs limit | vs peer |\n|---|---:|---:|---:|---:|---:|"
-        )
-        .unwrap();
-        let (limit_fill, peer_fill) = (
-            self.median_rate("fill", LIMIT, 1),
-            self.median_rate("fill", PEER, 1),
-        );
-        for &name in self.contenders() {
-            if let Some(m) = self.median("fill", name, 1) {
-                writeln!(
-                    out,
-                    "| {name} | {} | {} | {} | {} | {} |",
-                    rate(m.rows_per_s),
-                    micros(m.p50_ns),
-                    micros(m.p99_ns),
-                    ratio(m.rows_per_s / limit_fill),
-                    ratio(m.rows_per_s / peer_fill)
-                )
-                .unwrap();
+        for (series, title) in FILLS {
+            if self.median(series, PEER, 1).is_none() {
+                continue;
             }
+            writeln!(
+                out,
+                "### {title}, 1 thread\n\n| contender | rows/s | batch p50 µs | batch p99 µs | vs limit | vs peer |\n|---|---:|---:|---:|---:|---:|"
+            )
+            .unwrap();
+            let (limit_fill, peer_fill) = (
+                self.median_rate(series, LIMIT, 1),
+                self.median_rate(series, PEER, 1),
+            );
+            for &name in self.contenders() {
+                if let Some(m) = self.median(series, name, 1) {
+                    writeln!(
+                        out,
+                        "| {name} | {} | {} | {} | {} | {} |",
+                        rate(m.rows_per_s),
+                        micros(m.p50_ns),
+                        micros(m.p99_ns),
+                        ratio(m.rows_per_s / limit_fill),
+                        ratio(m.rows_per_s / peer_fill)
+                    )
+                    .unwrap();
+                }
+            }
+            out.push('\n');
         }
-        out.push('\n');
         if has("publish") {
             writeln!(
                 out,
@@ -448,7 +462,7 @@ impl Report<'_> {
                 series.push((s, t));
             }
         }
-        series.push(("fill", 1));
+        series.extend(FILLS.map(|(fill, _)| (fill, 1)));
         for (s, t) in series {
             let kvzch = self.median_rate(s, KVZCH, t);
             if kvzch.is_nan() {
@@ -503,9 +517,15 @@ impl Report<'_> {
                 accounted <= 24.0 && rss <= 24.0,
             );
         }
-        let fill = self.median_rate("fill", KVZCH, 1) / self.median_rate("fill", PEER, 1);
-        if !fill.is_nan() {
-            target("fill: >= 1.5x the peer".into(), ratio(fill), fill >= 1.5);
+        for (series, title) in FILLS {
+            let fill = self.median_rate(series, KVZCH, 1) / self.median_rate(series, PEER, 1);
+            if !fill.is_nan() {
+                target(
+                    format!("{title}: >= 1.5x the peer"),
+                    ratio(fill),
+                    fill >= 1.5,
+                );
+            }
         }
         for &t in &c.threads {
             let x = self.extra("publish_during", KVZCH, t, "p99_vs_idle");
