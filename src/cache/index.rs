@@ -179,6 +179,14 @@ impl Index {
         &self.buckets[home_bucket(hash, self.buckets.len())]
     }
 
+    /// The cache line a probe of `hash` reads next when the first is full.
+    #[inline]
+    pub(crate) fn probe_second(&self, hash: u64) -> &impl Sized {
+        let len = self.buckets.len();
+        let home = home_bucket(hash, len);
+        &self.buckets[if home + 1 == len { 0 } else { home + 1 }]
+    }
+
     /// The bucket holding `key` and the entry's position in it.
     #[inline(always)]
     fn find(&self, key: i64, hash: u64) -> Option<(&Bucket, usize)> {
