@@ -20,6 +20,21 @@ impl<const N: usize> Aligned<N> {
     fn as_mut_ptr<T>(&mut self) -> *mut T {
         self.0.as_mut_ptr().cast()
     }
+
+    /// Asserts that a call filled exactly `size` bytes of a struct that had
+    /// been filled with 0xEE: its leading `struct_size` says `size`, and no
+    /// byte past it was written.
+    fn assert_filled_exactly(&self, size: usize, what: &str) {
+        assert_eq!(
+            u32::from_ne_bytes(self.0[..4].try_into().unwrap()) as usize,
+            size,
+            "{what}: struct_size"
+        );
+        assert!(
+            self.0[size..].iter().all(|&b| b == 0xEE),
+            "{what}: wrote past {size} bytes"
+        );
+    }
 }
 
 fn create(options: &kvzch_options) -> Result<*mut kvzch_cache, kvzch_status> {
@@ -45,14 +60,7 @@ fn options(row_bytes: u32) -> kvzch_options {
 fn options_init_writes_only_the_1_0_fields() {
     let mut bytes = Aligned::<64>::filled(0xEE);
     kvzch_options_init(bytes.as_mut_ptr());
-    assert_eq!(
-        u32::from_ne_bytes(bytes.0[..4].try_into().unwrap()),
-        OPTIONS_1_0 as u32
-    );
-    assert!(
-        bytes.0[OPTIONS_1_0..].iter().all(|&b| b == 0xEE),
-        "wrote past the 1.0 struct"
-    );
+    bytes.assert_filled_exactly(OPTIONS_1_0, "kvzch_options_init");
 
     let mut bytes = Aligned::<64>::filled(0xEE);
     let status = kvzch_options_init_sized(bytes.as_mut_ptr(), 48);
@@ -124,14 +132,7 @@ fn a_policy_evicts_and_info_counts_it_in_both_struct_sizes() {
         kvzch_cache_get_info(cache, old.as_mut_ptr()),
         kvzch_status::KVZCH_STATUS_OK
     );
-    assert_eq!(
-        u32::from_ne_bytes(old.0[..4].try_into().unwrap()),
-        INFO_1_0 as u32
-    );
-    assert!(
-        old.0[INFO_1_0..].iter().all(|&b| b == 0xEE),
-        "wrote past a 1.0 host's struct"
-    );
+    old.assert_filled_exactly(INFO_1_0, "a 1.0 host's kvzch_cache_info");
 
     assert_eq!(kvzch_cache_compact(cache), kvzch_status::KVZCH_STATUS_OK);
     assert_eq!(
@@ -170,11 +171,7 @@ fn the_plugin_table_and_features_include_1_1() {
         let mut short = Aligned::<256>::filled(0xEE);
         let status = kvzch_get_api(1, short.as_mut_ptr(), older);
         assert_eq!(status, kvzch_status::KVZCH_STATUS_OK);
-        assert_eq!(
-            u32::from_ne_bytes(short.0[..4].try_into().unwrap()) as usize,
-            older
-        );
-        assert!(short.0[older..].iter().all(|&b| b == 0xEE));
+        short.assert_filled_exactly(older, "an older host's kvzch_api_v1");
     }
 }
 
