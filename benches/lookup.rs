@@ -650,6 +650,7 @@ fn main() {
                     order.reverse();
                 }
                 for name in order {
+                    measure::provision_memory(universe.rows * (universe.row_bytes + 96));
                     let mut fresh = make(name, &universe, shards);
                     let filled = fill(fresh.as_mut(), &universe, batch, hint);
                     results.push(series, name, 1, filled);

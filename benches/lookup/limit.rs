@@ -12,7 +12,7 @@ const HUGE_PAGE: usize = 2 << 20;
 const PREFETCH_DISTANCE: usize = 16;
 
 /// An anonymous mapping aligned to and advised for 2 MiB pages.
-struct HugeMap {
+pub struct HugeMap {
     mapping: NonNull<u8>,
     mapping_len: usize,
     start: NonNull<u8>,
@@ -26,7 +26,7 @@ unsafe impl Send for HugeMap {}
 unsafe impl Sync for HugeMap {}
 
 impl HugeMap {
-    fn new(len: usize) -> HugeMap {
+    pub fn new(len: usize) -> HugeMap {
         let len = len.max(1).next_multiple_of(HUGE_PAGE);
         let mapping_len = len + HUGE_PAGE;
         // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
@@ -63,7 +63,7 @@ impl HugeMap {
         unsafe { std::slice::from_raw_parts(self.start.as_ptr(), self.len) }
     }
 
-    fn bytes_mut(&mut self) -> &mut [u8] {
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `bytes`, and `&mut self` makes the access exclusive.
         unsafe { std::slice::from_raw_parts_mut(self.start.as_ptr(), self.len) }
     }

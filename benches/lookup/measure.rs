@@ -249,6 +249,20 @@ impl CpuTimes {
     }
 }
 
+/// Touches `bytes` of new memory and frees it, right before a fill. This
+/// machine reports the memory its guest frees in large blocks back to the
+/// hypervisor (virtio-balloon free page reporting), which takes the pages
+/// away: the next touch of such a page faults in the hypervisor as well, at a
+/// cost that varies from run to run and falls on whichever contender comes
+/// next. Pages freed just now are not reported yet, so the fill that follows
+/// pays what a fill pays on bare metal: the kernel's fault and zeroing.
+pub fn provision_memory(bytes: usize) {
+    let mut memory = crate::limit::HugeMap::new(bytes);
+    for page in memory.bytes_mut().chunks_mut(4096) {
+        page[0] = 1;
+    }
+}
+
 /// Hands the heap memory freed so far back to the kernel. glibc keeps what a
 /// dropped contender freed for its next allocations, while kvzch and the limit
 /// unmap theirs: without this, a heap-based contender's fill reused pages the
