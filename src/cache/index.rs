@@ -218,7 +218,7 @@ impl Index {
     }
 
     /// Whether `additional` more keys fit without a rebuild.
-    fn has_room_for(&self, additional: usize) -> bool {
+    pub(crate) fn has_room_for(&self, additional: usize) -> bool {
         self.live + additional <= max_live(self.buckets.len())
     }
 

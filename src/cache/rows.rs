@@ -115,6 +115,11 @@ impl RowArena {
         self.plan.rows_in_chunk(chunk) * (self.row_bytes + std::mem::size_of::<u32>())
     }
 
+    /// Whether `additional` rows can be allocated without a new chunk.
+    pub(crate) fn has_room_for(&self, additional: usize) -> bool {
+        self.spare_slots() >= additional
+    }
+
     fn spare_slots(&self) -> usize {
         self.free_count + (self.capacity - self.fresh_used)
     }

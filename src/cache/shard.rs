@@ -153,6 +153,11 @@ impl Shard {
         self.index.get(key, hash).is_some()
     }
 
+    /// Whether `new_rows` more rows fit in the index and the chunks as they are.
+    pub(crate) fn has_room_for(&self, new_rows: usize) -> bool {
+        self.index.has_room_for(new_rows) && self.rows.has_room_for(new_rows)
+    }
+
     /// Bytes the shard would add to hold `new_rows` more rows.
     pub(crate) fn growth_for(&self, new_rows: usize) -> usize {
         let after = self
