@@ -892,52 +892,63 @@ mod tests {
             .collect()
     }
 
+    /// A cache of 8-byte rows with room reserved for `rows` ids, which it
+    /// publishes (each row its id's bytes) in batches of 4096.
+    struct ReservedTable {
+        cache: Cache,
+        ids: Vec<i64>,
+        payload: Vec<u8>,
+    }
+
+    impl ReservedTable {
+        fn new(rows: usize) -> ReservedTable {
+            let ids: Vec<i64> = (0..rows as i64).map(|i| i * 7_919 - 3).collect();
+            let payload = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+            let cache = Cache::new(CacheConfig::new(8)).unwrap();
+            cache.reserve(rows as u64).unwrap();
+            ReservedTable {
+                cache,
+                ids,
+                payload,
+            }
+        }
+
+        fn publish(&self, timestamp: u32) {
+            for (ids, rows) in self.ids.chunks(4096).zip(self.payload.chunks(4096 * 8)) {
+                self.cache.batch_set(ids, rows, timestamp).unwrap();
+            }
+        }
+    }
+
     #[test]
     fn a_reserved_fill_rebuilds_no_index_and_fills_it_as_reserved() {
-        let rows = 200_000;
-        let ids: Vec<i64> = (0..rows as i64).map(|i| i * 7_919 - 3).collect();
-        let payload: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
-        let reserved = Cache::new(CacheConfig::new(8)).unwrap();
-        reserved.reserve(rows as u64).unwrap();
-        let sizes = index_sizes(&reserved);
-        for (ids, rows) in ids.chunks(4096).zip(payload.chunks(4096 * 8)) {
-            reserved.batch_set(ids, rows, 1).unwrap();
-        }
-        assert_eq!(index_sizes(&reserved), sizes);
+        let table = ReservedTable::new(200_000);
+        let sizes = index_sizes(&table.cache);
+        table.publish(1);
+        assert_eq!(index_sizes(&table.cache), sizes);
         // Sized for the rows that came, where a grown table leaves room for
         // 15% more.
         let buckets: usize = sizes.iter().sum();
-        let fill = rows as f64 / (buckets * BUCKET_WIDTH) as f64;
+        let fill = table.ids.len() as f64 / (buckets * BUCKET_WIDTH) as f64;
         assert!((0.86..=0.88).contains(&fill), "{fill}");
-        let mut out = vec![0u8; payload.len()];
-        assert_eq!(
-            reserved.batch_get(&ids, &mut out, None).unwrap().hits,
-            rows as u64
-        );
-        assert_eq!(out, payload);
+        let mut out = vec![0u8; table.payload.len()];
+        let stats = table.cache.batch_get(&table.ids, &mut out, None).unwrap();
+        assert_eq!(stats.hits, table.ids.len() as u64);
+        assert_eq!(out, table.payload);
     }
 
     #[test]
     fn a_republish_grows_no_shard_that_holds_its_ids() {
-        let rows = 48_000;
-        let ids: Vec<i64> = (0..rows as i64).map(|i| i * 7_919 - 3).collect();
-        let payload: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
-        let cache = Cache::new(CacheConfig::new(8)).unwrap();
-        cache.reserve(rows as u64).unwrap();
-        let publish = |timestamp| {
-            for (ids, rows) in ids.chunks(4096).zip(payload.chunks(4096 * 8)) {
-                cache.batch_set(ids, rows, timestamp).unwrap();
-            }
-        };
-        publish(1);
-        let (sizes, memory) = (index_sizes(&cache), cache.info().memory_bytes);
+        let table = ReservedTable::new(48_000);
+        table.publish(1);
+        let (sizes, memory) = (index_sizes(&table.cache), table.cache.info().memory_bytes);
         // A shard of 3,000 rows reserved at 88% has room for about 140 more,
         // fewer than a batch's share of 256: had the republish counted every
         // id as new, every shard would have grown.
-        publish(2);
-        assert_eq!(index_sizes(&cache), sizes);
-        assert_eq!(cache.info().memory_bytes, memory);
-        assert_eq!(cache.info().updates, rows as u64);
+        table.publish(2);
+        assert_eq!(index_sizes(&table.cache), sizes);
+        assert_eq!(table.cache.info().memory_bytes, memory);
+        assert_eq!(table.cache.info().updates, 48_000);
     }
 
     #[test]
