@@ -1539,7 +1539,7 @@ impl Fuzz {
             }
         }
         self.note("kvzch_cache_reserve", format!("{cache:?}, {additional}"));
-        let status = unsafe { kvzch_cache_reserve(self.handle(cache), additional) };
+        let status = kvzch_cache_reserve(self.handle(cache), additional);
         self.outcome("kvzch_cache_reserve", status, &expect);
         if let CacheArg::Live(c) = cache {
             self.check_quiet(c);

@@ -138,8 +138,23 @@ fn home_bucket(hash: u64, len: usize) -> usize {
     ((u128::from(hash) * len as u128) >> 64) as usize
 }
 
+/// The bucket a probe reads after `at`, wrapping around the table's end.
+#[inline(always)]
+fn next_bucket(at: usize, len: usize) -> usize {
+    if at + 1 == len {
+        0
+    } else {
+        at + 1
+    }
+}
+
 fn bucket_count_for(entries: usize, sizing: Sizing) -> usize {
     ((entries as f64 / (BUCKET_WIDTH as f64 * sizing.fill())).ceil() as usize).max(1)
+}
+
+/// Bytes of a table sized for `entries` keys.
+fn table_bytes(entries: usize, sizing: Sizing) -> usize {
+    bucket_count_for(entries, sizing) * std::mem::size_of::<Bucket>()
 }
 
 fn max_live(bucket_count: usize) -> usize {
@@ -170,7 +185,7 @@ impl Index {
     /// The size a table holding `keys` keys has at most when it only grows as
     /// far as a rebuild for that many keys takes it.
     pub(crate) fn memory_bytes_for(keys: usize) -> usize {
-        bucket_count_for(keys, Sizing::Publish) * std::mem::size_of::<Bucket>()
+        table_bytes(keys, Sizing::Publish)
     }
 
     /// The first cache line a lookup of `hash` touches, for prefetching.
@@ -184,7 +199,7 @@ impl Index {
     pub(crate) fn probe_second(&self, hash: u64) -> &impl Sized {
         let len = self.buckets.len();
         let home = home_bucket(hash, len);
-        &self.buckets[if home + 1 == len { 0 } else { home + 1 }]
+        &self.buckets[next_bucket(home, len)]
     }
 
     /// The bucket holding `key` and the entry's position in it.
@@ -200,7 +215,7 @@ impl Index {
             if bucket.slots.contains(&EMPTY) {
                 return None;
             }
-            at = if at + 1 == len { 0 } else { at + 1 };
+            at = next_bucket(at, len);
         }
     }
 
@@ -227,7 +242,7 @@ impl Index {
         if self.has_room_for(additional) {
             self.memory_bytes()
         } else {
-            bucket_count_for(self.live + additional, sizing) * std::mem::size_of::<Bucket>()
+            table_bytes(self.live + additional, sizing)
         }
     }
 
@@ -320,7 +335,7 @@ impl Index {
             if let Some(entry) = empty {
                 break entry;
             }
-            at = if at + 1 == len { 0 } else { at + 1 };
+            at = next_bucket(at, len);
         };
         debug_assert!(self.live < max_live(len), "insertion without a reservation");
         let position = Position {
@@ -349,7 +364,7 @@ impl Index {
         let mut at = home_bucket(hash, len);
         let mut read = 1;
         while !self.buckets[at].slots.contains(&EMPTY) {
-            at = (at + 1) % len;
+            at = next_bucket(at, len);
             read += 1;
         }
         read
@@ -409,7 +424,7 @@ impl Index {
             if bucket.slots.contains(&EMPTY) {
                 return None;
             }
-            at = if at + 1 == len { 0 } else { at + 1 };
+            at = next_bucket(at, len);
         }
     }
 
@@ -422,11 +437,7 @@ impl Index {
         self.buckets[hole.bucket].slots[hole.entry] = EMPTY;
         *self.buckets[hole.bucket].referenced.get_mut() &= !(1 << hole.entry);
         self.live -= 1;
-        let mut at = if hole.bucket + 1 == len {
-            0
-        } else {
-            hole.bucket + 1
-        };
+        let mut at = next_bucket(hole.bucket, len);
         while at != hole.bucket {
             let bucket = &self.buckets[at];
             let had_empty = bucket.slots.contains(&EMPTY);
@@ -447,7 +458,7 @@ impl Index {
             if had_empty {
                 return;
             }
-            at = if at + 1 == len { 0 } else { at + 1 };
+            at = next_bucket(at, len);
         }
     }
 
@@ -553,7 +564,7 @@ impl Rebuilding {
         let len = self.taken.len();
         let mut at = home_bucket(hash, len);
         while usize::from(self.taken[at]) == BUCKET_WIDTH {
-            at = if at + 1 == len { 0 } else { at + 1 };
+            at = next_bucket(at, len);
         }
         let entry = usize::from(self.taken[at]);
         self.taken[at] += 1;

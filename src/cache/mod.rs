@@ -418,30 +418,23 @@ impl Cache {
             )));
         }
         let _writer = self.writer.lock();
-        let room_of = |shard: usize, len: usize| match self.capacity {
-            Some(capacity) => (per_shard as usize).min(capacity.of(shard).saturating_sub(len)),
-            None => per_shard as usize,
-        };
+        let mut rooms = Vec::with_capacity(self.shards.len());
         let mut added_bytes = 0u64;
         for (shard, lock) in self.shards.iter().enumerate() {
             let guard = lock.read();
-            let room = room_of(shard, guard.len());
+            let room = match self.capacity {
+                Some(capacity) => {
+                    (per_shard as usize).min(capacity.of(shard).saturating_sub(guard.len()))
+                }
+                None => per_shard as usize,
+            };
             guard.check_addressable(room)?;
             added_bytes += guard.reservation_growth_for(room) as u64;
+            rooms.push(room);
         }
         self.check_capacity(additional_rows, added_bytes)?;
-        for (shard, lock) in self.shards.iter().enumerate() {
-            // Built under the read lock, as a publish's growth is.
-            let grown = {
-                let guard = lock.read();
-                guard.grown_index(room_of(shard, guard.len()), Sizing::Reservation)?
-            };
-            if let Some(index) = grown {
-                let mut guard = lock.write();
-                let before = guard.memory_bytes();
-                guard.install_index(index);
-                self.account_memory(before, guard.memory_bytes());
-            }
+        for (shard, room) in rooms.into_iter().enumerate() {
+            self.reserve_in(shard, 0, room, Sizing::Reservation)?;
         }
         Ok(())
     }
@@ -492,19 +485,24 @@ impl Cache {
                 .capacity_evictions
                 .fetch_add((new_ids.len() - kept) as u64, Ordering::Relaxed);
             drop(guard);
-            self.reserve_in(shard, kept)?;
+            self.reserve_in(shard, kept, kept, Sizing::Publish)?;
         }
         Ok(dropped)
     }
 
-    /// Makes room in a shard for `new_rows` insertions. A grown index is built
+    /// Makes room in a shard's chunks for `new_rows` rows and in its index for
+    /// `index_room` keys, a table grown as `sizing` says. A grown index is built
     /// under the read lock, so readers of the shard wait only for the swap.
     /// Runs under the writer mutex, which keeps the shard's keys as they were
     /// when the index was built.
-    fn reserve_in(&self, shard: usize, new_rows: usize) -> Result<(), Error> {
-        let grown_index = self.shards[shard]
-            .read()
-            .grown_index(new_rows, Sizing::Publish)?;
+    fn reserve_in(
+        &self,
+        shard: usize,
+        new_rows: usize,
+        index_room: usize,
+        sizing: Sizing,
+    ) -> Result<(), Error> {
+        let grown_index = self.shards[shard].read().grown_index(index_room, sizing)?;
         let mut guard = self.shards[shard].write();
         let before = guard.memory_bytes();
         let reserved = guard.reserve(new_rows, grown_index);
@@ -551,7 +549,8 @@ impl Cache {
         }
         let result = self.check_capacity(new_rows, added_bytes).and_then(|()| {
             for (shard, _) in grouping.shard_groups() {
-                self.reserve_in(shard, needs[shard] as usize)?;
+                let need = needs[shard] as usize;
+                self.reserve_in(shard, need, need, Sizing::Publish)?;
             }
             Ok(())
         });

@@ -191,8 +191,8 @@ impl Shard {
     }
 
     /// Allocates the rows `new_rows` insertions need and installs the index
-    /// `grown_index` built for them, so that `upsert` cannot fail. On failure
-    /// the shard is unchanged.
+    /// `grown_index` built (for them, or for a reservation), so that `upsert`
+    /// cannot fail. On failure the shard is unchanged.
     pub(crate) fn reserve(
         &mut self,
         new_rows: usize,
@@ -200,15 +200,10 @@ impl Shard {
     ) -> Result<(), Error> {
         self.rows.reserve(new_rows)?;
         if let Some(index) = grown_index {
-            self.install_index(index);
+            debug_assert_eq!(index.len(), self.index.len());
+            self.index = index;
         }
         Ok(())
-    }
-
-    /// Replaces the index with `grown`, built by `grown_index` from it.
-    pub(crate) fn install_index(&mut self, grown: Index) {
-        debug_assert_eq!(grown.len(), self.index.len());
-        self.index = grown;
     }
 
     /// Stores `row` for `key`; true when the key is new. Room was reserved.
