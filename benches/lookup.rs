@@ -330,6 +330,19 @@ enum SizeHint {
     Reserve,
 }
 
+impl SizeHint {
+    fn series(self) -> &'static str {
+        match self {
+            SizeHint::None => "fill",
+            SizeHint::Reserve => "fill_reserved",
+        }
+    }
+}
+
+/// Memory a fill takes per row beyond the payload, generously: every
+/// contender's own (the peer and the crates hold 50-85 B/row) rounded up.
+const FILL_BYTES_PER_ROW_BEYOND_PAYLOAD: usize = 96;
+
 /// Publishes the whole table at timestamp 1 into a new contender, before any
 /// reader: the fill. Only the `batch_set` calls are timed, and the `reserve`
 /// call that precedes them under `SizeHint::Reserve`.
@@ -639,10 +652,6 @@ fn main() {
                 &[SizeHint::Reserve][..]
             };
             for &hint in hints {
-                let series = match hint {
-                    SizeHint::None => "fill",
-                    SizeHint::Reserve => "fill_reserved",
-                };
                 // Every other run in reverse, so that no contender always
                 // follows the same one.
                 let mut order = config.contenders.clone();
@@ -650,10 +659,12 @@ fn main() {
                     order.reverse();
                 }
                 for name in order {
-                    measure::provision_memory(universe.rows * (universe.row_bytes + 96));
+                    measure::provision_memory(
+                        universe.rows * (universe.row_bytes + FILL_BYTES_PER_ROW_BEYOND_PAYLOAD),
+                    );
                     let mut fresh = make(name, &universe, shards);
                     let filled = fill(fresh.as_mut(), &universe, batch, hint);
-                    results.push(series, name, 1, filled);
+                    results.push(hint.series(), name, 1, filled);
                     drop(fresh);
                     measure::return_freed_heap_memory();
                 }
