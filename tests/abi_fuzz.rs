@@ -1012,7 +1012,7 @@ impl Fuzz {
         let mut shards_ok = info.num_shards.is_power_of_two();
         if !evicts {
             shards_ok &= match num_shards {
-                0 => (16..=256).contains(&info.num_shards),
+                0 => (8..=128).contains(&info.num_shards),
                 n => info.num_shards == n.next_power_of_two(),
             };
         }

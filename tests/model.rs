@@ -266,7 +266,7 @@ impl Model {
 
 fn expected_shards(requested: usize) -> impl Fn(usize) -> bool {
     move |actual| match requested {
-        0 => actual.is_power_of_two() && (16..=256).contains(&actual),
+        0 => actual.is_power_of_two() && (8..=128).contains(&actual),
         n => actual == n.next_power_of_two(),
     }
 }
