@@ -26,7 +26,7 @@ use crate::prefetch::prefetch;
 
 use super::config::EvictionPolicy;
 use super::hash::IdHasher;
-use super::index::{Index, Sizing, BUCKET_WIDTH};
+use super::index::{Growth, Index, Sizing, BUCKET_WIDTH};
 use super::rows::RowArena;
 use super::Error;
 
@@ -94,9 +94,14 @@ impl HandWalk {
 }
 
 impl Shard {
-    pub(crate) fn new(row_bytes: usize, hasher: IdHasher, policy: EvictionPolicy) -> Shard {
+    pub(crate) fn new(
+        row_bytes: usize,
+        hasher: IdHasher,
+        policy: EvictionPolicy,
+        growth: Growth,
+    ) -> Shard {
         Shard {
-            index: Index::new(),
+            index: Index::new(growth),
             rows: RowArena::new(row_bytes),
             hasher,
             policy,
@@ -376,7 +381,7 @@ mod tests {
     /// row recent. Misses must stay as cheap as in a table filled at random.
     fn continuous_eviction_keeps_misses_short(read_every: Option<usize>) {
         let hasher = IdHasher::new();
-        let mut shard = Shard::new(8, hasher, EvictionPolicy::LruApprox);
+        let mut shard = Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact);
         let rows = 50_000;
         let publish = |shard: &mut Shard, keys: std::ops::Range<i64>| {
             let reserved = shard
@@ -402,7 +407,7 @@ mod tests {
             next += 500;
         }
         assert_eq!(shard.len(), rows as usize);
-        let mut fresh = Shard::new(8, hasher, EvictionPolicy::LruApprox);
+        let mut fresh = Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact);
         publish(&mut fresh, next - rows..next);
         assert_eq!(fresh.bucket_count(), shard.bucket_count());
         let mean_miss = |shard: &Shard| {
