@@ -97,14 +97,37 @@ impl<T> HugePageArray<T> {
     }
 }
 
-impl HugePageArray<u8> {
-    /// `len` zero bytes. A fresh mapping reads as zeros already, so its pages
-    /// are touched, and paid for, only when first written.
-    pub(crate) fn zeroed(len: usize) -> Option<HugePageArray<u8>> {
-        if len < MAPPED_BYTES {
-            return HugePageArray::new(len, || 0);
+/// Types whose every byte may be zero: an array of them can start as a fresh
+/// mapping, which reads as zeros already.
+///
+/// # Safety
+///
+/// All-zero bytes must be a valid value of the type.
+pub(crate) unsafe trait Zeroable: Sized {
+    /// The value of all-zero bytes.
+    fn zero() -> Self {
+        // SAFETY: the implementor vouches that all-zero bytes are a valid value.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+// SAFETY: zero is a `u8`.
+unsafe impl Zeroable for u8 {}
+
+// SAFETY: a bucket is `[i64; 5]`, `[u32; 5]` and an `AtomicU32`, with no
+// padding (it is one 64-byte line of them), all valid as zero; zero bytes are
+// the empty bucket, which the index's tests read from a zeroed table.
+unsafe impl Zeroable for crate::cache::index::Bucket {}
+
+impl<T: Zeroable> HugePageArray<T> {
+    /// `len` elements of zero bytes. A fresh mapping's pages are touched, and
+    /// paid for, only when first written.
+    pub(crate) fn zeroed(len: usize) -> Option<HugePageArray<T>> {
+        let bytes = len.checked_mul(std::mem::size_of::<T>())?;
+        if bytes < MAPPED_BYTES {
+            return HugePageArray::new(len, T::zero);
         }
-        Some(HugePageArray::mapped(map_for(len)?, len))
+        Some(HugePageArray::mapped(map_for(bytes)?, len))
     }
 }
 

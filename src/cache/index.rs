@@ -31,9 +31,13 @@ use super::Error;
 use crate::huge_pages::HugePageArray;
 
 pub(crate) const BUCKET_WIDTH: usize = 5;
-const EMPTY: u32 = u32::MAX;
-/// Slots are strictly below this value; `EMPTY` marks a free position.
-pub(crate) const SLOT_LIMIT: u32 = EMPTY;
+/// A position holds its row's slot plus one, and this marks a free position:
+/// a fresh mapping, all zeros, is then an empty table that nobody writes
+/// before its entries (writing `u32::MAX` into every position of every table
+/// a fill grows cost about 4% of the fill).
+const EMPTY: u32 = 0;
+/// Slots are strictly below this value, so that a slot plus one fits.
+pub(crate) const SLOT_LIMIT: u32 = u32::MAX;
 
 /// Entries may fill at most this share of the table, which keeps every probe
 /// sequence short and guarantees an empty position.
@@ -89,20 +93,22 @@ impl Sizing {
     }
 }
 
+/// All zeros is the empty bucket, and tables start as zero pages: its fields
+/// must stay valid as zero bytes (see `huge_pages::Zeroable`).
 #[repr(C, align(64))]
-struct Bucket {
+pub(crate) struct Bucket {
     keys: [i64; BUCKET_WIDTH],
+    /// Each entry's slot plus one, or `EMPTY`.
     slots: [u32; BUCKET_WIDTH],
     /// Bit `i`: entry `i` was read since the clock hand last passed it.
     referenced: AtomicU32,
 }
 
-fn empty_bucket() -> Bucket {
-    Bucket {
-        keys: [0; BUCKET_WIDTH],
-        slots: [EMPTY; BUCKET_WIDTH],
-        referenced: AtomicU32::new(0),
-    }
+/// What a position holds for `slot`.
+#[inline(always)]
+fn stored(slot: u32) -> u32 {
+    debug_assert!(slot < SLOT_LIMIT);
+    slot + 1
 }
 
 impl Bucket {
@@ -118,7 +124,14 @@ impl Bucket {
         (matches != 0).then(|| matches.trailing_zeros() as usize)
     }
 
-    /// The slot at `entry`; with `TOUCH`, also marks the entry as read.
+    /// The slot at `entry`, if the position is taken.
+    #[inline(always)]
+    fn slot(&self, entry: usize) -> Option<u32> {
+        self.slots[entry].checked_sub(1)
+    }
+
+    /// The slot at the taken position `entry`; with `TOUCH`, also marks the
+    /// entry as read.
     #[inline(always)]
     fn read<const TOUCH: bool>(&self, entry: usize) -> u32 {
         if TOUCH {
@@ -132,7 +145,7 @@ impl Bucket {
                     .store(referenced | 1 << entry, Ordering::Relaxed);
             }
         }
-        self.slots[entry]
+        self.slots[entry] - 1
     }
 }
 
@@ -206,14 +219,14 @@ fn max_live(bucket_count: usize) -> usize {
 }
 
 fn allocate_buckets(count: usize) -> Result<HugePageArray<Bucket>, Error> {
-    HugePageArray::new(count, empty_bucket)
+    HugePageArray::zeroed(count)
         .ok_or_else(|| Error::out_of_memory(format!("index of {count} buckets")))
 }
 
 impl Index {
     pub(crate) fn new(growth: Growth) -> Index {
         Index {
-            buckets: HugePageArray::new(1, empty_bucket).expect("memory for one bucket"),
+            buckets: allocate_buckets(1).expect("memory for one bucket"),
             live: 0,
             growth,
         }
@@ -383,7 +396,7 @@ impl Index {
                 if slot == EMPTY {
                     empty = empty.or(Some(entry));
                 } else if k == key {
-                    return (Position { bucket: at, entry }, slot, false);
+                    return (Position { bucket: at, entry }, slot - 1, false);
                 }
             }
             if let Some(entry) = empty {
@@ -399,7 +412,7 @@ impl Index {
         let bucket = &mut self.buckets[at];
         let slot = new_slot();
         bucket.keys[i] = key;
-        bucket.slots[i] = slot;
+        bucket.slots[i] = stored(slot);
         // A new entry has not been read yet, whatever the position held before.
         *bucket.referenced.get_mut() &= !(1 << i);
         self.live += 1;
@@ -440,8 +453,8 @@ impl Index {
     pub(crate) fn entry_at(&mut self, index: usize) -> Option<Entry> {
         let Position { bucket, entry } = Index::position(index);
         let bucket = &mut self.buckets[bucket];
-        let slot = bucket.slots[entry];
-        (slot < SLOT_LIMIT).then(|| Entry {
+        let slot = bucket.slot(entry)?;
+        Some(Entry {
             key: bucket.keys[entry],
             slot,
             referenced: *bucket.referenced.get_mut() & (1 << entry) != 0,
@@ -471,7 +484,7 @@ impl Index {
         loop {
             let bucket = &self.buckets[at];
             if let Some(entry) = bucket.position_of(key) {
-                let slot = bucket.slots[entry];
+                let slot = bucket.slots[entry] - 1;
                 self.vacate(Position { bucket: at, entry }, hash_of);
                 return Some(slot);
             }
@@ -548,9 +561,8 @@ impl Index {
         let mut removed = 0;
         for bucket in buckets {
             for entry in 0..BUCKET_WIDTH {
-                loop {
-                    let slot = self.buckets[bucket].slots[entry];
-                    if slot == EMPTY || !take(slot) {
+                while let Some(slot) = self.buckets[bucket].slot(entry) {
+                    if !take(slot) {
                         break;
                     }
                     self.vacate(Position { bucket, entry }, &hash_of);
@@ -600,8 +612,8 @@ impl Rebuilding {
         hash_of: &impl Fn(i64) -> u64,
         mut move_slot: impl FnMut(u32) -> u32,
     ) {
-        for (i, (&key, &slot)) in bucket.keys.iter().zip(&bucket.slots).enumerate() {
-            if slot < SLOT_LIMIT {
+        for (i, &key) in bucket.keys.iter().enumerate() {
+            if let Some(slot) = bucket.slot(i) {
                 let at = self.insert_new(key, hash_of(key), move_slot(slot));
                 *self.index.buckets[at.bucket].referenced.get_mut() |=
                     (referenced >> i & 1) << at.entry;
@@ -625,7 +637,7 @@ impl Rebuilding {
         self.taken[at] += 1;
         let bucket = &mut self.index.buckets[at];
         bucket.keys[entry] = key;
-        bucket.slots[entry] = slot;
+        bucket.slots[entry] = stored(slot);
         self.index.live += 1;
         Position { bucket: at, entry }
     }
@@ -888,6 +900,22 @@ mod tests {
                     assert_eq!(index.get(key, hash(key)), Some(key as u32));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_zeroed_table_is_empty() {
+        // On the heap and in a mapping of its own.
+        for buckets in [1, 3, 5_000] {
+            let mut index = Index {
+                buckets: allocate_buckets(buckets).unwrap(),
+                live: 0,
+                growth: Growth::Exact,
+            };
+            assert!((0..index.positions()).all(|at| index.entry_at(at).is_none()));
+            assert!((0..1_000).all(|key| index.get(key, hash(key)).is_none()));
+            assert_eq!(index.get_or_insert(7, hash(7), || 0), (0, true));
+            assert_eq!(index.get(7, hash(7)), Some(0));
         }
     }
 

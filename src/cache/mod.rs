@@ -29,7 +29,7 @@ mod batch;
 mod config;
 mod error;
 mod hash;
-mod index;
+pub(crate) mod index;
 mod rows;
 mod shard;
 
