@@ -671,11 +671,17 @@ mod tests {
     }
 
     /// Inserts, removes by key, by position and by range at random against a
-    /// model, then checks every key of the model is found with its slot and
-    /// that no other is.
+    /// model, compacting now and then, then checks every key of the model is
+    /// found with its slot and that no other is; for either kind of growth.
     fn churn_against_model(hash_of: fn(i64) -> u64, seed: u64) {
+        for growth in [Growth::Exact, Growth::Staggered { phase: 0.6 }] {
+            churn_with_growth(growth, hash_of, seed);
+        }
+    }
+
+    fn churn_with_growth(growth: Growth, hash_of: fn(i64) -> u64, seed: u64) {
         let mut choices = Choices(seed);
-        let mut index = Index::new(Growth::Exact);
+        let mut index = Index::new(growth);
         let mut model = std::collections::HashMap::new();
         let key_space = 3_000;
         for step in 0..30_000u32 {
@@ -714,6 +720,9 @@ mod tests {
                     assert_eq!(removed, taken.len());
                     model.retain(|_, slot| !taken.contains(slot));
                 }
+            }
+            if step % 4_999 == 0 {
+                index.compact(hash_of, |slot| slot).unwrap();
             }
             assert_eq!(index.len(), model.len());
         }
