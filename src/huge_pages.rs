@@ -114,15 +114,17 @@ pub(crate) unsafe trait Zeroable: Sized {
 // SAFETY: zero is a `u8`.
 unsafe impl Zeroable for u8 {}
 
-// SAFETY: a bucket is `[i64; 5]`, `[u32; 5]` and an `AtomicU32`, with no
-// padding (it is one 64-byte line of them), all valid as zero; zero bytes are
-// the empty bucket, which the index's tests read from a zeroed table.
+// SAFETY: a bucket's fields are `[i64; 5]`, `[u32; 5]` and an `AtomicU32`, each
+// valid as zero bytes. Zero bytes are also the empty bucket (zero marks a free
+// position), which the index's tests read from zeroed tables. The impl lives
+// here because `cache/` forbids `unsafe`.
 unsafe impl Zeroable for crate::cache::index::Bucket {}
 
 impl<T: Zeroable> HugePageArray<T> {
     /// `len` elements of zero bytes. A fresh mapping's pages are touched, and
     /// paid for, only when first written.
     pub(crate) fn zeroed(len: usize) -> Option<HugePageArray<T>> {
+        const { assert!(std::mem::align_of::<T>() <= MAPPING_ALIGN) };
         let bytes = len.checked_mul(std::mem::size_of::<T>())?;
         if bytes < MAPPED_BYTES {
             return HugePageArray::new(len, T::zero);
