@@ -960,7 +960,7 @@ mod tests {
         table.publish(1);
         assert_eq!(index_sizes(&table.cache), sizes);
         // Sized for the rows that came, where a grown table leaves room for
-        // 15% more.
+        // 15% to 30% more.
         let buckets: usize = sizes.iter().sum();
         let fill = table.ids.len() as f64 / (buckets * BUCKET_WIDTH) as f64;
         assert!((0.86..=0.88).contains(&fill), "{fill}");

@@ -417,15 +417,16 @@ pub extern "C" fn kvzch_cache_compact(cache: *mut kvzch_cache) -> kvzch_status {
 /// 1.2: makes room in the index for `additional_rows` rows beyond those
 /// stored, so that publishing them rebuilds nothing: call it before loading a
 /// table whose size is known. A fill without it rebuilds each shard's index
-/// every time the shard grows by 15%. Row memory is still allocated as rows
-/// arrive. The room counts in `memory_bytes` from now on; `kvzch_cache_compact`
-/// gives back what is unused. `KVZCH_STATUS_CAPACITY_EXCEEDED`, changing
-/// nothing, when the rows would pass `max_rows` or their room would take
-/// `memory_bytes` past `max_memory_bytes`, whatever the eviction policy:
-/// reserving never evicts. Under a policy a shard's room stops at its share of
-/// the capacity. `KVZCH_STATUS_INVALID_ARGUMENT` for more rows than the
-/// cache's shards can address; `KVZCH_STATUS_OUT_OF_MEMORY` when the room
-/// cannot be allocated (shards grown before the failure keep their room).
+/// every time the shard grows by 30% (15% under `max_memory_bytes`). Row
+/// memory is still allocated as rows arrive. The room counts in `memory_bytes`
+/// from now on; `kvzch_cache_compact` gives back what is unused.
+/// `KVZCH_STATUS_CAPACITY_EXCEEDED`, changing nothing, when the rows would pass
+/// `max_rows` or their room would take `memory_bytes` past `max_memory_bytes`,
+/// whatever the eviction policy: reserving never evicts. Under a policy a
+/// shard's room stops at its share of the capacity.
+/// `KVZCH_STATUS_INVALID_ARGUMENT` for more rows than the cache's shards can
+/// address; `KVZCH_STATUS_OUT_OF_MEMORY` when the room cannot be allocated
+/// (shards grown before the failure keep their room).
 /// 0 rows: nothing to do.
 #[no_mangle]
 pub extern "C" fn kvzch_cache_reserve(
