@@ -409,8 +409,8 @@ impl Cache {
     /// the size of the table it is about to load calls first. Without it a
     /// fill rebuilds each shard's index every time it grows by 30% (15% in a
     /// cache that caps its memory), steps that keep memory within 24 bytes per
-    /// row, and moves each id about four times on the way (eight). Row memory
-    /// is still allocated as rows arrive, in chunks that are never copied.
+    /// row, and moves each id about four times on the way (eight in 15% steps).
+    /// Row memory is still allocated as rows arrive, in chunks never copied.
     ///
     /// The room is split evenly over the shards, as ids are. It counts in
     /// `memory_bytes` from now on, and `compact` gives back what is unused.
