@@ -186,6 +186,11 @@ fn next_bucket(at: usize, len: usize) -> usize {
     }
 }
 
+/// Bytes of a table of `buckets` buckets.
+fn table_bytes(buckets: usize) -> usize {
+    buckets * std::mem::size_of::<Bucket>()
+}
+
 /// Buckets that `entries` keys fill to `fill`, however small.
 fn buckets_at_fill(entries: usize, fill: f64) -> f64 {
     entries as f64 / (BUCKET_WIDTH as f64 * fill)
@@ -237,13 +242,13 @@ impl Index {
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {
-        self.buckets.len() * std::mem::size_of::<Bucket>()
+        table_bytes(self.buckets.len())
     }
 
     /// The size an exactly grown table holding `keys` keys has at most when it
     /// only grows as far as a rebuild for that many keys takes it.
     pub(crate) fn memory_bytes_for(keys: usize) -> usize {
-        Growth::Exact.bucket_count_for(keys, Sizing::Publish) * std::mem::size_of::<Bucket>()
+        table_bytes(Growth::Exact.bucket_count_for(keys, Sizing::Publish))
     }
 
     /// The first cache line a lookup of `hash` touches, for prefetching.
@@ -300,8 +305,7 @@ impl Index {
         if self.has_room_for(additional) {
             self.memory_bytes()
         } else {
-            self.growth.bucket_count_for(self.live + additional, sizing)
-                * std::mem::size_of::<Bucket>()
+            table_bytes(self.growth.bucket_count_for(self.live + additional, sizing))
         }
     }
 

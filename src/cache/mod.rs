@@ -902,31 +902,42 @@ mod tests {
             .collect()
     }
 
-    /// A cache of 8-byte rows with room reserved for `rows` ids, which it
-    /// publishes (each row its id's bytes) in batches of 4096.
-    struct ReservedTable {
+    /// A cache of 8-byte rows and `rows` ids, which it publishes (each row
+    /// its id's bytes) in batches of 4096.
+    struct Table {
         cache: Cache,
         ids: Vec<i64>,
         payload: Vec<u8>,
     }
 
-    impl ReservedTable {
-        fn new(rows: usize) -> ReservedTable {
+    impl Table {
+        fn new(config: CacheConfig, rows: usize) -> Table {
             let ids: Vec<i64> = (0..rows as i64).map(|i| i * 7_919 - 3).collect();
             let payload = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
-            let cache = Cache::new(CacheConfig::new(8)).unwrap();
-            cache.reserve(rows as u64).unwrap();
-            ReservedTable {
-                cache,
+            Table {
+                cache: Cache::new(config).unwrap(),
                 ids,
                 payload,
             }
         }
 
-        fn publish(&self, timestamp: u32) {
+        /// A default cache with room reserved for the ids.
+        fn reserved(rows: usize) -> Table {
+            let table = Table::new(CacheConfig::new(8), rows);
+            table.cache.reserve(rows as u64).unwrap();
+            table
+        }
+
+        /// Publishes the ids, calling `after_batch` after each batch.
+        fn publish_each(&self, timestamp: u32, mut after_batch: impl FnMut()) {
             for (ids, rows) in self.ids.chunks(4096).zip(self.payload.chunks(4096 * 8)) {
                 self.cache.batch_set(ids, rows, timestamp).unwrap();
+                after_batch();
             }
+        }
+
+        fn publish(&self, timestamp: u32) {
+            self.publish_each(timestamp, || {});
         }
     }
 
@@ -936,26 +947,23 @@ mod tests {
             num_shards: 8,
             ..CacheConfig::new(8)
         };
-        let cache = Cache::new(config).unwrap();
-        let ids: Vec<i64> = (0..240_000).map(|i| i * 7_919 - 3).collect();
-        let payload: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+        let table = Table::new(config, 240_000);
         let (mut least, mut most) = (f64::MAX, 0f64);
-        for (ids, rows) in ids.chunks(4096).zip(payload.chunks(4096 * 8)) {
-            cache.batch_set(ids, rows, 1).unwrap();
-            let stored = cache.info().rows as f64;
+        table.publish_each(1, || {
+            let stored = table.cache.info().rows as f64;
             if stored >= 60_000.0 {
-                let per_row = index_sizes(&cache).iter().sum::<usize>() as f64 / stored;
+                let per_row = index_sizes(&table.cache).iter().sum::<usize>() as f64 / stored;
                 least = least.min(per_row);
                 most = most.max(per_row);
             }
-        }
+        });
         // Shards growing in step swing by the whole 1.3x step.
         assert!(most / least < 1.1, "buckets per row {least:.4}..{most:.4}");
     }
 
     #[test]
     fn a_reserved_fill_rebuilds_no_index_and_fills_it_as_reserved() {
-        let table = ReservedTable::new(200_000);
+        let table = Table::reserved(200_000);
         let sizes = index_sizes(&table.cache);
         table.publish(1);
         assert_eq!(index_sizes(&table.cache), sizes);
@@ -972,7 +980,7 @@ mod tests {
 
     #[test]
     fn a_republish_grows_no_shard_that_holds_its_ids() {
-        let table = ReservedTable::new(48_000);
+        let table = Table::reserved(48_000);
         table.publish(1);
         let (sizes, memory) = (index_sizes(&table.cache), table.cache.info().memory_bytes);
         // A shard of 3,000 rows reserved at 88% has room for about 140 more,
