@@ -268,6 +268,26 @@ fn config_errors_name_the_argument() {
     assert_eq!((info.num_shards, info.row_bytes, info.rows), (8, 3, 0));
 }
 
+/// Looks up `wanted` and checks it got `row_of(id, version)` for the ids
+/// `stored` says are there, zeros and a clear mask bit for the others.
+fn assert_lookup(cache: &Cache, wanted: &[i64], stored: impl Fn(i64) -> bool, version: u8) {
+    let row_bytes = cache.row_bytes();
+    let (out, mask, stats) = get(cache, wanted);
+    let hits = wanted.iter().filter(|&&id| stored(id)).count() as u64;
+    let batch = format!("row_bytes {row_bytes}, {} ids", wanted.len());
+    assert_eq!(stats.hits, hits, "{batch}");
+    for (i, &id) in wanted.iter().enumerate() {
+        let row = &out[i * row_bytes..][..row_bytes];
+        if stored(id) {
+            assert_eq!(row, row_of(id, version, row_bytes), "{batch}: id {id}");
+            assert_eq!(mask[i], 1, "{batch}: id {id}");
+        } else {
+            assert!(row.iter().all(|&b| b == 0), "{batch}: id {id}");
+            assert_eq!(mask[i], 0, "{batch}: id {id}");
+        }
+    }
+}
+
 #[test]
 fn every_row_width_round_trips_including_the_specialized_ones() {
     for row_bytes in [1, 63, 64, 128, 192, 256, 512, 1000, 1024, 4096] {
@@ -277,22 +297,29 @@ fn every_row_width_round_trips_including_the_specialized_ones() {
             .batch_set(&ids, &rows_of(&ids, 9, row_bytes), 1)
             .unwrap();
         let wanted: Vec<i64> = (0..900).rev().collect();
-        let (out, mask, stats) = get(&cache, &wanted);
-        assert_eq!(stats.hits, 300, "row_bytes {row_bytes}");
-        for (i, &id) in wanted.iter().enumerate() {
-            let row = &out[i * row_bytes..][..row_bytes];
-            if id % 3 == 0 {
-                assert_eq!(
-                    row,
-                    row_of(id, 9, row_bytes),
-                    "row_bytes {row_bytes} id {id}"
-                );
-            } else {
-                assert!(
-                    row.iter().all(|&b| b == 0) && mask[i] == 0,
-                    "row_bytes {row_bytes} id {id}"
-                );
-            }
+        assert_lookup(&cache, &wanted, |id| id % 3 == 0, 9);
+    }
+}
+
+#[test]
+fn every_batch_length_around_the_prefetch_distances_reads_the_right_rows() {
+    // A lookup resolves 4 to 16 ids ahead of the row it copies, depending on
+    // the row width, and asks for buckets twice as far ahead. With one shard
+    // a batch is one group, so these lengths start, fill and drain the
+    // pipeline at every distance.
+    for row_bytes in [64, 100, 256, 1024] {
+        let cache = Cache::new(CacheConfig {
+            num_shards: 1,
+            ..CacheConfig::new(row_bytes)
+        })
+        .unwrap();
+        let ids: Vec<i64> = (0..40).map(|i| i * 2).collect();
+        cache
+            .batch_set(&ids, &rows_of(&ids, 5, row_bytes), 1)
+            .unwrap();
+        let wanted: Vec<i64> = (0..40).map(|i| i * 7 % 80).collect();
+        for len in 0..=wanted.len() {
+            assert_lookup(&cache, &wanted[..len], |id| id % 2 == 0, 5);
         }
     }
 }
