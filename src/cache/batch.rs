@@ -38,8 +38,8 @@ pub(crate) struct Grouping {
     pub(crate) keys: Vec<HashedId>,
     /// `order[starts[s]..starts[s + 1]]` are the positions of shard `s`.
     starts: Vec<u32>,
-    /// Per-position scratch of the caller (the resolved row slots).
-    pub(crate) slots: Vec<u32>,
+    /// Per-shard scratch of the caller (a publish's new rows by shard).
+    pub(crate) shard_counts: Vec<u32>,
     /// Shards a lookup found write-locked and comes back to.
     pub(crate) busy_shards: Vec<usize>,
 }
