@@ -690,13 +690,13 @@ fn main() {
                     if !contender.set_counting_sink(None) {
                         continue;
                     }
-                    // A-B-B-A halves: the two variants see the same drift of a
-                    // noisy machine, and alternate which one goes first.
-                    let order = if run % 2 == 0 {
-                        [false, true, true, false]
-                    } else {
-                        [true, false, false, true]
-                    };
+                    // Eight slices in A-B-B-A-B-A-A-B order: the two variants
+                    // see the same drift of a noisy machine, down to an eighth
+                    // of the run (with halves, A-B-B-A, single runs differed by
+                    // up to 15% with a sink whose cost is one call per batch),
+                    // and alternate which one goes first.
+                    let order = [false, true, true, false, true, false, false, true]
+                        .map(|with_sink| with_sink ^ (run % 2 == 1));
                     let mut halves: [Vec<measure::Readers>; 2] = Default::default();
                     for with_sink in order {
                         let counter = Arc::new(AtomicU64::new(0));
@@ -708,7 +708,7 @@ fn main() {
                             &zipf,
                             threads,
                             first_batch,
-                            || std::thread::sleep(seconds / 2),
+                            || std::thread::sleep(seconds / order.len() as u32),
                         )
                         .unwrap_or_else(|e| fail(e));
                         contender.set_counting_sink(None);
