@@ -29,13 +29,9 @@ pub(crate) fn prefetch_row(row: &[u8]) {
 }
 
 /// Lines [`prefetch_row`] asks for in a row of `row_bytes`.
-pub(crate) const fn row_lines(row_bytes: usize) -> usize {
-    let lines = row_bytes.div_ceil(CACHE_LINE);
-    if lines < MAX_ROW_LINES {
-        lines
-    } else {
-        MAX_ROW_LINES
-    }
+#[inline]
+pub(crate) fn row_lines(row_bytes: usize) -> usize {
+    row_bytes.div_ceil(CACHE_LINE).min(MAX_ROW_LINES)
 }
 
 #[inline(always)]

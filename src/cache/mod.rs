@@ -58,11 +58,14 @@ use shard::{Shard, Sweep};
 const LOOKUP_WINDOW: usize = 2048;
 /// Row lines a lookup keeps asked for ahead of the row it copies: it resolves
 /// this many lines' worth of ids ahead, between 4 and `MAX_IDS_AHEAD` ids, and
-/// asks for their buckets twice as far ahead. More lines in flight than the core can
-/// track stall the prefetches (see `prefetch_row`); at 4M rows, against 16 ids
-/// ahead for every width, lookups measured 1.07-1.10x faster at 128 bytes,
-/// 1.11-1.17x at 256, 1.16x at 512 and 1.11x at 1024 (64 bytes: 1.02-1.04x).
+/// asks for their buckets twice as far ahead. More lines in flight than the
+/// core can track stall the prefetches (see `prefetch_row`); at 4M rows,
+/// against 16 ids ahead for every width, lookups measured 1.07-1.10x faster at
+/// 128 bytes, 1.11-1.17x at 256, 1.16x at 512 and 1.11x at 1024 (64 bytes:
+/// 1.02-1.04x).
 const LINES_AHEAD: usize = 32;
+/// The most ids a lookup resolves ahead of the one it copies: the size of the
+/// ring that holds their rows.
 const MAX_IDS_AHEAD: usize = 16;
 /// Ids of a publish whose buckets are asked for ahead of the one it writes.
 const PUBLISH_DISTANCE: usize = 16;
@@ -729,11 +732,12 @@ impl Cache {
     /// Looks up one shard's ids of a window with a three-stage software
     /// pipeline: while id `j` is copied (its row has arrived), id `j + d` is
     /// resolved and its row prefetched (its bucket has arrived), and the bucket
-    /// of id `j + 2d` is prefetched. The rows resolved ahead wait in a ring on
+    /// of id `j + 2d` is prefetched. Each id's two dependent cache misses thus
+    /// overlap with other ids' work. The rows resolved ahead wait in a ring on
     /// the stack, so the copy neither locates a row a second time nor reads a
-    /// slot back from scratch memory (1.02-1.08x faster than a slot per id). Each id's two dependent cache misses thus
-    /// overlap with other ids' work. `WIDTH` is the row width when known at
-    /// compile time, 0 otherwise; `TOUCH` marks each hit read for the clock.
+    /// slot back from scratch memory (1.02-1.09x faster than a slot per id).
+    /// `WIDTH` is the row width when known at compile time, 0 otherwise;
+    /// `TOUCH` marks each hit read for the clock.
     fn lookup_group<const WIDTH: usize, const TOUCH: bool>(
         &self,
         group: ShardGroup<'_>,
