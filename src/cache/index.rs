@@ -111,6 +111,13 @@ fn stored(slot: u32) -> u32 {
     slot + 1
 }
 
+/// The slot a taken position holds: the inverse of [`stored`].
+#[inline(always)]
+fn slot_in(position: u32) -> u32 {
+    debug_assert!(position != EMPTY);
+    position - 1
+}
+
 impl Bucket {
     /// Where `key` is in the bucket, if it is. All five positions are compared
     /// without an early exit: where in the bucket a key sits is random, and a
@@ -127,7 +134,8 @@ impl Bucket {
     /// The slot at `entry`, if the position is taken.
     #[inline(always)]
     fn slot(&self, entry: usize) -> Option<u32> {
-        self.slots[entry].checked_sub(1)
+        let position = self.slots[entry];
+        (position != EMPTY).then(|| slot_in(position))
     }
 
     /// The slot at the taken position `entry`; with `TOUCH`, also marks the
@@ -145,7 +153,7 @@ impl Bucket {
                     .store(referenced | 1 << entry, Ordering::Relaxed);
             }
         }
-        self.slots[entry] - 1
+        slot_in(self.slots[entry])
     }
 }
 
@@ -400,7 +408,7 @@ impl Index {
                 if slot == EMPTY {
                     empty = empty.or(Some(entry));
                 } else if k == key {
-                    return (Position { bucket: at, entry }, slot - 1, false);
+                    return (Position { bucket: at, entry }, slot_in(slot), false);
                 }
             }
             if let Some(entry) = empty {
@@ -488,7 +496,7 @@ impl Index {
         loop {
             let bucket = &self.buckets[at];
             if let Some(entry) = bucket.position_of(key) {
-                let slot = bucket.slots[entry] - 1;
+                let slot = slot_in(bucket.slots[entry]);
                 self.vacate(Position { bucket: at, entry }, hash_of);
                 return Some(slot);
             }

@@ -61,8 +61,8 @@ const LOOKUP_WINDOW: usize = 2048;
 /// asks for their buckets twice as far ahead. More lines in flight than the
 /// core can track stall the prefetches (see `prefetch_row`); at 4M rows,
 /// against 16 ids ahead for every width, lookups measured 1.07-1.10x faster at
-/// 128 bytes, 1.11-1.17x at 256, 1.16x at 512 and 1.11x at 1024 (64 bytes:
-/// 1.02-1.04x).
+/// 128 bytes, 1.10-1.17x at 256, 1.16x at 512 and 1.04-1.11x at 1024 (64
+/// bytes: 1.02-1.04x).
 const LINES_AHEAD: usize = 32;
 /// The most ids a lookup resolves ahead of the one it copies: the size of the
 /// ring that holds their rows.
