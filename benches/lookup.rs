@@ -553,6 +553,69 @@ fn readers_measure(r: &measure::Readers) -> Measure {
     }
 }
 
+/// Which slices of a sink measurement run with the sink: A-B-B-A-B-A-A-B, so
+/// that both variants see the same drift of a noisy machine down to an eighth
+/// of the measurement (with halves, A-B-B-A, single runs differed by up to 15%
+/// with a sink whose cost is one call per batch). Runs alternate which
+/// variant goes first.
+const SINK_ORDER: [bool; 8] = [false, true, true, false, true, false, false, true];
+/// Batches each thread runs in one slice of the per-batch sink measurement:
+/// a few milliseconds of 1-id batches.
+const SINK_CALLS: usize = 20_000;
+
+/// The fixed cost of a batch, measured on batches of one id.
+struct OneIdBatches {
+    /// The median time of a 1-id batch without a sink.
+    ns_without_sink: f64,
+    /// What one registered sink adds to each batch.
+    sink_ns: f64,
+}
+
+/// Times 1-id batches with and without one registered sink, over two rounds of
+/// `SINK_ORDER`; what the sink adds is the difference of the medians. A sink
+/// costs one call per batch whatever the batch holds, and a 1-id batch takes a
+/// few hundred ns, so this resolves what the throughput ratio of full batches
+/// (hundreds of µs each) leaves in its noise. The lookups made are added to
+/// `tally`.
+fn one_id_batches(
+    contender: &dyn Contender,
+    pool: &Pool,
+    threads: usize,
+    run: usize,
+    tally: &mut Tally,
+) -> OneIdBatches {
+    let (ids, slots, _) = pool.batch(run % pool.batches());
+    let (ids, slots) = (&ids[..1], &slots[..1]);
+    let mut per_batch: [Vec<f64>; 2] = Default::default();
+    for with_sink in SINK_ORDER.repeat(2) {
+        let with_sink = with_sink ^ (run % 2 == 1);
+        let counter = Arc::new(AtomicU64::new(0));
+        if with_sink {
+            contender.set_counting_sink(Some(Arc::clone(&counter)));
+        }
+        let calls = measure::calls(contender, ids, slots, pool.row_bytes, threads, SINK_CALLS);
+        contender.set_counting_sink(None);
+        *tally += Tally {
+            hits: calls.hits,
+            ids: calls.ids,
+        };
+        let seen = counter.load(std::sync::atomic::Ordering::Relaxed);
+        if with_sink && seen != calls.ids {
+            fail(format!(
+                "{}: the sink saw {seen} ids of 1-id batches, {} were looked up",
+                contender.name(),
+                calls.ids
+            ));
+        }
+        per_batch[usize::from(with_sink)].push(calls.ns_per_call);
+    }
+    let [without, with] = per_batch.map(median);
+    OneIdBatches {
+        ns_without_sink: without,
+        sink_ns: with - without,
+    }
+}
+
 fn fail(message: String) -> ! {
     eprintln!("lookup bench: {message}");
     std::process::exit(1);
@@ -690,13 +753,8 @@ fn main() {
                     if !contender.set_counting_sink(None) {
                         continue;
                     }
-                    // Eight slices in A-B-B-A-B-A-A-B order: the two variants
-                    // see the same drift of a noisy machine, down to an eighth
-                    // of the run (with halves, A-B-B-A, single runs differed by
-                    // up to 15% with a sink whose cost is one call per batch),
-                    // and alternate which one goes first.
-                    let order = [false, true, true, false, true, false, false, true]
-                        .map(|with_sink| with_sink ^ (run % 2 == 1));
+                    // Throughput of full batches, in eighths of the run.
+                    let order = SINK_ORDER.map(|with_sink| with_sink ^ (run % 2 == 1));
                     let mut halves: [Vec<measure::Readers>; 2] = Default::default();
                     for with_sink in order {
                         let counter = Arc::new(AtomicU64::new(0));
@@ -724,6 +782,7 @@ fn main() {
                         halves[usize::from(with_sink)].push(r);
                     }
                     let [without, with] = halves.map(measure::Readers::combined);
+                    let one_id = one_id_batches(contender.as_ref(), &zipf, threads, run, tally);
                     results.push(
                         "zipf_no_sink",
                         contender.name(),
@@ -734,7 +793,13 @@ fn main() {
                         "zipf_one_sink",
                         contender.name(),
                         threads,
-                        readers_measure(&with),
+                        Measure {
+                            extra: vec![
+                                ("one_id_batch_ns", one_id.ns_without_sink),
+                                ("sink_ns_per_batch", one_id.sink_ns),
+                            ],
+                            ..readers_measure(&with)
+                        },
                     );
                 }
             }

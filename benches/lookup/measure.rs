@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use crate::contender::Contender;
 use crate::workload::Pool;
 
-/// Batches each reader runs before the clock starts: first-touch of its output
-/// buffer and of the contender's per-thread scratch.
-const WARMUP_BATCHES: usize = 4;
+/// Batches each reader (and each thread of [`calls`]) runs before the clock
+/// starts: first-touch of its output buffer and of the contender's per-thread
+/// scratch.
+pub const WARMUP_BATCHES: usize = 4;
 
 /// What the readers did during one measurement.
 pub struct Readers {
@@ -173,6 +174,62 @@ pub fn readers(
     result.latencies_ns.sort_unstable();
     result.kept_cpu_latencies_ns.sort_unstable();
     Ok(result)
+}
+
+/// What [`calls`] measured.
+pub struct Calls {
+    /// Nanoseconds per timed call, averaged over the threads.
+    pub ns_per_call: f64,
+    /// Hits returned over every call, warm-up included.
+    pub hits: u64,
+    /// Ids looked up over every call, warm-up included.
+    pub ids: u64,
+}
+
+/// Times `threads` threads calling `get` of `ids` `calls` times each at once,
+/// after `WARMUP_BATCHES` calls each. With a handful of ids, this is the fixed
+/// cost of a batch, which a throughput measurement of full batches cannot
+/// resolve.
+pub fn calls(
+    contender: &dyn Contender,
+    ids: &[i64],
+    slots: &[u32],
+    row_bytes: usize,
+    threads: usize,
+    calls: usize,
+) -> Calls {
+    let start = Barrier::new(threads);
+    let per_thread: Vec<(f64, u64)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let start = &start;
+                scope.spawn(move || {
+                    let mut out = vec![0u8; ids.len() * row_bytes];
+                    let mut hits = 0;
+                    for _ in 0..WARMUP_BATCHES {
+                        hits += contender.get(ids, slots, &mut out);
+                    }
+                    start.wait();
+                    let started = Instant::now();
+                    for _ in 0..calls {
+                        hits += contender.get(ids, slots, &mut out);
+                        std::hint::black_box(&mut out);
+                    }
+                    let ns_per_call = started.elapsed().as_nanos() as f64 / calls as f64;
+                    (ns_per_call, hits)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("caller thread panicked"))
+            .collect()
+    });
+    Calls {
+        ns_per_call: per_thread.iter().map(|&(ns, _)| ns).sum::<f64>() / threads as f64,
+        hits: per_thread.iter().map(|&(_, hits)| hits).sum(),
+        ids: (threads * (WARMUP_BATCHES + calls) * ids.len()) as u64,
+    }
 }
 
 /// How often the kernel has taken the CPU from the calling thread. Panics when
