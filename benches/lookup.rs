@@ -10,6 +10,8 @@
 mod contender;
 #[path = "lookup/crates.rs"]
 mod crates;
+#[path = "lookup/indexed_limit.rs"]
+mod indexed_limit;
 #[path = "lookup/json.rs"]
 mod json;
 #[path = "lookup/kvzch_rows.rs"]
@@ -33,8 +35,9 @@ use std::time::{Duration, Instant};
 use contender::Contender;
 use workload::{Pool, Universe};
 
-pub const CONTENDERS: [&str; 6] = [
+pub const CONTENDERS: [&str; 7] = [
     "limit",
+    "indexed_limit",
     "upstream_peer",
     "dashmap",
     "quick_cache",
@@ -69,7 +72,8 @@ usage: cargo bench --bench lookup -- [flags]
   --batch N             ids per lookup and per publish batch (default 4096)
   --threads LIST        reader thread counts, e.g. 1,2 (default 1,2)
   --workloads LIST      of uniform_hit,zipf_miss,publish,stats_overhead (default all)
-  --contenders LIST     of limit,upstream_peer,dashmap,quick_cache,kvzch,kvzch_c
+  --contenders LIST     of limit,indexed_limit,upstream_peer,dashmap,quick_cache,
+                        kvzch,kvzch_c
                         (default all; the limit and the peer are always kept for ratios)
   --runs N              repetitions of every measurement; medians are reported (default 5)
   --seconds S           length of one measurement (default 2)
@@ -257,6 +261,10 @@ pub struct Returned {
 fn make(name: &str, universe: &Universe, shards: usize) -> Box<dyn Contender> {
     match name {
         "limit" => Box::new(limit::Limit::new(universe.rows, universe.row_bytes)),
+        "indexed_limit" => Box::new(indexed_limit::IndexedLimit::new(
+            universe.rows,
+            universe.row_bytes,
+        )),
         "upstream_peer" => Box::new(peer::UpstreamPeer::new(universe.row_bytes, shards)),
         "dashmap" => Box::new(crates::DashMapRows::new(universe.row_bytes)),
         // Room for the stale rows of a republish and for uneven shards, so the

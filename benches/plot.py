@@ -22,6 +22,7 @@ PANELS = [
 ]
 COLORS = {
     "limit": "#9e9e9e",
+    "indexed_limit": "#c8c8c8",
     "upstream_peer": "#e07b39",
     "dashmap": "#6a9fd4",
     "quick_cache": "#4f6fa8",

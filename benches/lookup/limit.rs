@@ -12,6 +12,11 @@ const HUGE_PAGE: usize = 2 << 20;
 /// 4 to 16 rows ahead, 8 at 256 bytes (16 measured slower).
 const LINES_AHEAD: usize = 32;
 
+/// Rows a gather asks for ahead of the one it copies.
+pub fn rows_ahead(row_bytes: usize) -> usize {
+    (LINES_AHEAD / row_lines(row_bytes)).clamp(4, 16)
+}
+
 /// An anonymous mapping aligned to and advised for 2 MiB pages.
 pub struct HugeMap {
     mapping: NonNull<u8>,
@@ -59,7 +64,7 @@ impl HugeMap {
         }
     }
 
-    fn bytes(&self) -> &[u8] {
+    pub fn bytes(&self) -> &[u8] {
         // SAFETY: `start..start + len` is mapped readable for the life of `self`.
         unsafe { std::slice::from_raw_parts(self.start.as_ptr(), self.len) }
     }
@@ -88,6 +93,11 @@ impl Limit {
             rows: HugeMap::new(rows * row_bytes),
             row_bytes,
         }
+    }
+
+    /// The row at dense row number `slot`.
+    pub fn row(&self, slot: u32) -> &[u8] {
+        &self.rows.bytes()[slot as usize * self.row_bytes..][..self.row_bytes]
     }
 }
 
@@ -118,9 +128,8 @@ impl Contender for Limit {
 
     fn get(&self, _ids: &[i64], slots: &[u32], out: &mut [u8]) -> u64 {
         let row_bytes = self.row_bytes;
-        let table = self.rows.bytes();
-        let row = |slot: u32| &table[slot as usize * row_bytes..][..row_bytes];
-        let distance = (LINES_AHEAD / row_lines(row_bytes)).clamp(4, 16);
+        let row = |slot: u32| self.row(slot);
+        let distance = rows_ahead(row_bytes);
         for &slot in slots.iter().take(distance) {
             if slot != MISS {
                 prefetch_row(row(slot));
