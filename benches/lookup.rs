@@ -583,8 +583,9 @@ struct OneIdBatches {
 /// `SINK_ORDER`; what the sink adds is the difference of the medians. A sink
 /// costs one call per batch whatever the batch holds, and a 1-id batch takes a
 /// few hundred ns, so this resolves what the throughput ratio of full batches
-/// (hundreds of µs each) leaves in its noise. The lookups made are added to
-/// `tally`.
+/// (hundreds of µs each) leaves in its noise. Every thread looks up the same
+/// id, so with several they share a shard's lock and the sink's counter: the
+/// worst case. The lookups made are checked and added to `tally`.
 fn one_id_batches(
     contender: &dyn Contender,
     pool: &Pool,
@@ -607,6 +608,14 @@ fn one_id_batches(
             hits: calls.hits,
             ids: calls.ids,
         };
+        let expected_hits = u64::from(slots[0] != workload::MISS) * calls.ids;
+        if calls.hits != expected_hits {
+            fail(format!(
+                "{}: 1-id batches returned {} hits, expected {expected_hits}",
+                contender.name(),
+                calls.hits
+            ));
+        }
         let seen = counter.load(std::sync::atomic::Ordering::Relaxed);
         if with_sink && seen != calls.ids {
             fail(format!(

@@ -186,7 +186,7 @@ pub struct Calls {
     pub ids: u64,
 }
 
-/// Times `threads` threads calling `get` of `ids` `calls` times each at once,
+/// Times `threads` threads calling `get` of `ids` `count` times each at once,
 /// after `WARMUP_BATCHES` calls each. With a handful of ids, this is the fixed
 /// cost of a batch, which a throughput measurement of full batches cannot
 /// resolve.
@@ -196,7 +196,7 @@ pub fn calls(
     slots: &[u32],
     row_bytes: usize,
     threads: usize,
-    calls: usize,
+    count: usize,
 ) -> Calls {
     let start = Barrier::new(threads);
     let per_thread: Vec<(f64, u64)> = std::thread::scope(|scope| {
@@ -211,11 +211,11 @@ pub fn calls(
                     }
                     start.wait();
                     let started = Instant::now();
-                    for _ in 0..calls {
+                    for _ in 0..count {
                         hits += contender.get(ids, slots, &mut out);
                         std::hint::black_box(&mut out);
                     }
-                    let ns_per_call = started.elapsed().as_nanos() as f64 / calls as f64;
+                    let ns_per_call = started.elapsed().as_nanos() as f64 / count as f64;
                     (ns_per_call, hits)
                 })
             })
@@ -228,7 +228,7 @@ pub fn calls(
     Calls {
         ns_per_call: per_thread.iter().map(|&(ns, _)| ns).sum::<f64>() / threads as f64,
         hits: per_thread.iter().map(|&(_, hits)| hits).sum(),
-        ids: (threads * (WARMUP_BATCHES + calls) * ids.len()) as u64,
+        ids: (threads * (WARMUP_BATCHES + count) * ids.len()) as u64,
     }
 }
 
