@@ -464,7 +464,8 @@ impl Report<'_> {
         };
         let uniform_1 = self.median_rate("uniform_hit", KVZCH, 1);
         if !uniform_1.is_nan() {
-            let x = uniform_1 / self.median_rate("uniform_hit", LIMIT, 1);
+            let limit = self.median_rate("uniform_hit", LIMIT, 1);
+            let x = uniform_1 / limit;
             let indexed = self.median_rate("uniform_hit", INDEXED_LIMIT, 1);
             let measured = if indexed.is_nan() {
                 ratio(x)
@@ -472,7 +473,7 @@ impl Report<'_> {
                 format!(
                     "{} (the limit behind one index line: {}; kvzch against that: {})",
                     ratio(x),
-                    ratio(indexed / self.median_rate("uniform_hit", LIMIT, 1)),
+                    ratio(indexed / limit),
                     ratio(uniform_1 / indexed)
                 )
             };
