@@ -571,6 +571,32 @@ const SINK_ORDER: [bool; 8] = [false, true, true, false, true, false, false, tru
 /// a few milliseconds of 1-id batches.
 const SINK_CALLS: usize = 20_000;
 
+/// Runs `measure` with a sink registered that counts the ids of every batch
+/// when `with_sink`, and fails the bench unless that sink saw every id the
+/// measurement looked up (`ids_of` its result).
+fn with_counting_sink<R>(
+    contender: &dyn Contender,
+    with_sink: bool,
+    measure: impl FnOnce() -> R,
+    ids_of: impl Fn(&R) -> u64,
+) -> R {
+    let counter = Arc::new(AtomicU64::new(0));
+    if with_sink {
+        contender.set_counting_sink(Some(Arc::clone(&counter)));
+    }
+    let result = measure();
+    contender.set_counting_sink(None);
+    let seen = counter.load(std::sync::atomic::Ordering::Relaxed);
+    if with_sink && seen != ids_of(&result) {
+        fail(format!(
+            "{}: the sink saw {seen} ids, {} were looked up",
+            contender.name(),
+            ids_of(&result)
+        ));
+    }
+    result
+}
+
 /// The fixed cost of a batch, measured on batches of one id.
 struct OneIdBatches {
     /// The median time of a 1-id batch without a sink.
@@ -598,12 +624,12 @@ fn one_id_batches(
     let mut per_batch: [Vec<f64>; 2] = Default::default();
     for with_sink in SINK_ORDER.repeat(2) {
         let with_sink = with_sink ^ (run % 2 == 1);
-        let counter = Arc::new(AtomicU64::new(0));
-        if with_sink {
-            contender.set_counting_sink(Some(Arc::clone(&counter)));
-        }
-        let calls = measure::calls(contender, ids, slots, pool.row_bytes, threads, SINK_CALLS);
-        contender.set_counting_sink(None);
+        let calls = with_counting_sink(
+            contender,
+            with_sink,
+            || measure::calls(contender, ids, slots, pool.row_bytes, threads, SINK_CALLS),
+            |calls| calls.ids,
+        );
         *tally += Tally {
             hits: calls.hits,
             ids: calls.ids,
@@ -614,14 +640,6 @@ fn one_id_batches(
                 "{}: 1-id batches returned {} hits, expected {expected_hits}",
                 contender.name(),
                 calls.hits
-            ));
-        }
-        let seen = counter.load(std::sync::atomic::Ordering::Relaxed);
-        if with_sink && seen != calls.ids {
-            fail(format!(
-                "{}: the sink saw {seen} ids of 1-id batches, {} were looked up",
-                contender.name(),
-                calls.ids
             ));
         }
         per_batch[usize::from(with_sink)].push(calls.ns_per_call);
@@ -774,28 +792,22 @@ fn main() {
                     let order = SINK_ORDER.map(|with_sink| with_sink ^ (run % 2 == 1));
                     let mut halves: [Vec<measure::Readers>; 2] = Default::default();
                     for with_sink in order {
-                        let counter = Arc::new(AtomicU64::new(0));
-                        if with_sink {
-                            contender.set_counting_sink(Some(Arc::clone(&counter)));
-                        }
-                        let r = measure::readers(
+                        let r = with_counting_sink(
                             contender.as_ref(),
-                            &zipf,
-                            threads,
-                            first_batch,
-                            || std::thread::sleep(seconds / order.len() as u32),
-                        )
-                        .unwrap_or_else(|e| fail(e));
-                        contender.set_counting_sink(None);
+                            with_sink,
+                            || {
+                                measure::readers(
+                                    contender.as_ref(),
+                                    &zipf,
+                                    threads,
+                                    first_batch,
+                                    || std::thread::sleep(seconds / order.len() as u32),
+                                )
+                                .unwrap_or_else(|e| fail(e))
+                            },
+                            |r| r.ids + r.warmup_ids,
+                        );
                         *tally += Tally::from(&r);
-                        let seen = counter.load(std::sync::atomic::Ordering::Relaxed);
-                        if with_sink && seen != r.ids + r.warmup_ids {
-                            fail(format!(
-                                "{}: the sink saw {seen} ids, the readers looked up {}",
-                                contender.name(),
-                                r.ids + r.warmup_ids
-                            ));
-                        }
                         halves[usize::from(with_sink)].push(r);
                     }
                     let [without, with] = halves.map(measure::Readers::combined);

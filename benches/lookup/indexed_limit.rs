@@ -15,7 +15,7 @@
 
 use std::cell::RefCell;
 
-use crate::contender::{prefetch_row, Contender};
+use crate::contender::{prefetch, prefetch_row, Contender};
 use crate::limit::{rows_ahead, HugeMap, Limit};
 
 const BUCKET_WIDTH: usize = 5;
@@ -70,21 +70,6 @@ fn hash(id: i64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
-}
-
-/// Asks for the line holding `value` in the L1 cache.
-#[inline(always)]
-fn prefetch_line<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint that never faults and writes nothing; the
-    // address is that of a live reference.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (value as *const T).cast::<i8>(),
-        );
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
 }
 
 impl IndexedLimit {
@@ -168,16 +153,17 @@ impl Contender for IndexedLimit {
         }
     }
 
+    // Plain arrays, like the limit's rows: no publishing while read.
     fn live_publish(&self) -> bool {
-        false
+        self.rows.live_publish()
     }
 
-    fn publish(&self, _ids: &[i64], _rows: &[u8], _timestamp: u32) {
-        panic!("the indexed limit is plain arrays: it cannot be published to while read");
+    fn publish(&self, ids: &[i64], rows: &[u8], timestamp: u32) {
+        self.rows.publish(ids, rows, timestamp);
     }
 
-    fn evict_older_than(&self, _threshold: u32) -> u64 {
-        panic!("the indexed limit is plain arrays: it has no timestamps");
+    fn evict_older_than(&self, threshold: u32) -> u64 {
+        self.rows.evict_older_than(threshold)
     }
 
     fn get(&self, ids: &[i64], _slots: &[u32], out: &mut [u8]) -> u64 {
@@ -187,7 +173,7 @@ impl Contender for IndexedLimit {
             let buckets = self.buckets();
             let d = rows_ahead(self.row_bytes);
             let n = ids.len();
-            let prefetch_bucket = |k: usize| prefetch_line(&buckets[self.home(hashes[k])]);
+            let prefetch_bucket = |k: usize| prefetch(&buckets[self.home(hashes[k])]);
             (0..n.min(2 * d)).for_each(prefetch_bucket);
             let mut resolved: [Option<&[u8]>; RING] = [None; RING];
             for (k, row) in resolved.iter_mut().enumerate().take(n.min(d)) {
