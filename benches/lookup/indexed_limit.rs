@@ -16,7 +16,8 @@
 use std::cell::RefCell;
 
 use crate::contender::{prefetch, prefetch_row, Contender};
-use crate::limit::{rows_ahead, HugeMap, Limit};
+use crate::huge_map::HugeMap;
+use crate::limit::{rows_ahead, Limit};
 
 const BUCKET_WIDTH: usize = 5;
 /// kvzch's fill after a rebuild.

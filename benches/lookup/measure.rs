@@ -314,7 +314,7 @@ impl CpuTimes {
 /// next. Pages freed just now are not reported yet, so the fill that follows
 /// pays what a fill pays on bare metal: the kernel's fault and zeroing.
 pub fn provision_memory(bytes: usize) {
-    let mut memory = crate::limit::HugeMap::new(bytes);
+    let mut memory = crate::huge_map::HugeMap::new(bytes);
     for page in memory.bytes_mut().chunks_mut(4096) {
         page[0] = 1;
     }
