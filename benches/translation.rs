@@ -115,7 +115,8 @@ fn time_reads(memory: &[u8], words: &[usize]) -> f64 {
     per_read[PASSES / 2]
 }
 
-fn huge_page_kib() -> String {
+/// The process's `AnonHugePages` line of `/proc/self/smaps_rollup`, in kB.
+fn anon_huge_pages() -> String {
     std::fs::read_to_string("/proc/self/smaps_rollup")
         .ok()
         .and_then(|smaps| {
@@ -158,7 +159,7 @@ fn main() {
     }
     println!(
         "\nThe process's memory on huge pages: {} (the mapping is {} kB).",
-        huge_page_kib(),
+        anon_huge_pages(),
         SPAN_BYTES >> 10
     );
 }

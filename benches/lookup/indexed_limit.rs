@@ -58,7 +58,6 @@ thread_local! {
 
 pub struct IndexedLimit {
     rows: Limit,
-    row_bytes: usize,
     buckets: HugeMap,
     bucket_count: usize,
 }
@@ -78,7 +77,6 @@ impl IndexedLimit {
         let bucket_count = ((rows as f64 / (BUCKET_WIDTH as f64 * FILL)).ceil() as usize).max(1);
         IndexedLimit {
             rows: Limit::new(rows, row_bytes),
-            row_bytes,
             buckets: HugeMap::new(bucket_count * std::mem::size_of::<Bucket>()),
             bucket_count,
         }
@@ -172,7 +170,7 @@ impl Contender for IndexedLimit {
             hashes.clear();
             hashes.extend(ids.iter().map(|&id| hash(id)));
             let buckets = self.buckets();
-            let d = rows_ahead(self.row_bytes);
+            let d = rows_ahead(self.rows.row_bytes());
             let n = ids.len();
             let prefetch_bucket = |k: usize| prefetch(&buckets[self.home(hashes[k])]);
             (0..n.min(2 * d)).for_each(prefetch_bucket);
@@ -181,7 +179,7 @@ impl Contender for IndexedLimit {
                 *row = self.resolve(ids[k], hashes[k]);
             }
             let mut hits = 0;
-            for (j, target) in out.chunks_exact_mut(self.row_bytes).enumerate() {
+            for (j, target) in out.chunks_exact_mut(self.rows.row_bytes()).enumerate() {
                 if j + 2 * d < n {
                     prefetch_bucket(j + 2 * d);
                 }

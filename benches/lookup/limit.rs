@@ -28,6 +28,10 @@ impl Limit {
         }
     }
 
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
     /// The row at dense row number `slot`.
     pub fn row(&self, slot: u32) -> &[u8] {
         &self.rows.bytes()[slot as usize * self.row_bytes..][..self.row_bytes]
@@ -61,11 +65,10 @@ impl Contender for Limit {
 
     fn get(&self, _ids: &[i64], slots: &[u32], out: &mut [u8]) -> u64 {
         let row_bytes = self.row_bytes;
-        let row = |slot: u32| self.row(slot);
         let distance = rows_ahead(row_bytes);
         for &slot in slots.iter().take(distance) {
             if slot != MISS {
-                prefetch_row(row(slot));
+                prefetch_row(self.row(slot));
             }
         }
         let mut hits = 0;
@@ -76,13 +79,13 @@ impl Contender for Limit {
         {
             if let Some(&ahead) = slots.get(j + distance) {
                 if ahead != MISS {
-                    prefetch_row(row(ahead));
+                    prefetch_row(self.row(ahead));
                 }
             }
             if slot == MISS {
                 target.fill(0);
             } else {
-                target.copy_from_slice(row(slot));
+                target.copy_from_slice(self.row(slot));
                 hits += 1;
             }
         }

@@ -11,7 +11,7 @@ use crate::workload::Pool;
 /// Batches each reader (and each thread of [`calls`]) runs before the clock
 /// starts: first-touch of its output buffer and of the contender's per-thread
 /// scratch.
-pub const WARMUP_BATCHES: usize = 4;
+const WARMUP_BATCHES: usize = 4;
 
 /// What the readers did during one measurement.
 pub struct Readers {
