@@ -302,6 +302,32 @@ fn every_row_width_round_trips_including_the_specialized_ones() {
 }
 
 #[test]
+fn lookups_spread_thinly_over_many_shards_read_the_right_rows() {
+    // A lookup takes consecutive shards' ids in one pipeline until it holds
+    // 256 ids or 32 shards. Over 256 shards these batches put a few ids in
+    // each, so the shard cap splits them; over 16, the id cap does. The
+    // lengths start and end spans on either side of both caps.
+    for num_shards in [16, 256] {
+        for row_bytes in [64, 100] {
+            let cache = Cache::new(CacheConfig {
+                num_shards,
+                ..CacheConfig::new(row_bytes)
+            })
+            .unwrap();
+            let ids: Vec<i64> = (0..2000).map(|i| i * 2).collect();
+            cache
+                .batch_set(&ids, &rows_of(&ids, 7, row_bytes), 1)
+                .unwrap();
+            // Every id below 4000 once, in an order that scatters the shards.
+            let wanted: Vec<i64> = (0..4000).map(|i| i * 7_919 % 4000).collect();
+            for len in [1, 2, 31, 32, 33, 100, 255, 256, 257, 600, 4000] {
+                assert_lookup(&cache, &wanted[..len], |id| id % 2 == 0, 7);
+            }
+        }
+    }
+}
+
+#[test]
 fn every_batch_length_around_the_prefetch_distances_reads_the_right_rows() {
     // A lookup resolves 4 to 16 ids ahead of the row it copies, depending on
     // the row width, and asks for buckets twice as far ahead. With one shard
