@@ -301,6 +301,21 @@ fn every_row_width_round_trips_including_the_specialized_ones() {
     }
 }
 
+/// A cache of `num_shards` shards holding the `count` even ids from 0, each
+/// with `row_of(id, version)`.
+fn cache_of_even_ids(num_shards: usize, row_bytes: usize, count: i64, version: u8) -> Cache {
+    let cache = Cache::new(CacheConfig {
+        num_shards,
+        ..CacheConfig::new(row_bytes)
+    })
+    .unwrap();
+    let ids: Vec<i64> = (0..count).map(|i| i * 2).collect();
+    cache
+        .batch_set(&ids, &rows_of(&ids, version, row_bytes), 1)
+        .unwrap();
+    cache
+}
+
 #[test]
 fn lookups_spread_thinly_over_many_shards_read_the_right_rows() {
     // A lookup takes consecutive shards' ids in one pipeline until it holds
@@ -309,15 +324,7 @@ fn lookups_spread_thinly_over_many_shards_read_the_right_rows() {
     // lengths start and end spans on either side of both caps.
     for num_shards in [16, 256] {
         for row_bytes in [64, 100] {
-            let cache = Cache::new(CacheConfig {
-                num_shards,
-                ..CacheConfig::new(row_bytes)
-            })
-            .unwrap();
-            let ids: Vec<i64> = (0..2000).map(|i| i * 2).collect();
-            cache
-                .batch_set(&ids, &rows_of(&ids, 7, row_bytes), 1)
-                .unwrap();
+            let cache = cache_of_even_ids(num_shards, row_bytes, 2000, 7);
             // Every id below 4000 once, in an order that scatters the shards.
             let wanted: Vec<i64> = (0..4000).map(|i| i * 7_919 % 4000).collect();
             for len in [1, 2, 31, 32, 33, 100, 255, 256, 257, 600, 4000] {
@@ -331,18 +338,10 @@ fn lookups_spread_thinly_over_many_shards_read_the_right_rows() {
 fn every_batch_length_around_the_prefetch_distances_reads_the_right_rows() {
     // A lookup resolves 4 to 16 ids ahead of the row it copies, depending on
     // the row width, and asks for buckets twice as far ahead. With one shard
-    // a batch is one group, so these lengths start, fill and drain the
-    // pipeline at every distance.
+    // a batch is one pipeline, so these lengths start, fill and drain it at
+    // every distance.
     for row_bytes in [64, 100, 256, 1024] {
-        let cache = Cache::new(CacheConfig {
-            num_shards: 1,
-            ..CacheConfig::new(row_bytes)
-        })
-        .unwrap();
-        let ids: Vec<i64> = (0..40).map(|i| i * 2).collect();
-        cache
-            .batch_set(&ids, &rows_of(&ids, 5, row_bytes), 1)
-            .unwrap();
+        let cache = cache_of_even_ids(1, row_bytes, 40, 5);
         let wanted: Vec<i64> = (0..40).map(|i| i * 7 % 80).collect();
         for len in 0..=wanted.len() {
             assert_lookup(&cache, &wanted[..len], |id| id % 2 == 0, 5);
