@@ -4,15 +4,22 @@
 
 use kvzch::{Cache, CacheConfig, EvictionPolicy};
 
-fn cache(policy: EvictionPolicy, max_rows: Option<u64>, max_memory_bytes: Option<u64>) -> Cache {
-    Cache::new(CacheConfig {
+fn config(
+    policy: EvictionPolicy,
+    max_rows: Option<u64>,
+    max_memory_bytes: Option<u64>,
+) -> CacheConfig {
+    CacheConfig {
         num_shards: 4,
         max_rows,
         max_memory_bytes,
         eviction_policy: policy,
         ..CacheConfig::new(16)
-    })
-    .unwrap()
+    }
+}
+
+fn cache(policy: EvictionPolicy, max_rows: Option<u64>, max_memory_bytes: Option<u64>) -> Cache {
+    Cache::new(config(policy, max_rows, max_memory_bytes)).unwrap()
 }
 
 /// A cache of one shard. Each shard holds its share of `max_rows`, and the
@@ -21,9 +28,7 @@ fn cache(policy: EvictionPolicy, max_rows: Option<u64>, max_memory_bytes: Option
 fn one_shard_cache(policy: EvictionPolicy, max_rows: u64) -> Cache {
     Cache::new(CacheConfig {
         num_shards: 1,
-        max_rows: Some(max_rows),
-        eviction_policy: policy,
-        ..CacheConfig::new(16)
+        ..config(policy, Some(max_rows), None)
     })
     .unwrap()
 }

@@ -8,10 +8,11 @@
 //! acquisition per touched shard per batch, never per id, and a reader writes
 //! no shared memory per id. A reader holding a shard's read lock sees every row
 //! of that shard whole: old or new, never torn. A lookup read-locks
-//! consecutive shards together, up to 256 ids or 32 shards, and runs one
-//! prefetching pipeline over all their ids (`Span`), so a small batch, a few
-//! ids a shard, keeps as many misses in flight as a large one. It takes those
-//! locks with `try_read` only, and waits for a lock holding no other.
+//! consecutive shards together, up to `SPAN_IDS` ids or `SPAN_SHARDS` shards,
+//! and runs one prefetching pipeline over all their ids (`Span`), so a small
+//! batch, a few ids a shard, keeps as many misses in flight as a large one. It
+//! takes those locks with `try_read` only, and waits for a lock holding no
+//! other.
 //!
 //! Calls that change the contents (`batch_set`, `batch_remove`,
 //! `evict_older_than`) are serialized by one writer mutex per cache, which
