@@ -216,9 +216,14 @@ impl Growth {
 
 /// The smallest bucket count of at least `buckets` on the ladder of `phase`.
 fn staggered_size(buckets: f64, phase: f64) -> usize {
-    let mut rung = (buckets.ln() / STAGGERED_STEP.ln() - phase).ceil().max(0.0);
+    // A rung's size is its power rounded up, so the rung below the one whose
+    // power reaches `buckets` may hold them already: a table filled to the
+    // brim of its size then keeps that size. Float rounding may also leave a
+    // rung's size a hair below `buckets`; the loop climbs past either.
+    let mut rung = (buckets.ln() / STAGGERED_STEP.ln() - phase - 1.0)
+        .ceil()
+        .max(0.0);
     loop {
-        // Rounding may leave a rung's size a hair below `buckets`.
         let size = STAGGERED_STEP.powf(rung + phase).ceil();
         if size >= buckets {
             return size as usize;
@@ -344,22 +349,24 @@ impl Index {
     }
 
     /// Rebuilds the table for its live keys alone, moving each key's row to the
-    /// slot `move_slot` returns: what compaction does. A staggered table takes
-    /// the smallest size on its ladder that holds them, which is never larger
-    /// than the table publishes of those keys grow, or keeps its size when
-    /// that is smaller (a new table's single bucket is on no ladder).
+    /// slot `move_slot` returns: what compaction does. The table takes the
+    /// smallest size its growth allows that holds them, which no table holding
+    /// them undercuts: a single bucket when they fit one, as in a new table;
+    /// else for an exact table the size they fill to `MAX_FILL`, for a
+    /// staggered one the smallest such size on its ladder. It keeps its size
+    /// when that is smaller (a reservation's size is on no ladder).
     pub(crate) fn compact(
         &mut self,
         hash_of: impl Fn(i64) -> u64,
         move_slot: impl FnMut(u32) -> u32,
     ) -> Result<(), Error> {
-        let bucket_count = match self.growth {
-            Growth::Exact => self.growth.bucket_count_for(self.live, Sizing::Publish),
-            Growth::Staggered { phase } => {
-                staggered_size(buckets_at_fill(self.live, MAX_FILL), phase).min(self.buckets.len())
-            }
+        let buckets = buckets_at_fill(self.live, MAX_FILL);
+        let fitted = match self.growth {
+            _ if self.live <= max_live(1) => 1,
+            Growth::Exact => buckets.ceil() as usize,
+            Growth::Staggered { phase } => staggered_size(buckets, phase),
         };
-        self.rebuild(bucket_count, hash_of, move_slot)
+        self.rebuild(fitted.min(self.buckets.len()), hash_of, move_slot)
     }
 
     /// Moves every live entry into a new table of `bucket_count` buckets,
@@ -908,16 +915,44 @@ mod tests {
     }
 
     #[test]
-    fn compacting_a_staggered_table_never_grows_it() {
-        for phase in [0.0, 0.4, 0.8] {
-            let mut index = Index::new(Growth::Staggered { phase });
+    fn a_size_on_the_ladder_is_its_own_staggered_size() {
+        // A ladder size is its rung rounded up, so a table filled to the brim
+        // of that size asks for that size again, not for the next rung.
+        for phase in [0.0, 0.25, 0.5, 0.99] {
+            for rung in 0..60 {
+                let exact = STAGGERED_STEP.powf(rung as f64 + phase);
+                let size = staggered_size(exact, phase);
+                for buckets in [exact, (exact + size as f64) / 2.0, size as f64] {
+                    assert_eq!(
+                        staggered_size(buckets, phase),
+                        size,
+                        "{buckets}, phase {phase}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn compacting_never_grows_a_table_nor_keeps_a_reservation() {
+        let growths = [
+            Growth::Exact,
+            Growth::Staggered { phase: 0.0 },
+            Growth::Staggered { phase: 0.4 },
+            Growth::Staggered { phase: 0.8 },
+        ];
+        for growth in growths {
+            let mut index = Index::new(growth);
             for key in 0..20_000i64 {
                 reserve(&mut index, 1);
                 index.get_or_insert(key, hash(key), || key as u32);
-                if key % 331 == 0 {
+                // A full table is the edge: its size must hold its keys.
+                if key % 331 == 0 || !index.has_room_for(1) {
                     let before = index.bucket_count();
+                    let reserved = index.grown_for(50_000, Sizing::Reservation, hash).unwrap();
+                    index = reserved.unwrap();
                     index.compact(hash, |slot| slot).unwrap();
-                    assert!(index.bucket_count() <= before, "{key} keys, phase {phase}");
+                    assert!(index.bucket_count() <= before, "{key} keys, {growth:?}");
                     assert_eq!(index.get(key, hash(key)), Some(key as u32));
                 }
             }
