@@ -1129,17 +1129,27 @@ mod tests {
             ..CacheConfig::new(8)
         })
         .unwrap();
-        let ids: Vec<i64> = (0..1000).collect();
-        let rows: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
-        cache.batch_set(&ids, &rows, 1).unwrap();
+        let row_of = |id: &i64| id.to_le_bytes();
+        let mut ids: Vec<i64> = (0..1000).collect();
+        cache
+            .batch_set(&ids, &ids.iter().flat_map(row_of).collect::<Vec<_>>(), 1)
+            .unwrap();
+        // The hash key is random: put an id of each held shard first, so that
+        // the thin batch has one.
+        let held_shards = [0, 3, 7];
+        for (place, shard) in held_shards.into_iter().enumerate() {
+            let of_shard = ids[place..]
+                .iter()
+                .position(|&id| cache.shard_of(cache.hash(id)) == shard)
+                .expect("1000 ids reach every one of 8 shards");
+            ids.swap(place, place + of_shard);
+        }
         // A thin batch is one span over every shard, a thick one a span per
         // few shards: the held shard starts the batch or cuts a span short.
         for len in [40, 1000] {
-            let (batch, batch_rows) = (&ids[..len], &rows[..len * 8]);
-            for held_shard in [0, 3, 7] {
-                assert!(batch
-                    .iter()
-                    .any(|&id| cache.shard_of(cache.hash(id)) == held_shard));
+            let batch = &ids[..len];
+            let batch_rows: Vec<u8> = batch.iter().flat_map(row_of).collect();
+            for held_shard in held_shards {
                 let held = cache.shards[held_shard].write();
                 std::thread::scope(|scope| {
                     let reader = scope.spawn(|| {
