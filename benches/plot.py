@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Chart the lookup bench's JSON: median throughput per contender per workload.
+"""Chart the lookup bench's JSON: median throughput per contender per workload,
+with whiskers from the slowest to the fastest of its runs.
 
     cargo bench --bench lookup -- --json lookup.json
     python3 benches/plot.py lookup.json            # writes benches/throughput.svg
@@ -62,6 +63,16 @@ def main():
         (s["workload"], s["contender"], s["threads"]): s["median"]["rows_per_s"]
         for s in results["series"]
     }
+    # The machine is shared and noisy: how far a contender's runs spread says
+    # how much a gap between two medians can be trusted.
+    ranges = {
+        (s["workload"], s["contender"], s["threads"]): (
+            min(r["rows_per_s"] for r in s["runs"]),
+            max(r["rows_per_s"] for r in s["runs"]),
+        )
+        for s in results["series"]
+        if s["runs"]
+    }
 
     misses = {a["stream"]: a["pool_miss_fraction"] for a in results.get("agreement", [])}
     panels = [
@@ -74,19 +85,31 @@ def main():
     for ax, (workload, title) in zip(axes[0], panels):
         threads = sorted({t for (w, _, t) in medians if w == workload})
         for i, contender in enumerate(contenders):
-            xs, ys = [], []
+            xs, ys, below, above = [], [], [], []
             for g, t in enumerate(threads):
-                value = medians.get((workload, contender, t))
+                key = (workload, contender, t)
+                value = medians.get(key)
                 if value is not None:
+                    slowest, fastest = ranges.get(key, (value, value))
                     xs.append(g - 0.4 + width * (i + 0.5))
                     ys.append(value / 1e6)
-            bars = ax.bar(xs, ys, width, label=contender, color=COLORS.get(contender))
+                    below.append((value - slowest) / 1e6)
+                    above.append((fastest - value) / 1e6)
+            bars = ax.bar(
+                xs,
+                ys,
+                width,
+                yerr=[below, above],
+                error_kw={"elinewidth": 0.6, "capsize": 1.5, "ecolor": "#444444"},
+                label=contender,
+                color=COLORS.get(contender),
+            )
             ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=1)
         ax.set_xticks(range(len(threads)))
         label = "reader thread" if workload == "publish_during" else "thread"
         ax.set_xticklabels([f"{t} {label}{'s' if t > 1 else ''}" for t in threads])
         ax.set_title(title, fontsize=10)
-        ax.set_ylabel("M rows/s (median)")
+        ax.set_ylabel("M rows/s (median; range of the runs)")
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
     handles, labels = axes[0][0].get_legend_handles_labels()
