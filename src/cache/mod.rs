@@ -779,6 +779,9 @@ impl Cache {
         let mut hits = 0;
         let grouped = &*grouping;
         let mut lookup = |span: &Span<'_>| {
+            if span.is_empty() {
+                return;
+            }
             let range = span.range();
             #[cfg(feature = "fault-injection")]
             fault_injection::panic_if_asked(&self.name, &grouped.keys[range.clone()]);
@@ -798,26 +801,18 @@ impl Cache {
         // waits holding one.
         let mut span = Span::starting_at(0);
         for (shard, range) in grouped.shard_groups() {
-            match self.shards[shard].try_read() {
-                Some(guard) => {
-                    span.add(guard, range.len());
-                    if span.is_full() {
-                        lookup(&span);
-                        span = Span::starting_at(range.end);
-                    }
-                }
-                None => {
-                    if !span.is_empty() {
-                        lookup(&span);
-                    }
-                    span = Span::starting_at(range.end);
-                    busy.push(shard);
-                }
+            let locked = self.shards[shard].try_read();
+            let is_busy = locked.is_none();
+            match locked {
+                Some(guard) => span.add(guard, range.len()),
+                None => busy.push(shard),
+            }
+            if is_busy || span.is_full() {
+                lookup(&span);
+                span = Span::starting_at(range.end);
             }
         }
-        if !span.is_empty() {
-            lookup(&span);
-        }
+        lookup(&span);
         drop(span);
         for &shard in &busy {
             let range = grouped.range_of(shard);
