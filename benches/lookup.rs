@@ -199,13 +199,17 @@ impl Results {
             .push(m);
     }
 
+    /// Every repetition of one (series, contender, threads), in the order run.
+    pub fn runs(&self, series: &str, contender: &str, threads: usize) -> Option<&[Measure]> {
+        self.series
+            .iter()
+            .find(|((s, c, t), _)| *s == series && *c == contender && *t == threads)
+            .map(|(_, runs)| runs.as_slice())
+    }
+
     /// The median of every field over the repetitions.
     pub fn median(&self, series: &str, contender: &str, threads: usize) -> Option<Measure> {
-        let runs = self
-            .series
-            .iter()
-            .find(|((s, c, t), _)| *s == series && *c == contender && *t == threads)?
-            .1;
+        let runs = self.runs(series, contender, threads)?;
         let field = |f: &dyn Fn(&Measure) -> f64| median(runs.iter().map(f).collect());
         let extra = runs[0]
             .extra
@@ -240,7 +244,19 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 pub struct Memory {
     pub contender: &'static str,
     pub rss_delta: u64,
+    /// Growth of the anonymous memory on transparent huge pages meanwhile,
+    /// where the kernel reports it.
+    pub huge_page_delta: Option<u64>,
     pub accounted: Option<u64>,
+}
+
+impl Memory {
+    /// The share of the growth that the kernel backed with huge pages.
+    pub fn huge_page_share(&self) -> Option<f64> {
+        self.huge_page_delta
+            .filter(|_| self.rss_delta > 0)
+            .map(|huge| huge as f64 / self.rss_delta as f64)
+    }
 }
 
 /// Hits each contender returned over the verified batches of a pool, and what
@@ -708,9 +724,13 @@ fn main() {
     let mut tallies: Vec<Tally> = Vec::new();
     for &name in &config.contenders {
         let before = measure::resident_bytes();
+        let huge_before = measure::huge_page_bytes();
         let mut contender = make(name, &universe, shards);
         let filled = fill(contender.as_mut(), &universe, batch, SizeHint::None);
         let rss_delta = measure::resident_bytes().saturating_sub(before);
+        let huge_page_delta = huge_before
+            .zip(measure::huge_page_bytes())
+            .map(|(before, after)| after.saturating_sub(before));
         eprintln!(
             "built {name}: fill {:.2} M rows/s, RSS +{:.1} MiB",
             filled.rows_per_s / 1e6,
@@ -720,6 +740,7 @@ fn main() {
         memory.push(Memory {
             contender: name,
             rss_delta,
+            huge_page_delta,
             accounted: contender.accounted_bytes(),
         });
         tallies.push(

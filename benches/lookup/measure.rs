@@ -259,6 +259,22 @@ pub fn resident_bytes() -> u64 {
     pages * page as u64
 }
 
+/// The process's anonymous memory on transparent huge pages, in bytes, from
+/// `/proc/self/smaps_rollup` (Linux 4.14 and later); `None` where it is not
+/// reported.
+pub fn huge_page_bytes() -> Option<u64> {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let kib: u64 = rollup
+        .lines()
+        .find_map(|line| line.strip_prefix("AnonHugePages:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib << 10)
+}
+
 /// CPU time of the whole machine and of this process, to tell how much of the
 /// machine other work took during the bench.
 #[derive(Clone, Copy, Debug)]
