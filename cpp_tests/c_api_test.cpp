@@ -856,6 +856,81 @@ TEST(Sinks, GlobalUnregisterFromAnotherThreadWaitsForRunningCalls) {
   unregister_while_batches_run(true);
 }
 
+// Two sinks, each unregistering the other from inside itself on two threads:
+// waiting for each other would never end, so one unregister answers
+// WOULD_DEADLOCK and leaves its sink registered, and the other succeeds.
+struct Mutual {
+  kvzch_cache* other_cache = nullptr;
+  std::atomic<uint64_t>* other_id = nullptr;
+  std::mutex* mutex = nullptr;
+  std::condition_variable* both_inside = nullptr;
+  int* inside = nullptr;
+  std::atomic<int> calls{0};
+  std::atomic<int> answer{-1};
+};
+
+void mutual_sink(void* user_data, const kvzch_batch_event*) {
+  Mutual* m = static_cast<Mutual*>(user_data);
+  if (m->calls.fetch_add(1) != 0) return;
+  {
+    std::unique_lock<std::mutex> lock(*m->mutex);
+    ++*m->inside;
+    m->both_inside->notify_all();
+    m->both_inside->wait(lock, [m] { return *m->inside == 2; });
+  }
+  m->answer.store(kvzch_cache_unregister_stat_sink(m->other_cache, m->other_id->load()));
+}
+
+TEST(Sinks, TwoSinksUnregisteringEachOtherDoNotDeadlock) {
+  CachePtr a = make_cache(8);
+  CachePtr b = make_cache(8);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  std::mutex mutex;
+  std::condition_variable both_inside;
+  int inside = 0;
+  std::atomic<uint64_t> id_a{0}, id_b{0};
+  Mutual on_a, on_b;
+  on_a.other_cache = b.get();
+  on_a.other_id = &id_b;
+  on_b.other_cache = a.get();
+  on_b.other_id = &id_a;
+  for (Mutual* m : {&on_a, &on_b}) {
+    m->mutex = &mutex;
+    m->both_inside = &both_inside;
+    m->inside = &inside;
+  }
+  uint64_t id = 0;
+  ASSERT_EQ(kvzch_cache_register_stat_sink(a.get(), mutual_sink, &on_a, &id), KVZCH_STATUS_OK);
+  id_a.store(id);
+  ASSERT_EQ(kvzch_cache_register_stat_sink(b.get(), mutual_sink, &on_b, &id), KVZCH_STATUS_OK);
+  id_b.store(id);
+  auto look_up = [](kvzch_cache* cache) {
+    const int64_t key = 1;
+    uint8_t out[8];
+    EXPECT_EQ(kvzch_cache_batch_get(cache, &key, 1, out, sizeof out, nullptr, nullptr),
+              KVZCH_STATUS_OK);
+  };
+  std::thread on_thread_a(look_up, a.get());
+  std::thread on_thread_b(look_up, b.get());
+  on_thread_a.join();
+  on_thread_b.join();
+
+  const bool a_refused = on_a.answer.load() == KVZCH_STATUS_WOULD_DEADLOCK;
+  const bool b_refused = on_b.answer.load() == KVZCH_STATUS_WOULD_DEADLOCK;
+  ASSERT_NE(a_refused, b_refused) << on_a.answer.load() << " " << on_b.answer.load();
+  EXPECT_EQ((a_refused ? on_b : on_a).answer.load(), KVZCH_STATUS_OK);
+  // The refused unregister left its target registered: that sink still runs.
+  Mutual& kept = a_refused ? on_b : on_a;
+  Mutual& gone = a_refused ? on_a : on_b;
+  look_up(a.get());
+  look_up(b.get());
+  EXPECT_EQ(kept.calls.load(), 2);
+  EXPECT_EQ(gone.calls.load(), 1);
+  EXPECT_EQ(kvzch_cache_unregister_stat_sink(a_refused ? b.get() : a.get(), a_refused ? id_b : id_a),
+            KVZCH_STATUS_OK);
+}
+
 // A sink that blocks holds up only the batch that called it: sinks run
 // outside every lock of the library, so meanwhile another thread's calls on
 // the same cache (lookups, publishes, removals, counters, info, compaction,

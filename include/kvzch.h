@@ -104,7 +104,10 @@ typedef enum kvzch_status {
    */
   KVZCH_STATUS_UNSUPPORTED = 6,
   /**
-   * Reserved.
+   * An unregister made from inside a sink would wait forever for a sink
+   * whose running call waits, through other sinks' unregisters, for this
+   * thread (two sinks unregistering each other from inside themselves on
+   * two threads); the sink stays registered.
    */
   KVZCH_STATUS_WOULD_DEADLOCK = 7,
   /**
@@ -498,7 +501,10 @@ enum kvzch_status kvzch_cache_register_stat_sink(struct kvzch_cache *cache,
  * Unregisters a sink of this cache. When this returns (called from anywhere
  * but inside that same sink), the sink is not running on any thread and will
  * never be called again, so its `user_data` may be freed. Unknown id:
- * `KVZCH_STATUS_NOT_FOUND`.
+ * `KVZCH_STATUS_NOT_FOUND`, returned only once no call of that sink is left
+ * on another thread, even while another unregister of it is still waiting
+ * for them. Called from inside a sink where the wait could never end:
+ * `KVZCH_STATUS_WOULD_DEADLOCK`, and the sink stays registered.
  */
 enum kvzch_status kvzch_cache_unregister_stat_sink(struct kvzch_cache *cache, uint64_t id);
 

@@ -377,8 +377,9 @@ class [[nodiscard]] SinkRegistration {
     if (status == KVZCH_STATUS_OK || status == KVZCH_STATUS_NOT_FOUND) {
       callable_.reset();
     } else {
-      /* The library could not confirm the sink is gone; it might still call
-       * it, so leaking the callable is the only safe choice. */
+      /* The library could not confirm the sink is gone (WOULD_DEADLOCK from
+       * inside another sink leaves it registered); it might still call it, so
+       * leaking the callable is the only safe choice. */
       static_cast<void>(callable_.release());
     }
     cache_ = nullptr;

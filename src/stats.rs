@@ -31,6 +31,18 @@
 //! ordered, so a call that starts after `RETIRED` is set sees it and does nothing,
 //! and a call that started before is waited for: when unregister returns, the
 //! sink is not running anywhere and never will be again.
+//!
+//! A retired sink stays findable until its last call returns, so an unregister
+//! of it that comes meanwhile (a second one, or one after the sink unregistered
+//! itself) waits too before it answers `NOT_FOUND`: whatever an unregister
+//! answers, the host may then free the sink's data.
+//!
+//! Waiting can only deadlock if the waiting thread is itself inside a sink that
+//! another waiting thread waits for: sinks A and B, each unregistering the other
+//! from inside itself on two threads. Every unregister made from inside a sink
+//! records its wait in one process-wide list before it changes anything, and if
+//! that wait would close a cycle of waits, it answers `WOULD_DEADLOCK` and
+//! leaves the sink registered instead.
 
 #![forbid(unsafe_code)]
 
@@ -39,7 +51,7 @@ use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
 
 use crate::cache::{Error, TableName};
-use crate::sync::{back_off, Arc, AtomicU128, AtomicU64, AtomicUsize, Mutex, RwLock};
+use crate::sync::{back_off, Arc, AtomicU128, AtomicU64, AtomicUsize, Mutex, RwLock, ShortMutex};
 
 /// The counts of one lookup batch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -144,6 +156,64 @@ mod running {
 }
 use running::RUNNING_SINKS;
 
+/// The sinks this thread is inside of. While the thread's thread-locals are
+/// being destroyed (a batch or an unregister made from a thread-local or static
+/// destructor), its calls cannot be recorded, and it is inside none that were.
+fn sinks_this_thread_runs() -> Vec<u64> {
+    RUNNING_SINKS
+        .try_with(|running| running.borrow().clone())
+        .unwrap_or_default()
+}
+
+/// An unregister, made from inside sinks, that waits for another sink's calls.
+#[derive(Clone, PartialEq, Eq)]
+struct Wait {
+    /// The sink whose calls on other threads are waited for.
+    for_sink: u64,
+    /// The sinks the waiting thread is inside of: whoever waits for one of
+    /// them waits for this thread.
+    inside: Vec<u64>,
+}
+
+/// The waits in progress, process-wide as sink ids are. An unregister made
+/// from outside every sink is not recorded: nobody can be waiting for its
+/// thread, so it closes no cycle.
+static WAITS: ShortMutex<Vec<Wait>> = ShortMutex::new(Vec::new());
+
+/// Records `wait` unless it would close a cycle: a chain of waiting threads,
+/// each inside a sink that the one before waits for, back to this thread.
+/// Since every recorded wait was checked, a cycle could only pass through the
+/// new one.
+fn record_wait(wait: &Wait) -> Result<(), Error> {
+    let mut waits = WAITS.lock();
+    let mut reached = vec![false; waits.len()];
+    let mut frontier = vec![wait.for_sink];
+    while let Some(sink) = frontier.pop() {
+        for (other, was_reached) in waits.iter().zip(&mut reached) {
+            if !*was_reached && other.inside.contains(&sink) {
+                if wait.inside.contains(&other.for_sink) {
+                    return Err(Error::would_deadlock(format!(
+                        "unregistering sink {} from inside sink(s) {:?} would wait forever: a \
+                         call of it waits, through other sinks' unregisters, for this thread",
+                        wait.for_sink, wait.inside
+                    )));
+                }
+                *was_reached = true;
+                frontier.push(other.for_sink);
+            }
+        }
+    }
+    waits.push(wait.clone());
+    Ok(())
+}
+
+fn forget_wait(wait: &Wait) {
+    let mut waits = WAITS.lock();
+    if let Some(position) = waits.iter().position(|w| w == wait) {
+        waits.swap_remove(position);
+    }
+}
+
 const RETIRED: u64 = 1 << 63;
 
 struct SinkEntry {
@@ -154,12 +224,18 @@ struct SinkEntry {
 }
 
 /// Leaves the running-sink bookkeeping consistent even if the sink panics.
-struct CallInProgress<'a>(&'a SinkEntry);
+struct CallInProgress<'a> {
+    entry: &'a SinkEntry,
+    recorded: bool,
+}
 
 impl Drop for CallInProgress<'_> {
     fn drop(&mut self) {
-        RUNNING_SINKS.with(|running| running.borrow_mut().pop());
-        self.0.state.fetch_sub(1, Ordering::Release);
+        if self.recorded {
+            // Alive when the call was recorded, so alive until it returns.
+            let _ = RUNNING_SINKS.try_with(|running| running.borrow_mut().pop());
+        }
+        self.entry.state.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -170,17 +246,27 @@ impl SinkEntry {
             self.state.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        RUNNING_SINKS.with(|running| running.borrow_mut().push(self.id));
-        let _in_progress = CallInProgress(self);
+        // Unrecorded only during the thread's teardown (see
+        // `sinks_this_thread_runs`); the call is counted and waited for anyway.
+        let recorded = RUNNING_SINKS
+            .try_with(|running| running.borrow_mut().push(self.id))
+            .is_ok();
+        let _in_progress = CallInProgress {
+            entry: self,
+            recorded,
+        };
         (self.sink)(event);
     }
 
-    fn retire(&self) {
-        self.state.fetch_or(RETIRED, Ordering::AcqRel);
-        let own_calls = RUNNING_SINKS
-            .with(|running| running.borrow().iter().filter(|&&id| id == self.id).count() as u64);
+    fn calls_in_progress(&self) -> u64 {
+        self.state.load(Ordering::Acquire) & !RETIRED
+    }
+
+    /// Waits until the sink's only calls in progress are the `own_calls` this
+    /// thread is inside of.
+    fn wait_for_calls(&self, own_calls: u64) {
         let mut attempt = 0u32;
-        while self.state.load(Ordering::Acquire) & !RETIRED > own_calls {
+        while self.calls_in_progress() > own_calls {
             back_off(attempt);
             attempt = attempt.saturating_add(1);
         }
@@ -190,6 +276,11 @@ impl SinkEntry {
 /// A set of sinks, per cache or process-wide.
 pub(crate) struct SinkRegistry {
     sinks: RwLock<Arc<Vec<Arc<SinkEntry>>>>,
+    /// Unregistered sinks that may still be running: an unregister of one of
+    /// them waits for its calls too. The unregister that retired a sink drops
+    /// it once it has waited, and any unregister drops those whose calls have
+    /// all returned.
+    retiring: Mutex<Vec<Arc<SinkEntry>>>,
     /// Lets a batch skip the registry's lock when nothing is registered.
     count: AtomicUsize,
 }
@@ -198,6 +289,7 @@ impl SinkRegistry {
     pub(crate) fn new() -> SinkRegistry {
         SinkRegistry {
             sinks: RwLock::new(Arc::new(Vec::new())),
+            retiring: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
         }
     }
@@ -217,23 +309,66 @@ impl SinkRegistry {
         SinkId(id)
     }
 
+    /// Unregisters sink `id` and waits for its calls on other threads, or,
+    /// when it was unregistered already but still runs, only waits and answers
+    /// `NotFound`. Called from inside sinks, answers `WouldDeadlock`, changing
+    /// nothing, where the wait could never end.
     pub(crate) fn unregister(&self, id: SinkId) -> Result<(), Error> {
-        let removed = {
+        let inside = sinks_this_thread_runs();
+        let own_calls = inside.iter().filter(|&&sink| sink == id.0).count() as u64;
+        let wait = (!inside.is_empty()).then_some(Wait {
+            for_sink: id.0,
+            inside,
+        });
+        let (entry, was_registered) = {
             let mut sinks = self.sinks.write();
-            let position = sinks
-                .iter()
-                .position(|entry| entry.id == id.0)
-                .ok_or_else(|| {
-                    Error::not_found(format!("sink id {} is not registered here", id.0))
-                })?;
-            let mut updated: Vec<Arc<SinkEntry>> = sinks.to_vec();
-            let removed = updated.remove(position);
-            *sinks = Arc::new(updated);
-            self.count.store(sinks.len(), Ordering::Release);
-            removed
+            let mut retiring = self.retiring.lock();
+            let position = sinks.iter().position(|entry| entry.id == id.0);
+            let entry = match position {
+                Some(position) => Arc::clone(&sinks[position]),
+                None => match retiring.iter().find(|entry| entry.id == id.0) {
+                    Some(entry) => Arc::clone(entry),
+                    None => {
+                        return Err(Error::not_found(format!(
+                            "sink id {} is not registered here",
+                            id.0
+                        )))
+                    }
+                },
+            };
+            if let Some(wait) = &wait {
+                record_wait(wait)?;
+            }
+            if let Some(position) = position {
+                let mut updated: Vec<Arc<SinkEntry>> = sinks.to_vec();
+                updated.remove(position);
+                *sinks = Arc::new(updated);
+                self.count.store(sinks.len(), Ordering::Release);
+                entry.state.fetch_or(RETIRED, Ordering::AcqRel);
+                retiring.push(Arc::clone(&entry));
+            }
+            (entry, position.is_some())
         };
-        removed.retire();
-        Ok(())
+        entry.wait_for_calls(own_calls);
+        if let Some(wait) = &wait {
+            forget_wait(wait);
+        }
+        // Done with the sink unless this thread is still inside it: then a
+        // later unregister drops it, once its calls have returned. (A count
+        // above zero may also be a call that saw `RETIRED` and is leaving.)
+        let done_with = (was_registered && own_calls == 0).then_some(entry.id);
+        self.retiring
+            .lock()
+            .retain(|retired| Some(retired.id) != done_with && retired.calls_in_progress() > 0);
+        if was_registered {
+            Ok(())
+        } else {
+            Err(Error::not_found(format!(
+                "sink id {} is not registered here: another call unregistered it \
+                 (its calls on other threads have returned)",
+                id.0
+            )))
+        }
     }
 
     pub(crate) fn notify(&self, event: &BatchEvent<'_>) {
@@ -416,6 +551,47 @@ mod loom_models {
             };
             registry.unregister(id).unwrap();
             // The host frees user_data here.
+            freed.store(true, Ordering::SeqCst);
+            batch.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_an_unregister_after_a_sink_unregistered_itself_waits_for_that_call() {
+        loom::model(|| {
+            let registry = Arc::new(SinkRegistry::new());
+            let freed = Arc::new(AtomicBool::new(false));
+            let own_id = Arc::new(AtomicU64::new(0));
+            let id = {
+                let (registry_in_sink, freed, own_id) = (
+                    Arc::clone(&registry),
+                    Arc::clone(&freed),
+                    Arc::clone(&own_id),
+                );
+                registry.register(Box::new(move |_| {
+                    // NotFound if the other unregister came first.
+                    let _ = registry_in_sink.unregister(SinkId(own_id.load(Ordering::SeqCst)));
+                    assert!(
+                        !freed.load(Ordering::SeqCst),
+                        "a sink ran after an unregister of it returned"
+                    );
+                }))
+            };
+            own_id.store(id.0, Ordering::SeqCst);
+            let batch = {
+                let registry = Arc::clone(&registry);
+                loom::thread::spawn(move || {
+                    let table = TableName::default();
+                    let event = BatchEvent {
+                        table: &table,
+                        stats: BatchStats::default(),
+                    };
+                    registry.notify(&event);
+                })
+            };
+            // Ok before the sink unregistered itself, NotFound after: either
+            // way, the host may free user_data now.
+            let _ = registry.unregister(id);
             freed.store(true, Ordering::SeqCst);
             batch.join().unwrap();
         });

@@ -4,6 +4,9 @@
 
 #[cfg(not(loom))]
 mod imp {
+    /// A mutex that can be a `static` also under loom, whose own cannot; for
+    /// critical sections that do nothing loom models (no atomic, no other lock).
+    pub(crate) use parking_lot::Mutex as ShortMutex;
     pub(crate) use parking_lot::{Mutex, RwLock};
     pub(crate) use portable_atomic::AtomicU128;
     pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -29,6 +32,23 @@ mod imp {
     pub(crate) use loom::sync::Arc;
     pub(crate) use loom::thread_local as protocol_thread_local;
     use std::sync::atomic::Ordering;
+
+    /// std's mutex, which can be a `static`, with parking_lot's signature. Its
+    /// critical sections contain no loom operation, so a model thread never
+    /// switches while holding it.
+    pub(crate) struct ShortMutex<T>(std::sync::Mutex<T>);
+
+    impl<T> ShortMutex<T> {
+        pub(crate) const fn new(value: T) -> Self {
+            ShortMutex(std::sync::Mutex::new(value))
+        }
+
+        pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+    }
 
     /// loom's mutex with parking_lot's signature.
     pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);

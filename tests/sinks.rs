@@ -1,7 +1,7 @@
 //! Stat sinks: who sees which batch, reentrancy, and the unregister guarantee.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -180,4 +180,249 @@ fn counters_equal_the_sum_of_what_sinks_received() {
     assert_eq!(counters.hits, hits.load(Ordering::Relaxed));
     assert_eq!(counters.misses, misses.load(Ordering::Relaxed));
     assert_eq!(counters.total, 60_000);
+}
+
+/// A sink on `cache` that, on its first call only, signals `entered`, then runs
+/// `first_call` and marks `finished`; later calls only count themselves.
+fn sink_with_first_call(
+    cache: &Cache,
+    first_call: impl Fn() + Send + Sync + 'static,
+) -> (SinkId, Arc<AtomicU64>, mpsc::Receiver<()>, Arc<AtomicBool>) {
+    let calls = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicBool::new(false));
+    let (entered_tx, entered) = mpsc::channel();
+    let entered_tx = Mutex::new(entered_tx);
+    let id = {
+        let (calls, finished) = (Arc::clone(&calls), Arc::clone(&finished));
+        cache.register_stat_sink(Box::new(move |_| {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                let _ = entered_tx.lock().unwrap().send(());
+                first_call();
+                finished.store(true, Ordering::SeqCst);
+            }
+        }))
+    };
+    (id, calls, entered, finished)
+}
+
+/// Looks up one id on `cache` from a thread of its own, which runs its sinks.
+fn look_up_in_background(cache: &Arc<Cache>) -> thread::JoinHandle<()> {
+    let cache = Arc::clone(cache);
+    thread::spawn(move || {
+        cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+    })
+}
+
+#[test]
+fn a_second_unregister_answers_only_once_the_sink_has_returned() {
+    let cache = Arc::new(named("second_unregister"));
+    let (release_tx, release) = mpsc::channel::<()>();
+    let release = Mutex::new(release);
+    let (id, calls, entered, finished) = sink_with_first_call(&cache, move || {
+        release.lock().unwrap().recv().unwrap();
+    });
+    let lookup = look_up_in_background(&cache);
+    entered.recv().unwrap();
+    let first = {
+        let cache = Arc::clone(&cache);
+        thread::spawn(move || cache.unregister_stat_sink(id))
+    };
+    // Once a lookup here no longer calls the sink, the first unregister has
+    // taken it out and is waiting for the blocked call.
+    let mut out = [0u8; 4];
+    loop {
+        let before = calls.load(Ordering::SeqCst);
+        cache.batch_get(&[1], &mut out, None).unwrap();
+        if calls.load(Ordering::SeqCst) == before {
+            break;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    let second = {
+        let (cache, finished) = (Arc::clone(&cache), Arc::clone(&finished));
+        thread::spawn(move || {
+            let answer = cache.unregister_stat_sink(id);
+            (answer, finished.load(Ordering::SeqCst))
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    release_tx.send(()).unwrap();
+    let (answer, sink_had_returned) = second.join().unwrap();
+    assert_eq!(answer.unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(
+        sink_had_returned,
+        "NOT_FOUND came while the sink was still running, so its data could be freed under it"
+    );
+    first.join().unwrap().unwrap();
+    lookup.join().unwrap();
+}
+
+#[test]
+fn an_unregister_after_a_sink_unregistered_itself_waits_for_that_call() {
+    let cache = Arc::new(named("self_then_other"));
+    let own_id = Arc::new(Mutex::new(None::<SinkId>));
+    let (release_tx, release) = mpsc::channel::<()>();
+    let release = Mutex::new(release);
+    let (id, _, entered, finished) = {
+        let (weak, own_id) = (Arc::downgrade(&cache), Arc::clone(&own_id));
+        sink_with_first_call(&cache, move || {
+            let id = own_id.lock().unwrap().expect("registered");
+            weak.upgrade().unwrap().unregister_stat_sink(id).unwrap();
+            release.lock().unwrap().recv().unwrap();
+        })
+    };
+    *own_id.lock().unwrap() = Some(id);
+    let lookup = look_up_in_background(&cache);
+    entered.recv().unwrap();
+    let other = {
+        let (cache, finished) = (Arc::clone(&cache), Arc::clone(&finished));
+        thread::spawn(move || {
+            let answer = cache.unregister_stat_sink(id);
+            (answer, finished.load(Ordering::SeqCst))
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    release_tx.send(()).unwrap();
+    let (answer, sink_had_returned) = other.join().unwrap();
+    assert_eq!(answer.unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(sink_had_returned, "NOT_FOUND came while the sink still ran");
+    lookup.join().unwrap();
+}
+
+#[test]
+fn two_sinks_unregistering_each_other_do_not_deadlock() {
+    let (a, b) = (
+        Arc::new(named("mutual_unregister_a")),
+        Arc::new(named("mutual_unregister_b")),
+    );
+    let both_inside = Arc::new(Barrier::new(2));
+    let ids = Arc::new(Mutex::new((None::<SinkId>, None::<SinkId>)));
+    let (answers_tx, answers) = mpsc::channel();
+    // The sink of `a`, on its first call, unregisters the sink of `b` once a
+    // call of that one has started too, and the other way round.
+    let mutual = |own: &Arc<Cache>, other: &Arc<Cache>, other_is_a: bool| {
+        let (other, both_inside, ids) = (
+            Arc::downgrade(other),
+            Arc::clone(&both_inside),
+            Arc::clone(&ids),
+        );
+        let answers_tx = Mutex::new(answers_tx.clone());
+        sink_with_first_call(own, move || {
+            both_inside.wait();
+            let (id_a, id_b) = *ids.lock().unwrap();
+            let other_id = if other_is_a { id_a } else { id_b }.expect("registered");
+            let answer = other.upgrade().unwrap().unregister_stat_sink(other_id);
+            answers_tx
+                .lock()
+                .unwrap()
+                .send((other_is_a, answer.map_err(|e| e.kind())))
+                .unwrap();
+        })
+    };
+    let (id_a, calls_a, _, _) = mutual(&a, &b, false);
+    let (id_b, calls_b, _, _) = mutual(&b, &a, true);
+    *ids.lock().unwrap() = (Some(id_a), Some(id_b));
+    let lookups = [look_up_in_background(&a), look_up_in_background(&b)];
+    let mut outcome = Vec::new();
+    for _ in 0..2 {
+        outcome.push(
+            answers
+                .recv_timeout(Duration::from_secs(10))
+                .expect("both unregisters answer: no deadlock"),
+        );
+    }
+    for lookup in lookups {
+        lookup.join().unwrap();
+    }
+    outcome.sort_by_key(|&(other_is_a, _)| other_is_a);
+    let refused: Vec<bool> = outcome
+        .iter()
+        .filter(|(_, answer)| *answer == Err(ErrorKind::WouldDeadlock))
+        .map(|&(other_is_a, _)| other_is_a)
+        .collect();
+    assert_eq!(refused.len(), 1, "{outcome:?}");
+    assert!(
+        outcome.iter().any(|(_, answer)| answer.is_ok()),
+        "{outcome:?}"
+    );
+    // The refused unregister changed nothing: that sink is still called, and
+    // the other one is gone.
+    let (kept, kept_calls, gone, gone_calls) = if refused[0] {
+        (&a, &calls_a, &b, &calls_b)
+    } else {
+        (&b, &calls_b, &a, &calls_a)
+    };
+    let (kept_before, gone_before) = (
+        kept_calls.load(Ordering::SeqCst),
+        gone_calls.load(Ordering::SeqCst),
+    );
+    let mut out = [0u8; 4];
+    kept.batch_get(&[1], &mut out, None).unwrap();
+    gone.batch_get(&[1], &mut out, None).unwrap();
+    assert_eq!(kept_calls.load(Ordering::SeqCst), kept_before + 1);
+    assert_eq!(gone_calls.load(Ordering::SeqCst), gone_before);
+}
+
+#[test]
+fn sinks_still_work_while_a_threads_thread_locals_are_destroyed() {
+    // Thread-local destructors run in the reverse order of their first use,
+    // so this one runs after the library's own thread-locals are gone, as a
+    // host's static or thread-local destructor can.
+    struct AtThreadExit {
+        cache: Arc<Cache>,
+        id: SinkId,
+        answers: mpsc::Sender<(Result<(), String>, Result<u64, String>)>,
+    }
+    /// What `call` returned, its error's kind, or that it panicked.
+    fn outcome<T>(call: impl FnOnce() -> Result<T, kvzch::Error>) -> Result<T, String> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+            Ok(answer) => answer.map_err(|e| format!("{:?}: {e}", e.kind())),
+            Err(_) => Err("panicked".into()),
+        }
+    }
+    impl Drop for AtThreadExit {
+        fn drop(&mut self) {
+            let lookup = outcome(|| {
+                let mut out = [0u8; 4];
+                self.cache
+                    .batch_get(&[1], &mut out, None)
+                    .map(|stats| stats.total)
+            });
+            let unregister = outcome(|| self.cache.unregister_stat_sink(self.id));
+            let _ = self.answers.send((unregister, lookup));
+        }
+    }
+    thread_local! {
+        static AT_EXIT: std::cell::RefCell<Option<AtThreadExit>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let cache = Arc::new(named("thread_teardown"));
+    let calls = Arc::new(AtomicU64::new(0));
+    let id = {
+        let calls = Arc::clone(&calls);
+        cache.register_stat_sink(Box::new(move |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+        }))
+    };
+    let (answers_tx, answers) = mpsc::channel();
+    {
+        let cache = Arc::clone(&cache);
+        thread::spawn(move || {
+            AT_EXIT.with(|at_exit| {
+                *at_exit.borrow_mut() = Some(AtThreadExit {
+                    cache: Arc::clone(&cache),
+                    id,
+                    answers: answers_tx,
+                })
+            });
+            // Runs the sink on this thread, after `AT_EXIT` was first used.
+            cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+    let (unregister, lookup) = answers.recv().unwrap();
+    assert_eq!(lookup, Ok(1), "a lookup during teardown");
+    assert_eq!(unregister, Ok(()), "an unregister during teardown");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the sink saw both lookups");
 }

@@ -13,6 +13,8 @@ pub enum ErrorKind {
     CapacityExceeded,
     /// An unknown sink id.
     NotFound,
+    /// Waiting, as the call must, would never end; nothing was changed.
+    WouldDeadlock,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +48,13 @@ impl Error {
     pub(crate) fn not_found(message: String) -> Error {
         Error {
             kind: ErrorKind::NotFound,
+            message,
+        }
+    }
+
+    pub(crate) fn would_deadlock(message: String) -> Error {
+        Error {
+            kind: ErrorKind::WouldDeadlock,
             message,
         }
     }

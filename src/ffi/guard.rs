@@ -43,6 +43,7 @@ impl From<crate::Error> for FfiError {
             ErrorKind::OutOfMemory => kvzch_status::KVZCH_STATUS_OUT_OF_MEMORY,
             ErrorKind::CapacityExceeded => kvzch_status::KVZCH_STATUS_CAPACITY_EXCEEDED,
             ErrorKind::NotFound => kvzch_status::KVZCH_STATUS_NOT_FOUND,
+            ErrorKind::WouldDeadlock => kvzch_status::KVZCH_STATUS_WOULD_DEADLOCK,
         };
         FfiError::new(status, error.message().to_string())
     }

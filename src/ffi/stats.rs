@@ -68,7 +68,10 @@ pub extern "C" fn kvzch_cache_register_stat_sink(
 /// Unregisters a sink of this cache. When this returns (called from anywhere
 /// but inside that same sink), the sink is not running on any thread and will
 /// never be called again, so its `user_data` may be freed. Unknown id:
-/// `KVZCH_STATUS_NOT_FOUND`.
+/// `KVZCH_STATUS_NOT_FOUND`, returned only once no call of that sink is left
+/// on another thread, even while another unregister of it is still waiting
+/// for them. Called from inside a sink where the wait could never end:
+/// `KVZCH_STATUS_WOULD_DEADLOCK`, and the sink stays registered.
 #[no_mangle]
 pub extern "C" fn kvzch_cache_unregister_stat_sink(
     cache: *mut kvzch_cache,
