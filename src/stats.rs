@@ -500,6 +500,19 @@ mod loom_models {
     use super::*;
     use loom::sync::atomic::AtomicBool;
 
+    /// A batch's sink calls, made on a model thread of their own.
+    fn notify_on_another_thread(registry: &Arc<SinkRegistry>) -> loom::thread::JoinHandle<()> {
+        let registry = Arc::clone(registry);
+        loom::thread::spawn(move || {
+            let table = TableName::default();
+            let event = BatchEvent {
+                table: &table,
+                stats: BatchStats::default(),
+            };
+            registry.notify(&event);
+        })
+    }
+
     #[test]
     fn loom_snapshots_hold_whole_batches_and_windows_tile_the_history() {
         loom::model(|| {
@@ -538,17 +551,7 @@ mod loom_models {
                     );
                 }))
             };
-            let batch = {
-                let registry = Arc::clone(&registry);
-                loom::thread::spawn(move || {
-                    let table = TableName::default();
-                    let event = BatchEvent {
-                        table: &table,
-                        stats: BatchStats::default(),
-                    };
-                    registry.notify(&event);
-                })
-            };
+            let batch = notify_on_another_thread(&registry);
             registry.unregister(id).unwrap();
             // The host frees user_data here.
             freed.store(true, Ordering::SeqCst);
@@ -578,17 +581,7 @@ mod loom_models {
                 }))
             };
             own_id.store(id.0, Ordering::SeqCst);
-            let batch = {
-                let registry = Arc::clone(&registry);
-                loom::thread::spawn(move || {
-                    let table = TableName::default();
-                    let event = BatchEvent {
-                        table: &table,
-                        stats: BatchStats::default(),
-                    };
-                    registry.notify(&event);
-                })
-            };
+            let batch = notify_on_another_thread(&registry);
             // Ok before the sink unregistered itself, NotFound after: either
             // way, the host may free user_data now.
             let _ = registry.unregister(id);

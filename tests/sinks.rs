@@ -213,6 +213,32 @@ fn look_up_in_background(cache: &Arc<Cache>) -> thread::JoinHandle<()> {
     })
 }
 
+/// Unregisters `id`, already unregistered but blocked in a call until
+/// `release` is sent, from another thread: the answer must be `NotFound`, and
+/// come only once the call has `finished`.
+fn answers_not_found_only_once_the_sink_returned(
+    cache: &Arc<Cache>,
+    id: SinkId,
+    finished: &Arc<AtomicBool>,
+    release: mpsc::Sender<()>,
+) {
+    let unregister = {
+        let (cache, finished) = (Arc::clone(cache), Arc::clone(finished));
+        thread::spawn(move || {
+            let answer = cache.unregister_stat_sink(id);
+            (answer, finished.load(Ordering::SeqCst))
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    release.send(()).unwrap();
+    let (answer, sink_had_returned) = unregister.join().unwrap();
+    assert_eq!(answer.unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(
+        sink_had_returned,
+        "NOT_FOUND came while the sink was still running, so its data could be freed under it"
+    );
+}
+
 #[test]
 fn a_second_unregister_answers_only_once_the_sink_has_returned() {
     let cache = Arc::new(named("second_unregister"));
@@ -238,21 +264,7 @@ fn a_second_unregister_answers_only_once_the_sink_has_returned() {
         }
         thread::sleep(Duration::from_millis(1));
     }
-    let second = {
-        let (cache, finished) = (Arc::clone(&cache), Arc::clone(&finished));
-        thread::spawn(move || {
-            let answer = cache.unregister_stat_sink(id);
-            (answer, finished.load(Ordering::SeqCst))
-        })
-    };
-    thread::sleep(Duration::from_millis(100));
-    release_tx.send(()).unwrap();
-    let (answer, sink_had_returned) = second.join().unwrap();
-    assert_eq!(answer.unwrap_err().kind(), ErrorKind::NotFound);
-    assert!(
-        sink_had_returned,
-        "NOT_FOUND came while the sink was still running, so its data could be freed under it"
-    );
+    answers_not_found_only_once_the_sink_returned(&cache, id, &finished, release_tx);
     first.join().unwrap().unwrap();
     lookup.join().unwrap();
 }
@@ -274,18 +286,7 @@ fn an_unregister_after_a_sink_unregistered_itself_waits_for_that_call() {
     *own_id.lock().unwrap() = Some(id);
     let lookup = look_up_in_background(&cache);
     entered.recv().unwrap();
-    let other = {
-        let (cache, finished) = (Arc::clone(&cache), Arc::clone(&finished));
-        thread::spawn(move || {
-            let answer = cache.unregister_stat_sink(id);
-            (answer, finished.load(Ordering::SeqCst))
-        })
-    };
-    thread::sleep(Duration::from_millis(100));
-    release_tx.send(()).unwrap();
-    let (answer, sink_had_returned) = other.join().unwrap();
-    assert_eq!(answer.unwrap_err().kind(), ErrorKind::NotFound);
-    assert!(sink_had_returned, "NOT_FOUND came while the sink still ran");
+    answers_not_found_only_once_the_sink_returned(&cache, id, &finished, release_tx);
     lookup.join().unwrap();
 }
 
