@@ -185,6 +185,13 @@ pub struct Measure {
     pub extra: Vec<(&'static str, f64)>,
 }
 
+impl Measure {
+    /// The extra figure called `name`, if this measurement has one.
+    pub fn extra(&self, name: &str) -> Option<f64> {
+        self.extra.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
+    }
+}
+
 /// Every repetition, keyed by (series, contender, threads).
 #[derive(Default)]
 pub struct Results {

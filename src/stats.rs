@@ -324,18 +324,13 @@ impl SinkRegistry {
             let mut sinks = self.sinks.write();
             let mut retiring = self.retiring.lock();
             let position = sinks.iter().position(|entry| entry.id == id.0);
-            let entry = match position {
-                Some(position) => Arc::clone(&sinks[position]),
-                None => match retiring.iter().find(|entry| entry.id == id.0) {
-                    Some(entry) => Arc::clone(entry),
-                    None => {
-                        return Err(Error::not_found(format!(
-                            "sink id {} is not registered here",
-                            id.0
-                        )))
-                    }
-                },
-            };
+            let entry = position
+                .map(|position| &sinks[position])
+                .or_else(|| retiring.iter().find(|entry| entry.id == id.0))
+                .cloned()
+                .ok_or_else(|| {
+                    Error::not_found(format!("sink id {} is not registered here", id.0))
+                })?;
             if let Some(wait) = &wait {
                 record_wait(wait)?;
             }

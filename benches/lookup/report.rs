@@ -187,7 +187,7 @@ impl Report<'_> {
 
     fn extra(&self, series: &str, contender: &str, threads: usize, name: &str) -> f64 {
         self.median(series, contender, threads)
-            .and_then(|m| m.extra.iter().find(|(n, _)| *n == name).map(|(_, v)| *v))
+            .and_then(|m| m.extra(name))
             .unwrap_or(f64::NAN)
     }
 
@@ -630,8 +630,7 @@ impl Report<'_> {
                     .runs("publish_during", KVZCH, t)
                     .unwrap_or_default()
                     .iter()
-                    .filter_map(|m| m.extra.iter().find(|(n, _)| *n == "p99_vs_idle"))
-                    .map(|&(_, x)| x)
+                    .filter_map(|m| m.extra("p99_vs_idle"))
                     .collect();
                 target(
                     format!("p99 batch_get during republish + evict <= 2x idle p99, {t} reader(s)"),
