@@ -16,6 +16,8 @@ mod huge_map;
 mod indexed_limit;
 #[path = "lookup/json.rs"]
 mod json;
+#[path = "lookup/key_buckets.rs"]
+mod key_buckets;
 #[path = "lookup/kvzch_rows.rs"]
 mod kvzch_rows;
 #[path = "lookup/limit.rs"]
@@ -24,6 +26,8 @@ mod limit;
 mod measure;
 #[path = "lookup/peer.rs"]
 mod peer;
+#[path = "lookup/prefetch.rs"]
+mod prefetch;
 #[path = "lookup/report.rs"]
 mod report;
 #[path = "lookup/workload.rs"]
@@ -286,9 +290,10 @@ pub struct Returned {
 fn make(name: &str, universe: &Universe, shards: usize) -> Box<dyn Contender> {
     match name {
         "limit" => Box::new(limit::Limit::new(universe.rows, universe.row_bytes)),
-        "indexed_limit" => Box::new(indexed_limit::IndexedLimit::new(
+        "indexed_limit" => Box::new(indexed_limit::IndexedLimit::with_index(
             universe.rows,
             universe.row_bytes,
+            key_buckets::KeyBuckets::new(universe.rows, indexed_limit::KVZCH_FILL),
         )),
         "upstream_peer" => Box::new(peer::UpstreamPeer::new(universe.row_bytes, shards)),
         "dashmap" => Box::new(crates::DashMapRows::new(universe.row_bytes)),
@@ -739,9 +744,13 @@ fn main() {
             .zip(measure::huge_page_bytes())
             .map(|(before, after)| after.saturating_sub(before));
         eprintln!(
-            "built {name}: fill {:.2} M rows/s, RSS +{:.1} MiB",
+            "built {name}: fill {:.2} M rows/s, RSS +{:.1} MiB{}",
             filled.rows_per_s / 1e6,
-            rss_delta as f64 / (1 << 20) as f64
+            rss_delta as f64 / (1 << 20) as f64,
+            contender
+                .index_profile()
+                .map(|profile| format!("; index: {profile}"))
+                .unwrap_or_default()
         );
         results.push("fill", name, 1, filled);
         memory.push(Memory {

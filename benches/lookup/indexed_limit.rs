@@ -1,146 +1,147 @@
-//! The limit behind an index: the limit's dense rows, found through one
-//! open-addressing table from id to row number, looked up with kvzch's
-//! pipeline. What a lookup costs when finding a row takes one index line and
-//! nothing else (no shards, no locks, no grouping, no counters): on a table
-//! far larger than the caches that line is a second random access per id,
-//! which no prefetch distance hides.
+//! The limit behind kvzch's index: the limit's dense rows, found through an
+//! open-addressing table from id to row number in kvzch's layout (see
+//! `key_buckets`), looked up with kvzch's pipeline. What a lookup costs when
+//! finding a row takes that index and nothing else (no shards, no locks, no
+//! grouping, no counters). At kvzch's fill after a rebuild (80%) most ids sit
+//! in their home bucket, one line; the rest need further buckets, read one
+//! after another. `benches/index_layouts.rs` weighs both parts.
 //!
-//! The table mirrors kvzch's index: 64-byte buckets of five (id, row + 1)
-//! pairs, linear probing, on transparent huge pages, at kvzch's fill after a
-//! rebuild (80%). The lookup hashes the batch first, asks for each id's bucket
-//! in the L1 cache twice the row distance ahead, and resolves each id and asks
-//! for its row in the L2 cache the limit's row distance ahead. Against the
-//! limit, this measures the index line itself; against this, kvzch's own
-//! structure (shards, locks, grouping, chunked rows, counters).
+//! The lookup hashes the batch first, asks for each id's bucket in the L1
+//! cache twice the row distance ahead, and resolves each id and asks for its
+//! row in the L2 cache the limit's row distance ahead. Against the limit, this
+//! measures the index; against this, kvzch's own structure (shards, locks,
+//! grouping, chunked rows, counters).
 
 use std::cell::RefCell;
 
-use crate::contender::{prefetch, prefetch_row, Contender};
-use crate::huge_map::HugeMap;
+use crate::contender::Contender;
+use crate::key_buckets::{hash, KeyBuckets};
 use crate::limit::{rows_ahead, Limit};
+use crate::prefetch::prefetch_row;
 
-const BUCKET_WIDTH: usize = 5;
-/// kvzch's fill after a rebuild.
-const FILL: f64 = 0.8;
-/// A position whose row is this holds no id.
-const EMPTY: u32 = 0;
+/// kvzch's fill after a rebuild: the suite's `indexed_limit` builds its
+/// `KeyBuckets` to it.
+pub const KVZCH_FILL: f64 = 0.8;
 /// The ring of rows resolved ahead: at least `rows_ahead` of any width.
 const RING: usize = 16;
-
-/// All zeros is the empty bucket, as a fresh mapping is.
-#[repr(C, align(64))]
-struct Bucket {
-    ids: [i64; BUCKET_WIDTH],
-    /// Each id's row number plus one, or `EMPTY`.
-    rows: [u32; BUCKET_WIDTH],
-    _pad: u32,
-}
-
-impl Bucket {
-    /// The position holding `id`, compared over all five without a branch.
-    fn position_of(&self, id: i64) -> Option<usize> {
-        let mut matches = 0u32;
-        for (i, (&k, &row)) in self.ids.iter().zip(&self.rows).enumerate() {
-            matches |= u32::from(k == id && row != EMPTY) << i;
-        }
-        (matches != 0).then(|| matches.trailing_zeros() as usize)
-    }
-
-    fn has_room(&self) -> bool {
-        self.rows.contains(&EMPTY)
-    }
-}
 
 thread_local! {
     /// A batch's hashes, reused across batches.
     static HASHES: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
-pub struct IndexedLimit {
+/// What an index holds, and how many of its lines a lookup of a stored id
+/// reads, counted as ids are stored.
+pub struct Profile {
+    bytes: usize,
+    ids: usize,
+    /// Ids beyond the first line their lookup reads.
+    away: usize,
+    /// Lines the lookups of all stored ids read.
+    lines: usize,
+}
+
+impl Profile {
+    pub fn new(bytes: usize) -> Profile {
+        Profile {
+            bytes,
+            ids: 0,
+            away: 0,
+            lines: 0,
+        }
+    }
+
+    /// Counts an id whose lookup reads `lines` lines of the index.
+    pub fn add(&mut self, lines: usize) {
+        self.ids += 1;
+        self.away += usize::from(lines > 1);
+        self.lines += lines;
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids = self.ids.max(1) as f64;
+        write!(
+            f,
+            "{:.1} B/row, {:.1}% of ids beyond their first line, {:.2} lines per hit",
+            self.bytes as f64 / ids,
+            100.0 * self.away as f64 / ids,
+            self.lines as f64 / ids
+        )
+    }
+}
+
+/// A map from id to the limit's row numbers, looked up in three steps by the
+/// pipeline below. `slot` is the id's precomputed row number, which only a
+/// bound that is not a map (`benches/index_layouts.rs`) may read.
+pub trait RowIndex: Send + Sync {
+    /// Whether the index reads `slot`: the pipeline passes 0 otherwise, so a
+    /// map's lookup reads nothing a real one could not.
+    const READS_SLOTS: bool = false;
+
+    /// Stores `row` for `id`.
+    fn insert(&mut self, id: i64, hash: u64, slot: u32, row: u32);
+    /// Asks for the line a lookup of `id` reads first.
+    fn prefetch_first(&self, id: i64, hash: u64, slot: u32);
+    /// The row of `id`, as far as the index alone tells: asks for whatever
+    /// line `confirm` reads.
+    fn locate(&self, id: i64, hash: u64, slot: u32) -> Option<u32>;
+    /// The row of `id` given what `locate` said, once that row was asked for:
+    /// an index that keeps no ids checks its answer here.
+    fn confirm(&self, id: i64, hash: u64, located: u32) -> Option<u32> {
+        let _ = (id, hash);
+        Some(located)
+    }
+    fn profile(&self) -> &Profile;
+}
+
+impl RowIndex for KeyBuckets {
+    fn insert(&mut self, id: i64, _hash: u64, _slot: u32, row: u32) {
+        KeyBuckets::insert(self, id, row);
+    }
+
+    #[inline(always)]
+    fn prefetch_first(&self, _id: i64, hash: u64, _slot: u32) {
+        crate::prefetch::prefetch(self.home_bucket(hash));
+    }
+
+    #[inline(always)]
+    fn locate(&self, id: i64, hash: u64, _slot: u32) -> Option<u32> {
+        self.find::<{ usize::MAX }>(id, hash)
+    }
+
+    fn profile(&self) -> &Profile {
+        KeyBuckets::profile(self)
+    }
+}
+
+pub struct IndexedLimit<I: RowIndex> {
     rows: Limit,
-    buckets: HugeMap,
-    bucket_count: usize,
+    index: I,
 }
 
-/// A 64-bit mix of the id (MurmurHash3's finalizer, as kvzch's hash).
-fn hash(id: i64) -> u64 {
-    let mut h = id as u64 ^ 0x6b76_7a63_6c69_6d74;
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
-impl IndexedLimit {
-    pub fn new(rows: usize, row_bytes: usize) -> IndexedLimit {
-        let bucket_count = ((rows as f64 / (BUCKET_WIDTH as f64 * FILL)).ceil() as usize).max(1);
+impl<I: RowIndex> IndexedLimit<I> {
+    /// The limit's `rows` rows of `row_bytes`, found through the empty `index`.
+    pub fn with_index(rows: usize, row_bytes: usize, index: I) -> IndexedLimit<I> {
         IndexedLimit {
             rows: Limit::new(rows, row_bytes),
-            buckets: HugeMap::new(bucket_count * std::mem::size_of::<Bucket>()),
-            bucket_count,
+            index,
         }
     }
 
-    fn buckets(&self) -> &[Bucket] {
-        let bytes = self.buckets.bytes();
-        // SAFETY: the mapping starts on a 2 MiB boundary, so it is aligned for
-        // `Bucket`, and holds at least `bucket_count` of them; `Bucket` is
-        // plain integers, valid for any bytes; the slice borrows `self`.
-        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast(), self.bucket_count) }
-    }
-
-    fn buckets_mut(&mut self) -> &mut [Bucket] {
-        let count = self.bucket_count;
-        let bytes = self.buckets.bytes_mut();
-        // SAFETY: as in `buckets`, and `&mut self` makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast(), count) }
-    }
-
-    fn home(&self, hash: u64) -> usize {
-        ((u128::from(hash) * self.bucket_count as u128) >> 64) as usize
-    }
-
-    fn next(&self, bucket: usize) -> usize {
-        (bucket + 1) % self.bucket_count
-    }
-
-    /// The row of `id`, whose first lines it asks for.
+    /// The row of `id` as far as the index tells, whose first lines it asks
+    /// for: its number and its bytes.
     #[inline(always)]
-    fn resolve(&self, id: i64, hash: u64) -> Option<&[u8]> {
-        let buckets = self.buckets();
-        let mut at = self.home(hash);
-        loop {
-            let bucket = &buckets[at];
-            if let Some(i) = bucket.position_of(id) {
-                let row = self.rows.row(bucket.rows[i] - 1);
-                prefetch_row(row);
-                return Some(row);
-            }
-            if bucket.has_room() {
-                return None;
-            }
-            at = self.next(at);
-        }
-    }
-
-    fn insert(&mut self, id: i64, slot: u32) {
-        let mut at = self.home(hash(id));
-        loop {
-            let next = self.next(at);
-            let bucket = &mut self.buckets_mut()[at];
-            let free = bucket.rows.iter().position(|&row| row == EMPTY);
-            if let Some(i) = bucket.position_of(id).or(free) {
-                bucket.ids[i] = id;
-                bucket.rows[i] = slot + 1;
-                return;
-            }
-            at = next;
-        }
+    fn resolve(&self, id: i64, hash: u64, slot: u32) -> Option<(u32, &[u8])> {
+        let row = self.index.locate(id, hash, slot)?;
+        let bytes = self.rows.row(row);
+        prefetch_row(bytes);
+        Some((row, bytes))
     }
 }
 
-impl Contender for IndexedLimit {
+impl<I: RowIndex> Contender for IndexedLimit<I> {
     fn name(&self) -> &'static str {
         "indexed_limit"
     }
@@ -148,7 +149,7 @@ impl Contender for IndexedLimit {
     fn fill(&mut self, ids: &[i64], slots: &[u32], rows: &[u8], timestamp: u32) {
         self.rows.fill(ids, slots, rows, timestamp);
         for (&id, &slot) in ids.iter().zip(slots) {
-            self.insert(id, slot);
+            self.index.insert(id, hash(id), slot, slot);
         }
     }
 
@@ -165,28 +166,38 @@ impl Contender for IndexedLimit {
         self.rows.evict_older_than(threshold)
     }
 
-    fn get(&self, ids: &[i64], _slots: &[u32], out: &mut [u8]) -> u64 {
+    fn index_profile(&self) -> Option<String> {
+        Some(self.index.profile().to_string())
+    }
+
+    fn get(&self, ids: &[i64], slots: &[u32], out: &mut [u8]) -> u64 {
         HASHES.with_borrow_mut(|hashes| {
             hashes.clear();
             hashes.extend(ids.iter().map(|&id| hash(id)));
-            let buckets = self.buckets();
             let d = rows_ahead(self.rows.row_bytes());
             let n = ids.len();
-            let prefetch_bucket = |k: usize| prefetch(&buckets[self.home(hashes[k])]);
-            (0..n.min(2 * d)).for_each(prefetch_bucket);
-            let mut resolved: [Option<&[u8]>; RING] = [None; RING];
+            let slot = |k: usize| if I::READS_SLOTS { slots[k] } else { 0 };
+            let prefetch_first = |k: usize| self.index.prefetch_first(ids[k], hashes[k], slot(k));
+            (0..n.min(2 * d)).for_each(prefetch_first);
+            let mut resolved: [Option<(u32, &[u8])>; RING] = [None; RING];
             for (k, row) in resolved.iter_mut().enumerate().take(n.min(d)) {
-                *row = self.resolve(ids[k], hashes[k]);
+                *row = self.resolve(ids[k], hashes[k], slot(k));
             }
             let mut hits = 0;
             for (j, target) in out.chunks_exact_mut(self.rows.row_bytes()).enumerate() {
                 if j + 2 * d < n {
-                    prefetch_bucket(j + 2 * d);
+                    prefetch_first(j + 2 * d);
                 }
-                let row = resolved[j % RING];
+                let located = resolved[j % RING];
                 if j + d < n {
-                    resolved[(j + d) % RING] = self.resolve(ids[j + d], hashes[j + d]);
+                    resolved[(j + d) % RING] = self.resolve(ids[j + d], hashes[j + d], slot(j + d));
                 }
+                let row = located.and_then(|(row, bytes)| {
+                    match self.index.confirm(ids[j], hashes[j], row)? {
+                        confirmed if confirmed == row => Some(bytes),
+                        other => Some(self.rows.row(other)),
+                    }
+                });
                 match row {
                     Some(row) => {
                         target.copy_from_slice(row);

@@ -2,8 +2,9 @@
 //! gathered by precomputed row numbers. No key lookup, no lock, no counter:
 //! what a lookup would cost if finding the row were free.
 
-use crate::contender::{prefetch_row, row_lines, Contender};
+use crate::contender::Contender;
 use crate::huge_map::HugeMap;
+use crate::prefetch::{prefetch_row, row_lines};
 use crate::workload::MISS;
 
 /// Row lines asked for ahead of the row being copied, as kvzch keeps in flight:

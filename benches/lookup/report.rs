@@ -533,7 +533,7 @@ impl Report<'_> {
             if !indexed.is_nan() {
                 write!(
                     measured,
-                    "; the limit behind one index line: {}; kvzch against that: {}",
+                    "; the limit behind kvzch's index layout: {}; kvzch against that: {}",
                     ratio(indexed / limit),
                     ratio(uniform_1 / indexed)
                 )
