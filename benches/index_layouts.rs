@@ -1,0 +1,560 @@
+//! What finding a row costs, index layout by index layout: the lookup suite's
+//! limit (rows gathered by precomputed row numbers) against the same rows
+//! found through
+//! - one line per id: each id's row number alone in a table as large as
+//!   kvzch's index, at a word picked by its row number, as the limit's rows
+//!   are. Not a map, a bound: what one dependent random line per id costs;
+//! - kvzch's layout (`key_buckets`: five ids and row numbers per 64-byte
+//!   bucket, linear probing) read one bucket deep, so that the ids beyond
+//!   their home bucket are missed: a bound again, what lookups would cost if
+//!   every id sat in its home bucket;
+//! - kvzch's layout at 60% to 90% fill, the lookup suite's `indexed_limit` at
+//!   80%;
+//! - ten 16-bit tags and row numbers per 64-byte bucket, linear probing, with
+//!   each id kept in an array beside the rows: a lookup asks for the id's
+//!   word with its row and checks it before the copy.
+//!
+//! Every layout runs the lookup suite's pipeline over the same uniform batches
+//! (`indexed_limit`), and the rows each returns for the first batches are
+//! checked against the limit's. Layouts take turns within each round, and
+//! each reports its rate over the limit's in the same round: the median and
+//! quartiles over rounds. BENCHMARKS.md ("What the design leaves") has what
+//! this machine measured.
+//!
+//! `cargo bench --bench index_layouts` (about two minutes; maps about 10 GiB),
+//! or `-- --quick` for a small table.
+
+// The lookup suite's contender trait: this study fills and reads its layouts
+// through it and leaves its publishing and counting methods unused.
+#[allow(dead_code)]
+#[path = "lookup/contender.rs"]
+mod contender;
+#[path = "lookup/huge_map.rs"]
+mod huge_map;
+#[path = "lookup/indexed_limit.rs"]
+mod indexed_limit;
+#[path = "lookup/key_buckets.rs"]
+mod key_buckets;
+#[path = "lookup/limit.rs"]
+mod limit;
+#[path = "lookup/prefetch.rs"]
+mod prefetch;
+// The lookup suite's ids, rows and pools; this study takes the uniform pool
+// and leaves the rest.
+#[allow(dead_code)]
+#[path = "lookup/workload.rs"]
+mod workload;
+
+use std::time::Instant;
+
+use contender::Contender;
+use huge_map::HugeMap;
+use indexed_limit::{IndexedLimit, Profile, RowIndex, KVZCH_FILL};
+use key_buckets::KeyBuckets;
+use prefetch::{prefetch, prefetch_row};
+use workload::Universe;
+
+const BATCH: usize = 4096;
+/// Batches checked against the limit before any is timed.
+const CHECKED_BATCHES: usize = 8;
+/// kvzch's index at its fill after a rebuild: the size the one-line bound's
+/// table takes.
+const KVZCH_BYTES_PER_ROW: f64 = 16.0;
+
+/// Each id's row number alone, at a word picked by its slot: one line per
+/// lookup, no probing and no comparison.
+struct OneLine {
+    words: HugeMap,
+    /// `words`' count less one: a power of two less one.
+    word_mask: usize,
+    profile: Profile,
+}
+
+/// Odd, so multiplying by it permutes the words of any power-of-two table.
+const SCATTER: usize = 0x9e37_79b9_7f4a_7c15;
+
+impl OneLine {
+    /// A table of at least kvzch's bytes per row, a power of two of words.
+    fn new(rows: usize) -> OneLine {
+        let words = ((rows as f64 * KVZCH_BYTES_PER_ROW) as usize / 4).next_power_of_two();
+        OneLine {
+            words: HugeMap::new(words * 4),
+            word_mask: words - 1,
+            profile: Profile::new(words * 4),
+        }
+    }
+
+    /// Where `slot`'s row number is: slots below the word count get distinct
+    /// words, neighbouring slots far-apart ones.
+    fn word_at(&self, slot: u32) -> usize {
+        (slot as usize).wrapping_mul(SCATTER) & self.word_mask
+    }
+
+    fn word(&self, slot: u32) -> &[u8] {
+        &self.words.bytes()[self.word_at(slot) * 4..][..4]
+    }
+}
+
+impl RowIndex for OneLine {
+    const READS_SLOTS: bool = true;
+
+    fn insert(&mut self, _id: i64, _hash: u64, slot: u32, row: u32) {
+        let at = self.word_at(slot) * 4;
+        self.words.bytes_mut()[at..at + 4].copy_from_slice(&(row + 1).to_ne_bytes());
+        self.profile.add(1);
+    }
+
+    #[inline(always)]
+    fn prefetch_first(&self, _id: i64, _hash: u64, slot: u32) {
+        prefetch(&self.word(slot)[0]);
+    }
+
+    #[inline(always)]
+    fn locate(&self, _id: i64, _hash: u64, slot: u32) -> Option<u32> {
+        let stored = u32::from_ne_bytes(self.word(slot).try_into().expect("4 bytes"));
+        stored.checked_sub(1)
+    }
+
+    fn profile(&self) -> &Profile {
+        &self.profile
+    }
+}
+
+/// kvzch's layout read one bucket deep: ids beyond their home bucket are
+/// missed. Not a map, a bound: what lookups would cost if every id sat in its
+/// home bucket at this fill.
+struct HomeBucketOnly(KeyBuckets);
+
+impl RowIndex for HomeBucketOnly {
+    fn insert(&mut self, id: i64, _hash: u64, _slot: u32, row: u32) {
+        self.0.insert(id, row);
+    }
+
+    #[inline(always)]
+    fn prefetch_first(&self, _id: i64, hash: u64, _slot: u32) {
+        prefetch(self.0.home_bucket(hash));
+    }
+
+    #[inline(always)]
+    fn locate(&self, id: i64, hash: u64, _slot: u32) -> Option<u32> {
+        self.0.find::<1>(id, hash)
+    }
+
+    fn profile(&self) -> &Profile {
+        self.0.profile()
+    }
+}
+
+const TAG_WIDTH: usize = 10;
+/// A position whose tag is this holds no id.
+const NO_TAG: u16 = 0;
+
+/// All zeros is the empty bucket, as a fresh mapping is.
+#[repr(C, align(64))]
+struct TagBucket {
+    tags: [u16; TAG_WIDTH],
+    rows: [u32; TAG_WIDTH],
+    _spare: u32,
+}
+
+impl TagBucket {
+    /// Bit `i` set where position `i` holds `tag`.
+    #[inline(always)]
+    fn matches(&self, tag: u16) -> u32 {
+        let mut matches = 0;
+        for (i, &t) in self.tags.iter().enumerate() {
+            matches |= u32::from(t == tag) << i;
+        }
+        matches
+    }
+}
+
+/// Ten (16-bit tag, row number) pairs per bucket, the ids in an array indexed
+/// by row: 6.4 bytes per row at 100% fill, plus 8 for the id.
+struct TagBuckets {
+    buckets: HugeMap,
+    bucket_count: usize,
+    ids: HugeMap,
+    profile: Profile,
+}
+
+/// The low bits of the hash (the bucket comes from the high bits), never
+/// `NO_TAG`.
+fn tag_of(hash: u64) -> u16 {
+    (hash as u16).max(1)
+}
+
+impl TagBuckets {
+    fn new(rows: usize, fill: f64) -> TagBuckets {
+        let bucket_count = ((rows as f64 / (TAG_WIDTH as f64 * fill)).ceil() as usize).max(1);
+        let bytes = bucket_count * std::mem::size_of::<TagBucket>();
+        TagBuckets {
+            buckets: HugeMap::new(bytes),
+            bucket_count,
+            ids: HugeMap::new(rows * 8),
+            profile: Profile::new(bytes + rows * 8),
+        }
+    }
+
+    fn buckets(&self) -> &[TagBucket] {
+        let bytes = self.buckets.bytes();
+        // SAFETY: the mapping starts on a 2 MiB boundary, so it is aligned for
+        // `TagBucket`, and holds at least `bucket_count` of them; `TagBucket`
+        // is plain integers, valid for any bytes; the slice borrows `self`.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast(), self.bucket_count) }
+    }
+
+    fn buckets_mut(&mut self) -> &mut [TagBucket] {
+        let count = self.bucket_count;
+        let bytes = self.buckets.bytes_mut();
+        // SAFETY: as in `buckets`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast(), count) }
+    }
+
+    fn home(&self, hash: u64) -> usize {
+        ((u128::from(hash) * self.bucket_count as u128) >> 64) as usize
+    }
+
+    fn next(&self, bucket: usize) -> usize {
+        (bucket + 1) % self.bucket_count
+    }
+
+    fn id_word(&self, row: u32) -> &[u8] {
+        &self.ids.bytes()[row as usize * 8..][..8]
+    }
+
+    fn id_at(&self, row: u32) -> i64 {
+        i64::from_ne_bytes(self.id_word(row).try_into().expect("8 bytes"))
+    }
+
+    /// The row of `id`, every tag match checked against the ids: what a
+    /// lookup falls back to when its first match was another id's.
+    fn find_checked(&self, id: i64, hash: u64) -> Option<u32> {
+        let tag = tag_of(hash);
+        let mut at = self.home(hash);
+        loop {
+            let bucket = &self.buckets()[at];
+            let mut matches = bucket.matches(tag);
+            while matches != 0 {
+                let row = bucket.rows[matches.trailing_zeros() as usize];
+                if self.id_at(row) == id {
+                    return Some(row);
+                }
+                matches &= matches - 1;
+            }
+            if bucket.matches(NO_TAG) != 0 {
+                return None;
+            }
+            at = self.next(at);
+        }
+    }
+}
+
+impl RowIndex for TagBuckets {
+    fn insert(&mut self, id: i64, hash: u64, _slot: u32, row: u32) {
+        if let Some(old) = self.find_checked(id, hash) {
+            assert_eq!(old, row, "the limit's ids keep their rows");
+            return;
+        }
+        let at = row as usize * 8;
+        self.ids.bytes_mut()[at..at + 8].copy_from_slice(&id.to_ne_bytes());
+        let mut at = self.home(hash);
+        let mut lines = 1;
+        loop {
+            let next = self.next(at);
+            let bucket = &mut self.buckets_mut()[at];
+            let free = bucket.matches(NO_TAG);
+            if free != 0 {
+                let i = free.trailing_zeros() as usize;
+                bucket.tags[i] = tag_of(hash);
+                bucket.rows[i] = row;
+                self.profile.add(lines);
+                return;
+            }
+            at = next;
+            lines += 1;
+        }
+    }
+
+    #[inline(always)]
+    fn prefetch_first(&self, _id: i64, hash: u64, _slot: u32) {
+        prefetch(&self.buckets()[self.home(hash)]);
+    }
+
+    /// The row of the first position holding the id's tag, whose id word it
+    /// asks for along with the row.
+    #[inline(always)]
+    fn locate(&self, _id: i64, hash: u64, _slot: u32) -> Option<u32> {
+        let tag = tag_of(hash);
+        let mut at = self.home(hash);
+        loop {
+            let bucket = &self.buckets()[at];
+            let matches = bucket.matches(tag);
+            if matches != 0 {
+                let row = bucket.rows[matches.trailing_zeros() as usize];
+                prefetch_row(self.id_word(row));
+                return Some(row);
+            }
+            if bucket.matches(NO_TAG) != 0 {
+                return None;
+            }
+            at = self.next(at);
+        }
+    }
+
+    #[inline(always)]
+    fn confirm(&self, id: i64, hash: u64, located: u32) -> Option<u32> {
+        if self.id_at(located) == id {
+            Some(located)
+        } else {
+            self.find_checked(id, hash)
+        }
+    }
+
+    fn profile(&self) -> &Profile {
+        &self.profile
+    }
+}
+
+struct Config {
+    rows: usize,
+    row_bytes: usize,
+    rounds: usize,
+    batches_per_round: usize,
+}
+
+fn parse_args() -> Config {
+    let mut config = Config {
+        rows: 4_000_000,
+        row_bytes: 256,
+        rounds: 10,
+        batches_per_round: 200,
+    };
+    let mut args = std::env::args().skip(1);
+    let number = |flag: &str, value: Option<String>| -> usize {
+        value
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{flag} takes a number"))
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => {
+                config.rows = 100_000;
+                config.rounds = 5;
+                config.batches_per_round = 4;
+            }
+            "--rows" => config.rows = number("--rows", args.next()),
+            "--row-bytes" => config.row_bytes = number("--row-bytes", args.next()),
+            "--rounds" => config.rounds = number("--rounds", args.next()),
+            "--round-batches" => {
+                config.batches_per_round = number("--round-batches", args.next())
+            }
+            // cargo bench passes this to every bench target.
+            "--bench" => {}
+            other => panic!(
+                "unknown flag {other}; flags: --quick, --rows N, --row-bytes N, --rounds N, --round-batches N"
+            ),
+        }
+    }
+    assert!(
+        config.row_bytes >= workload::MIN_ROW_BYTES,
+        "--row-bytes must be >= {}",
+        workload::MIN_ROW_BYTES
+    );
+    config
+}
+
+struct Layout {
+    name: String,
+    contender: Box<dyn Contender>,
+    /// Whether the layout finds every stored id; a bound that does not (the
+    /// home bucket alone) must return the limit's row for those it finds.
+    finds_all: bool,
+    /// Ids found in the checked batches.
+    found: u64,
+    /// Rate over the limit's, per round.
+    ratios: Vec<f64>,
+    rates: Vec<f64>,
+}
+
+impl Layout {
+    fn new(name: String, contender: Box<dyn Contender>, finds_all: bool) -> Layout {
+        Layout {
+            name,
+            contender,
+            finds_all,
+            found: 0,
+            ratios: Vec::new(),
+            rates: Vec::new(),
+        }
+    }
+}
+
+fn layouts(rows: usize, row_bytes: usize) -> Vec<Layout> {
+    let percent = |fill: f64| fill * 100.0;
+    let mut layouts = vec![
+        Layout::new(
+            "limit".into(),
+            Box::new(limit::Limit::new(rows, row_bytes)),
+            true,
+        ),
+        Layout::new(
+            "one line per id (a bound, not a map)".into(),
+            Box::new(IndexedLimit::with_index(
+                rows,
+                row_bytes,
+                OneLine::new(rows),
+            )),
+            true,
+        ),
+        Layout::new(
+            format!(
+                "kvzch's, home bucket only, {:.0}% full (a bound, not a map)",
+                percent(KVZCH_FILL)
+            ),
+            Box::new(IndexedLimit::with_index(
+                rows,
+                row_bytes,
+                HomeBucketOnly(KeyBuckets::new(rows, KVZCH_FILL)),
+            )),
+            false,
+        ),
+    ];
+    for fill in [0.6, 0.7, KVZCH_FILL, 0.9] {
+        layouts.push(Layout::new(
+            format!("kvzch's: 5 ids per line, {:.0}% full", percent(fill)),
+            Box::new(IndexedLimit::with_index(
+                rows,
+                row_bytes,
+                KeyBuckets::new(rows, fill),
+            )),
+            true,
+        ));
+    }
+    for fill in [KVZCH_FILL, 0.9] {
+        layouts.push(Layout::new(
+            format!("10 tags per line + ids by row, {:.0}% full", percent(fill)),
+            Box::new(IndexedLimit::with_index(
+                rows,
+                row_bytes,
+                TagBuckets::new(rows, fill),
+            )),
+            true,
+        ));
+    }
+    layouts
+}
+
+/// Stores every row of `universe` in `contender`, batch by batch.
+fn fill(contender: &mut dyn Contender, universe: &Universe) {
+    let mut rows = vec![0; BATCH * universe.row_bytes];
+    for first in (0..universe.rows).step_by(BATCH) {
+        let slots: Vec<u32> = (first..(first + BATCH).min(universe.rows))
+            .map(|slot| slot as u32)
+            .collect();
+        let ids: Vec<i64> = slots.iter().map(|&s| universe.id(u64::from(s))).collect();
+        for (&id, row) in ids.iter().zip(rows.chunks_exact_mut(universe.row_bytes)) {
+            universe.write_row(id, 0, row);
+        }
+        contender.fill(&ids, &slots, &rows[..ids.len() * universe.row_bytes], 0);
+    }
+}
+
+/// The median and the quartiles of `values`.
+fn quartiles(values: &[f64]) -> [f64; 3] {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    [at(0.25), at(0.5), at(0.75)]
+}
+
+fn main() {
+    let config = parse_args();
+    let universe = Universe::new(config.rows, config.row_bytes);
+    let pool_batches = config.rows.div_ceil(BATCH).max(CHECKED_BATCHES);
+    let pool = workload::uniform(&universe, BATCH, pool_batches, 0x1a70_75e5);
+    let mut layouts = layouts(config.rows, config.row_bytes);
+    for layout in &mut layouts {
+        fill(layout.contender.as_mut(), &universe);
+    }
+
+    let mut expected = vec![0; BATCH * config.row_bytes];
+    let mut out = vec![0; BATCH * config.row_bytes];
+    let checked = CHECKED_BATCHES.min(pool.batches());
+    for b in 0..checked {
+        let (ids, slots, hits) = pool.batch(b);
+        let (limit, others) = layouts.split_first_mut().expect("the limit comes first");
+        assert_eq!(limit.contender.get(ids, slots, &mut expected), hits);
+        for (&id, row) in ids.iter().zip(expected.chunks_exact(config.row_bytes)) {
+            assert!(universe.row_is_of(id, row), "the limit's row of id {id}");
+        }
+        for layout in others {
+            out.fill(0xa5);
+            let found = layout.contender.get(ids, slots, &mut out);
+            let rows = out.chunks_exact(config.row_bytes);
+            for (row, want) in rows.zip(expected.chunks_exact(config.row_bytes)) {
+                let missed = !layout.finds_all && row.iter().all(|&byte| byte == 0);
+                assert!(
+                    row == want || missed,
+                    "{}: a row differs from the limit's",
+                    layout.name
+                );
+            }
+            assert!(
+                found <= hits && (found == hits || !layout.finds_all),
+                "{}",
+                layout.name
+            );
+            layout.found += found;
+        }
+    }
+    let checked_ids = (checked * BATCH) as f64;
+
+    let per_round = config.batches_per_round.min(pool.batches());
+    for round in 0..config.rounds {
+        let first = round * per_round % pool.batches();
+        let count = layouts.len();
+        let mut rates = vec![0.0; count];
+        // Each round starts with another layout, so none always follows the same one.
+        for turn in 0..count {
+            let k = (round + turn) % count;
+            let started = Instant::now();
+            for b in first..first + per_round {
+                let (ids, slots, _) = pool.batch(b % pool.batches());
+                layouts[k].contender.get(ids, slots, &mut out);
+            }
+            rates[k] = (per_round * BATCH) as f64 / started.elapsed().as_secs_f64();
+        }
+        for (layout, &rate) in layouts.iter_mut().zip(&rates) {
+            layout.ratios.push(rate / rates[0]);
+            layout.rates.push(rate);
+        }
+    }
+
+    println!(
+        "## Index layouts: {} rows x {} B, uniform batches of {BATCH} (all hits), 1 thread, {} rounds of {per_round} batches\n",
+        config.rows, config.row_bytes, config.rounds
+    );
+    println!(
+        "Every row a layout returned on the first {checked} batches was the limit's; \
+         \"found\" is the share of their ids it returned.\n"
+    );
+    println!("| layout | index | found | M rows/s | vs limit (quartiles) |");
+    println!("|---|---|---:|---:|---:|");
+    for layout in &layouts[1..] {
+        let [_, rate, _] = quartiles(&layout.rates);
+        let [low, ratio, high] = quartiles(&layout.ratios);
+        let index = layout.contender.index_profile().unwrap_or_default();
+        println!(
+            "| {} | {index} | {:.1}% | {:.2} | {ratio:.2}x ({low:.2}x-{high:.2}x) |",
+            layout.name,
+            100.0 * layout.found as f64 / checked_ids,
+            rate / 1e6
+        );
+    }
+    let [_, limit_rate, _] = quartiles(&layouts[0].rates);
+    println!(
+        "\nThe limit: {:.2} M rows/s (median of the rounds).",
+        limit_rate / 1e6
+    );
+}
