@@ -50,7 +50,7 @@ use std::time::Instant;
 use contender::Contender;
 use huge_map::HugeMap;
 use indexed_limit::{IndexedLimit, Profile, RowIndex, KVZCH_FILL};
-use key_buckets::KeyBuckets;
+use key_buckets::{BucketTable, KeyBuckets, PlainBucket};
 use prefetch::{prefetch, prefetch_row};
 use workload::Universe;
 
@@ -172,11 +172,13 @@ impl TagBucket {
 /// Ten (16-bit tag, row number) pairs per bucket, the ids in an array indexed
 /// by row: 6.4 bytes per row at 100% fill, plus 8 for the id.
 struct TagBuckets {
-    buckets: HugeMap,
-    bucket_count: usize,
+    table: BucketTable<TagBucket>,
     ids: HugeMap,
     profile: Profile,
 }
+
+// SAFETY: `TagBucket` is `#[repr(C, align(64))]` and holds integers only.
+unsafe impl PlainBucket for TagBucket {}
 
 /// The low bits of the hash (the bucket comes from the high bits), never
 /// `NO_TAG`.
@@ -186,37 +188,13 @@ fn tag_of(hash: u64) -> u16 {
 
 impl TagBuckets {
     fn new(rows: usize, fill: f64) -> TagBuckets {
-        let bucket_count = ((rows as f64 / (TAG_WIDTH as f64 * fill)).ceil() as usize).max(1);
-        let bytes = bucket_count * std::mem::size_of::<TagBucket>();
+        let table = BucketTable::new(rows, TAG_WIDTH, fill);
+        let profile = Profile::new(table.bytes() + rows * 8);
         TagBuckets {
-            buckets: HugeMap::new(bytes),
-            bucket_count,
+            table,
             ids: HugeMap::new(rows * 8),
-            profile: Profile::new(bytes + rows * 8),
+            profile,
         }
-    }
-
-    fn buckets(&self) -> &[TagBucket] {
-        let bytes = self.buckets.bytes();
-        // SAFETY: the mapping starts on a 2 MiB boundary, so it is aligned for
-        // `TagBucket`, and holds at least `bucket_count` of them; `TagBucket`
-        // is plain integers, valid for any bytes; the slice borrows `self`.
-        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast(), self.bucket_count) }
-    }
-
-    fn buckets_mut(&mut self) -> &mut [TagBucket] {
-        let count = self.bucket_count;
-        let bytes = self.buckets.bytes_mut();
-        // SAFETY: as in `buckets`, and `&mut self` makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast(), count) }
-    }
-
-    fn home(&self, hash: u64) -> usize {
-        ((u128::from(hash) * self.bucket_count as u128) >> 64) as usize
-    }
-
-    fn next(&self, bucket: usize) -> usize {
-        (bucket + 1) % self.bucket_count
     }
 
     fn id_word(&self, row: u32) -> &[u8] {
@@ -231,9 +209,9 @@ impl TagBuckets {
     /// lookup falls back to when its first match was another id's.
     fn find_checked(&self, id: i64, hash: u64) -> Option<u32> {
         let tag = tag_of(hash);
-        let mut at = self.home(hash);
+        let mut at = self.table.home(hash);
         loop {
-            let bucket = &self.buckets()[at];
+            let bucket = &self.table.buckets()[at];
             let mut matches = bucket.matches(tag);
             while matches != 0 {
                 let row = bucket.rows[matches.trailing_zeros() as usize];
@@ -245,7 +223,7 @@ impl TagBuckets {
             if bucket.matches(NO_TAG) != 0 {
                 return None;
             }
-            at = self.next(at);
+            at = self.table.next(at);
         }
     }
 }
@@ -258,11 +236,11 @@ impl RowIndex for TagBuckets {
         }
         let at = row as usize * 8;
         self.ids.bytes_mut()[at..at + 8].copy_from_slice(&id.to_ne_bytes());
-        let mut at = self.home(hash);
+        let mut at = self.table.home(hash);
         let mut lines = 1;
         loop {
-            let next = self.next(at);
-            let bucket = &mut self.buckets_mut()[at];
+            let next = self.table.next(at);
+            let bucket = &mut self.table.buckets_mut()[at];
             let free = bucket.matches(NO_TAG);
             if free != 0 {
                 let i = free.trailing_zeros() as usize;
@@ -278,7 +256,7 @@ impl RowIndex for TagBuckets {
 
     #[inline(always)]
     fn prefetch_first(&self, _id: i64, hash: u64, _slot: u32) {
-        prefetch(&self.buckets()[self.home(hash)]);
+        prefetch(&self.table.buckets()[self.table.home(hash)]);
     }
 
     /// The row of the first position holding the id's tag, whose id word it
@@ -286,9 +264,9 @@ impl RowIndex for TagBuckets {
     #[inline(always)]
     fn locate(&self, _id: i64, hash: u64, _slot: u32) -> Option<u32> {
         let tag = tag_of(hash);
-        let mut at = self.home(hash);
+        let mut at = self.table.home(hash);
         loop {
-            let bucket = &self.buckets()[at];
+            let bucket = &self.table.buckets()[at];
             let matches = bucket.matches(tag);
             if matches != 0 {
                 let row = bucket.rows[matches.trailing_zeros() as usize];
@@ -298,7 +276,7 @@ impl RowIndex for TagBuckets {
             if bucket.matches(NO_TAG) != 0 {
                 return None;
             }
-            at = self.next(at);
+            at = self.table.next(at);
         }
     }
 
@@ -378,6 +356,15 @@ struct Layout {
 }
 
 impl Layout {
+    /// The limit's rows found through `index` by the suite's pipeline.
+    fn through<I: RowIndex + 'static>(
+        name: String,
+        index: IndexedLimit<I>,
+        finds_all: bool,
+    ) -> Layout {
+        Layout::new(name, Box::new(index), finds_all)
+    }
+
     fn new(name: String, contender: Box<dyn Contender>, finds_all: bool) -> Layout {
         Layout {
             name,
@@ -392,56 +379,37 @@ impl Layout {
 
 fn layouts(rows: usize, row_bytes: usize) -> Vec<Layout> {
     let percent = |fill: f64| fill * 100.0;
+    let limit = Box::new(limit::Limit::new(rows, row_bytes));
     let mut layouts = vec![
-        Layout::new(
-            "limit".into(),
-            Box::new(limit::Limit::new(rows, row_bytes)),
-            true,
-        ),
-        Layout::new(
+        Layout::new("limit".into(), limit, true),
+        Layout::through(
             "one line per id (a bound, not a map)".into(),
-            Box::new(IndexedLimit::with_index(
-                rows,
-                row_bytes,
-                OneLine::new(rows),
-            )),
+            IndexedLimit::with_index(rows, row_bytes, OneLine::new(rows)),
             true,
         ),
-        Layout::new(
+        Layout::through(
             format!(
                 "kvzch's, home bucket only, {:.0}% full (a bound, not a map)",
                 percent(KVZCH_FILL)
             ),
-            Box::new(IndexedLimit::with_index(
+            IndexedLimit::with_index(
                 rows,
                 row_bytes,
                 HomeBucketOnly(KeyBuckets::new(rows, KVZCH_FILL)),
-            )),
+            ),
             false,
         ),
     ];
-    for fill in [0.6, 0.7, KVZCH_FILL, 0.9] {
-        layouts.push(Layout::new(
-            format!("kvzch's: 5 ids per line, {:.0}% full", percent(fill)),
-            Box::new(IndexedLimit::with_index(
-                rows,
-                row_bytes,
-                KeyBuckets::new(rows, fill),
-            )),
-            true,
-        ));
-    }
-    for fill in [KVZCH_FILL, 0.9] {
-        layouts.push(Layout::new(
-            format!("10 tags per line + ids by row, {:.0}% full", percent(fill)),
-            Box::new(IndexedLimit::with_index(
-                rows,
-                row_bytes,
-                TagBuckets::new(rows, fill),
-            )),
-            true,
-        ));
-    }
+    layouts.extend([0.6, 0.7, KVZCH_FILL, 0.9].map(|fill| {
+        let index = KeyBuckets::new(rows, fill);
+        let name = format!("kvzch's: 5 ids per line, {:.0}% full", percent(fill));
+        Layout::through(name, IndexedLimit::with_index(rows, row_bytes, index), true)
+    }));
+    layouts.extend([KVZCH_FILL, 0.9].map(|fill| {
+        let index = TagBuckets::new(rows, fill);
+        let name = format!("10 tags per line + ids by row, {:.0}% full", percent(fill));
+        Layout::through(name, IndexedLimit::with_index(rows, row_bytes, index), true)
+    }));
     layouts
 }
 

@@ -45,9 +45,71 @@ pub fn hash(id: i64) -> u64 {
     h ^ (h >> 33)
 }
 
+/// A bucket type whose every field is a plain integer, so any bytes (a fresh
+/// mapping's zeros among them) are a valid bucket.
+///
+/// # Safety
+///
+/// Implement only for `#[repr(C)]` types of integers, aligned to at most
+/// 64 bytes.
+pub unsafe trait PlainBucket {}
+
+// SAFETY: `Bucket` is `#[repr(C, align(64))]` and holds integers only.
+unsafe impl PlainBucket for Bucket {}
+
+/// A table of buckets of type `B` on transparent huge pages, probed linearly
+/// from the bucket a hash picks.
+pub struct BucketTable<B> {
+    map: HugeMap,
+    count: usize,
+    bucket: std::marker::PhantomData<B>,
+}
+
+impl<B: PlainBucket> BucketTable<B> {
+    /// Room for `entries` entries at `fill` (their share of its positions),
+    /// `width` entries to a bucket; all buckets empty (zeros).
+    pub fn new(entries: usize, width: usize, fill: f64) -> BucketTable<B> {
+        let count = ((entries as f64 / (width as f64 * fill)).ceil() as usize).max(1);
+        BucketTable {
+            map: HugeMap::new(count * std::mem::size_of::<B>()),
+            count,
+            bucket: std::marker::PhantomData,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.count * std::mem::size_of::<B>()
+    }
+
+    pub fn buckets(&self) -> &[B] {
+        let bytes = self.map.bytes();
+        // SAFETY: the mapping starts on a 2 MiB boundary, so it is aligned for
+        // `B` (at most 64), and holds at least `count` of them; `B` is plain
+        // integers (`PlainBucket`), valid for any bytes; the slice borrows
+        // `self`.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast(), self.count) }
+    }
+
+    pub fn buckets_mut(&mut self) -> &mut [B] {
+        let count = self.count;
+        let bytes = self.map.bytes_mut();
+        // SAFETY: as in `buckets`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast(), count) }
+    }
+
+    /// The bucket a lookup of `hash` reads first (from the hash's high bits).
+    pub fn home(&self, hash: u64) -> usize {
+        ((u128::from(hash) * self.count as u128) >> 64) as usize
+    }
+
+    /// The bucket a probe reads after `bucket`, wrapping around.
+    pub fn next(&self, bucket: usize) -> usize {
+        (bucket + 1) % self.count
+    }
+}
+
 pub struct KeyBuckets {
-    buckets: HugeMap,
-    bucket_count: usize,
+    table: BucketTable<Bucket>,
     /// What the ids stored so far cost their lookups.
     profile: Profile,
 }
@@ -56,53 +118,26 @@ impl KeyBuckets {
     /// An empty table with room for `ids` ids at `fill` (their share of its
     /// positions).
     pub fn new(ids: usize, fill: f64) -> KeyBuckets {
-        let bucket_count = ((ids as f64 / (BUCKET_WIDTH as f64 * fill)).ceil() as usize).max(1);
-        let bytes = bucket_count * std::mem::size_of::<Bucket>();
-        KeyBuckets {
-            buckets: HugeMap::new(bytes),
-            bucket_count,
-            profile: Profile::new(bytes),
-        }
+        let table = BucketTable::new(ids, BUCKET_WIDTH, fill);
+        let profile = Profile::new(table.bytes());
+        KeyBuckets { table, profile }
     }
 
     pub fn profile(&self) -> &Profile {
         &self.profile
     }
 
-    fn buckets(&self) -> &[Bucket] {
-        let bytes = self.buckets.bytes();
-        // SAFETY: the mapping starts on a 2 MiB boundary, so it is aligned for
-        // `Bucket`, and holds at least `bucket_count` of them; `Bucket` is
-        // plain integers, valid for any bytes; the slice borrows `self`.
-        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast(), self.bucket_count) }
-    }
-
-    fn buckets_mut(&mut self) -> &mut [Bucket] {
-        let count = self.bucket_count;
-        let bytes = self.buckets.bytes_mut();
-        // SAFETY: as in `buckets`, and `&mut self` makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast(), count) }
-    }
-
-    fn home(&self, hash: u64) -> usize {
-        ((u128::from(hash) * self.bucket_count as u128) >> 64) as usize
-    }
-
-    fn next(&self, bucket: usize) -> usize {
-        (bucket + 1) % self.bucket_count
-    }
-
     /// The bucket a lookup of `hash` reads first, to prefetch.
     pub fn home_bucket(&self, hash: u64) -> &Bucket {
-        &self.buckets()[self.home(hash)]
+        &self.table.buckets()[self.table.home(hash)]
     }
 
     /// The row of `id`, looked for in at most `MAX_BUCKETS` buckets: a lookup
     /// that stops short of where an id sits misses it.
     #[inline(always)]
     pub fn find<const MAX_BUCKETS: usize>(&self, id: i64, hash: u64) -> Option<u32> {
-        let buckets = self.buckets();
-        let mut at = self.home(hash);
+        let buckets = self.table.buckets();
+        let mut at = self.table.home(hash);
         let mut read = 1;
         loop {
             let bucket = &buckets[at];
@@ -112,18 +147,18 @@ impl KeyBuckets {
             if bucket.has_room() || read == MAX_BUCKETS {
                 return None;
             }
-            at = self.next(at);
+            at = self.table.next(at);
             read += 1;
         }
     }
 
     /// Stores `row` for `id`, or replaces the row it had.
     pub fn insert(&mut self, id: i64, row: u32) {
-        let mut at = self.home(hash(id));
+        let mut at = self.table.home(hash(id));
         let mut lines = 1;
         loop {
-            let next = self.next(at);
-            let bucket = &mut self.buckets_mut()[at];
+            let next = self.table.next(at);
+            let bucket = &mut self.table.buckets_mut()[at];
             let stored = bucket.position_of(id);
             let free = bucket.rows.iter().position(|&r| r == EMPTY);
             if let Some(i) = stored.or(free) {
