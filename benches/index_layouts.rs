@@ -21,7 +21,7 @@
 //! quartiles over rounds. BENCHMARKS.md ("What the design leaves") has what
 //! this machine measured.
 //!
-//! `cargo bench --bench index_layouts` (about two minutes; maps about 10 GiB),
+//! `cargo bench --bench index_layouts` (about 30 s here; maps about 10 GiB),
 //! or `-- --quick` for a small table.
 
 // The lookup suite's contender trait: this study fills and reads its layouts
