@@ -126,8 +126,8 @@ impl RowIndex for OneLine {
 struct HomeBucketOnly(KeyBuckets);
 
 impl RowIndex for HomeBucketOnly {
-    fn insert(&mut self, id: i64, _hash: u64, _slot: u32, row: u32) {
-        self.0.insert(id, row);
+    fn insert(&mut self, id: i64, hash: u64, _slot: u32, row: u32) {
+        self.0.insert(id, hash, row);
     }
 
     #[inline(always)]

@@ -97,8 +97,8 @@ pub trait RowIndex: Send + Sync {
 }
 
 impl RowIndex for KeyBuckets {
-    fn insert(&mut self, id: i64, _hash: u64, _slot: u32, row: u32) {
-        KeyBuckets::insert(self, id, row);
+    fn insert(&mut self, id: i64, hash: u64, _slot: u32, row: u32) {
+        KeyBuckets::insert(self, id, hash, row);
     }
 
     #[inline(always)]

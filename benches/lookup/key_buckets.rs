@@ -152,9 +152,9 @@ impl KeyBuckets {
         }
     }
 
-    /// Stores `row` for `id`, or replaces the row it had.
-    pub fn insert(&mut self, id: i64, row: u32) {
-        let mut at = self.table.home(hash(id));
+    /// Stores `row` for `id` (whose hash is `hash`), or replaces the row it had.
+    pub fn insert(&mut self, id: i64, hash: u64, row: u32) {
+        let mut at = self.table.home(hash);
         let mut lines = 1;
         loop {
             let next = self.table.next(at);
