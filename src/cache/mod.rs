@@ -85,11 +85,13 @@ const SPAN_SHARDS: usize = 32;
 /// span's shards waits behind a few hundred ids at most. A shard with this
 /// many ids in the window is a span of its own.
 const SPAN_IDS: usize = 256;
-/// Ids of a publish whose buckets are asked for ahead of the one it writes.
-const PUBLISH_DISTANCE: usize = 16;
-/// Rows a publish writes before letting waiting readers into the shard. Each
-/// costs a few cache misses (index, row, stamp), more while readers share the
-/// memory bus: at 512 a waiting reader measured 300-500 us behind a stretch.
+/// Ids of a publish or a removal whose buckets are asked for ahead of the one
+/// it writes.
+const WRITE_DISTANCE: usize = 16;
+/// Rows a publish writes, or ids a removal removes, before letting waiting
+/// readers into the shard. Each costs a few cache misses (index, row, stamp),
+/// more while readers share the memory bus: at 512 a waiting reader measured
+/// 300-500 us behind a stretch.
 const WRITE_STRETCH: usize = 128;
 /// Index buckets `evict_older_than` scans, or index positions (a fifth of
 /// that in buckets, each a cache miss on the clock's scattered walk) capacity
@@ -476,34 +478,19 @@ impl Cache {
             };
             let (mut inserted, mut updated) = (0u64, 0u64);
             for (shard, range) in grouping.shard_groups() {
-                let mut guard = self.shards[shard].write();
-                let keys = &grouping.keys[range.clone()];
-                for (written, (&position, key)) in
-                    grouping.order[range].iter().zip(keys).enumerate()
-                {
-                    if written > 0 && written % WRITE_STRETCH == 0 {
-                        RwLockWriteGuard::bump(&mut guard);
-                    }
-                    // Each insertion's probe is a cache miss of its own; asking
-                    // for later ones' buckets now overlaps them. An insertion
-                    // reads the bucket after its home one whenever the home one
-                    // is full, which a filling table makes common: both are
-                    // asked for (a reserved 4M-row fill took 9% less CPU time).
-                    if let Some(ahead) = keys.get(written + PUBLISH_DISTANCE) {
-                        let index = guard.index();
-                        prefetch(index.probe_start(ahead.hash));
-                        prefetch(index.probe_second(ahead.hash));
-                    }
+                let positions = &grouping.order[range.clone()];
+                self.write_each(shard, &grouping.keys[range], |guard, written, key| {
                     if !dropped.is_empty() && dropped.contains(&key.id) {
-                        continue;
+                        return;
                     }
-                    let row = &rows[position as usize * self.row_bytes..][..self.row_bytes];
+                    let position = positions[written] as usize;
+                    let row = &rows[position * self.row_bytes..][..self.row_bytes];
                     if guard.upsert(key.id, key.hash, row, timestamp) {
                         inserted += 1;
                     } else {
                         updated += 1;
                     }
-                }
+                });
             }
             self.rows.fetch_add(inserted, Ordering::Relaxed);
             self.writes.inserts.fetch_add(inserted, Ordering::Relaxed);
@@ -922,16 +909,43 @@ impl Cache {
             self.group(grouping, ids);
             let mut removed = 0u64;
             for (shard, range) in grouping.shard_groups() {
-                let mut guard = self.shards[shard].write();
-                for key in &grouping.keys[range] {
+                self.write_each(shard, &grouping.keys[range], |guard, _, key| {
                     removed += u64::from(guard.remove(key.id, key.hash));
-                }
+                });
             }
             removed
         });
         self.rows.fetch_sub(removed, Ordering::Relaxed);
         self.writes.removals.fetch_add(removed, Ordering::Relaxed);
         Ok(removed)
+    }
+
+    /// Calls `write` with each of `keys` (a shard's group of a batch) and its
+    /// place in the group, in order, under the shard's write lock, which it
+    /// lets waiting readers take every `WRITE_STRETCH` keys.
+    fn write_each(
+        &self,
+        shard: usize,
+        keys: &[HashedId],
+        mut write: impl FnMut(&mut Shard, usize, &HashedId),
+    ) {
+        let mut guard = self.shards[shard].write();
+        for (written, key) in keys.iter().enumerate() {
+            if written > 0 && written % WRITE_STRETCH == 0 {
+                RwLockWriteGuard::bump(&mut guard);
+            }
+            // Each key's probe is a cache miss of its own; asking for later
+            // ones' buckets now overlaps them. A probe reads the bucket after
+            // its home one whenever the home one is full, which a filling table
+            // makes common: both are asked for (a reserved 4M-row fill took 9%
+            // less CPU time).
+            if let Some(ahead) = keys.get(written + WRITE_DISTANCE) {
+                let index = guard.index();
+                prefetch(index.probe_start(ahead.hash));
+                prefetch(index.probe_second(ahead.hash));
+            }
+            write(&mut guard, written, key);
+        }
     }
 
     /// Removes every row stamped before `threshold`; returns how many.
@@ -1115,6 +1129,79 @@ mod tests {
         assert_eq!(index_sizes(&table.cache), sizes);
         assert_eq!(table.cache.info().memory_bytes, memory);
         assert_eq!(table.cache.info().updates, 48_000);
+    }
+
+    /// Whether a lookup running while `write` runs saw the sampled ids of one
+    /// shard partly written: found some of them, not all, in one batch (one
+    /// read lock). Tries up to 20 times (calling `reset` before each) so that
+    /// a reader the scheduler happens to keep out does not fail the test.
+    fn readers_see_a_write_half_done(
+        cache: &Cache,
+        sample: &[i64],
+        mut reset: impl FnMut(),
+        mut write: impl FnMut(),
+    ) -> bool {
+        use std::sync::atomic::AtomicBool;
+        (0..20).any(|_| {
+            reset();
+            let reading = AtomicBool::new(false);
+            let (writing, half_done) = (AtomicBool::new(true), AtomicBool::new(false));
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    let mut out = vec![0u8; sample.len() * 8];
+                    while writing.load(Ordering::Acquire) {
+                        let hits = cache.batch_get(sample, &mut out, None).unwrap().hits;
+                        if hits != 0 && hits != sample.len() as u64 {
+                            half_done.store(true, Ordering::Relaxed);
+                        }
+                        reading.store(true, Ordering::Release);
+                    }
+                });
+                while !reading.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
+                write();
+                writing.store(false, Ordering::Release);
+            });
+            half_done.into_inner()
+        })
+    }
+
+    #[test]
+    fn writers_let_readers_into_a_shard_between_stretches() {
+        let cache = Cache::new(CacheConfig {
+            num_shards: 8,
+            ..CacheConfig::new(8)
+        })
+        .unwrap();
+        // Many stretches' worth of ids of one shard, and a sample of them that
+        // one lookup reads under one read lock (a window, one shard).
+        let ids: Vec<i64> = (0..)
+            .filter(|&id| cache.shard_of(cache.hash(id)) == 5)
+            .take(200 * WRITE_STRETCH)
+            .collect();
+        let sample: Vec<i64> = ids.iter().step_by(ids.len() / 1000).copied().collect();
+        assert!(sample.len() <= LOOKUP_WINDOW);
+        let rows: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+        let publish = |timestamp| cache.batch_set(&ids, &rows, timestamp).unwrap();
+        let remove = || assert_eq!(cache.batch_remove(&ids).unwrap(), ids.len() as u64);
+        let empty = || {
+            cache.batch_remove(&ids).unwrap();
+        };
+
+        assert!(
+            readers_see_a_write_half_done(&cache, &sample, empty, || publish(1)),
+            "batch_set"
+        );
+        assert!(
+            readers_see_a_write_half_done(&cache, &sample, || publish(1), remove),
+            "batch_remove"
+        );
+        let evict = || assert_eq!(cache.evict_older_than(2), ids.len() as u64);
+        assert!(
+            readers_see_a_write_half_done(&cache, &sample, || publish(1), evict),
+            "evict_older_than"
+        );
     }
 
     #[test]
