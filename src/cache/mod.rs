@@ -1131,86 +1131,84 @@ mod tests {
         assert_eq!(table.cache.info().updates, 48_000);
     }
 
-    /// Whether a lookup running while `write` runs saw the sampled ids of one
-    /// shard partly written: found some of them, not all, in one batch (one
-    /// read lock). Tries up to 20 times (calling `reset` before each) so that
-    /// a reader the scheduler happens to keep out does not fail the test.
-    fn readers_see_a_write_half_done(
+    fn eight_shards_of_8_byte_rows() -> Cache {
+        Cache::new(CacheConfig {
+            num_shards: 8,
+            ..CacheConfig::new(8)
+        })
+        .unwrap()
+    }
+
+    /// Whether a lookup of `sample` (ids of shard `shard`, one read lock) that
+    /// queues for the shard behind `write` gets in while `write` is half done:
+    /// finds some of the sample, not all. The test holds the shard's write
+    /// lock while the writer and then the reader queue for it. Tries again
+    /// (calling `reset` before each try) for up to ten seconds, in case a busy
+    /// machine let the reader queue first.
+    fn a_queued_reader_gets_in_mid_write(
         cache: &Cache,
+        shard: usize,
         sample: &[i64],
         mut reset: impl FnMut(),
-        mut write: impl FnMut(),
+        write: impl Fn() + Sync,
     ) -> bool {
-        use std::sync::atomic::AtomicBool;
-        (0..20).any(|_| {
+        let queue = || std::thread::sleep(std::time::Duration::from_millis(20));
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
             reset();
-            let reading = AtomicBool::new(false);
-            let (writing, half_done) = (AtomicBool::new(true), AtomicBool::new(false));
-            std::thread::scope(|scope| {
-                scope.spawn(|| {
+            let held = cache.shards[shard].write();
+            let hits = std::thread::scope(|scope| {
+                let writer = scope.spawn(&write);
+                queue();
+                let reader = scope.spawn(|| {
                     let mut out = vec![0u8; sample.len() * 8];
-                    while writing.load(Ordering::Acquire) {
-                        let hits = cache.batch_get(sample, &mut out, None).unwrap().hits;
-                        if hits != 0 && hits != sample.len() as u64 {
-                            half_done.store(true, Ordering::Relaxed);
-                        }
-                        reading.store(true, Ordering::Release);
-                    }
+                    cache.batch_get(sample, &mut out, None).unwrap().hits
                 });
-                while !reading.load(Ordering::Acquire) {
-                    std::thread::yield_now();
-                }
-                write();
-                writing.store(false, Ordering::Release);
+                queue();
+                drop(held);
+                writer.join().unwrap();
+                reader.join().unwrap()
             });
-            half_done.into_inner()
-        })
+            if hits != 0 && hits != sample.len() as u64 {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+        }
     }
 
     #[test]
     fn writers_let_readers_into_a_shard_between_stretches() {
-        let cache = Cache::new(CacheConfig {
-            num_shards: 8,
-            ..CacheConfig::new(8)
-        })
-        .unwrap();
-        // Many stretches' worth of ids of one shard, and a sample of them that
-        // one lookup reads under one read lock (a window, one shard).
+        let cache = eight_shards_of_8_byte_rows();
+        // Many stretches' worth of ids of one shard, and a sample of them,
+        // the first id a writer takes among them, that one lookup reads under
+        // one read lock (a window, one shard).
+        let shard = 5;
         let ids: Vec<i64> = (0..)
-            .filter(|&id| cache.shard_of(cache.hash(id)) == 5)
+            .filter(|&id| cache.shard_of(cache.hash(id)) == shard)
             .take(200 * WRITE_STRETCH)
             .collect();
         let sample: Vec<i64> = ids.iter().step_by(ids.len() / 1000).copied().collect();
         assert!(sample.len() <= LOOKUP_WINDOW);
         let rows: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
-        let publish = |timestamp| cache.batch_set(&ids, &rows, timestamp).unwrap();
+        let publish = || cache.batch_set(&ids, &rows, 1).unwrap();
+        // Publish and removal share their stretches (`write_each`).
         let remove = || assert_eq!(cache.batch_remove(&ids).unwrap(), ids.len() as u64);
-        let empty = || {
-            cache.batch_remove(&ids).unwrap();
-        };
-
         assert!(
-            readers_see_a_write_half_done(&cache, &sample, empty, || publish(1)),
-            "batch_set"
-        );
-        assert!(
-            readers_see_a_write_half_done(&cache, &sample, || publish(1), remove),
+            a_queued_reader_gets_in_mid_write(&cache, shard, &sample, publish, remove),
             "batch_remove"
         );
         let evict = || assert_eq!(cache.evict_older_than(2), ids.len() as u64);
         assert!(
-            readers_see_a_write_half_done(&cache, &sample, || publish(1), evict),
+            a_queued_reader_gets_in_mid_write(&cache, shard, &sample, publish, evict),
             "evict_older_than"
         );
     }
 
     #[test]
     fn a_lookup_comes_back_to_a_shard_that_a_writer_holds() {
-        let cache = Cache::new(CacheConfig {
-            num_shards: 8,
-            ..CacheConfig::new(8)
-        })
-        .unwrap();
+        let cache = eight_shards_of_8_byte_rows();
         let row_of = |id: &i64| id.to_le_bytes();
         let mut ids: Vec<i64> = (0..1000).collect();
         cache
