@@ -33,7 +33,7 @@ use super::Error;
 pub(crate) struct Shard {
     index: Index,
     rows: RowArena,
-    /// The cache's id hash: removals and rebuilds find entries' home buckets.
+    /// The cache's id hash: insertions and rebuilds find entries' buckets.
     hasher: IdHasher,
     policy: EvictionPolicy,
     /// The position where the clock hand resumes.
@@ -214,7 +214,9 @@ impl Shard {
     /// Stores `row` for `key`; true when the key is new. Room was reserved.
     pub(crate) fn upsert(&mut self, key: i64, hash: u64, row: &[u8], timestamp: u32) -> bool {
         let rows = &mut self.rows;
-        let (slot, inserted) = self.index.get_or_insert(key, hash, || rows.allocate());
+        let (slot, inserted) =
+            self.index
+                .get_or_insert(key, hash, || rows.allocate(), self.hasher.as_fn());
         if !inserted {
             let old = self.rows.stamp(slot);
             self.uncount_stamp(old);
@@ -232,7 +234,7 @@ impl Shard {
     }
 
     pub(crate) fn remove(&mut self, key: i64, hash: u64) -> bool {
-        match self.index.remove(key, hash, self.hasher.as_fn()) {
+        match self.index.remove(key, hash) {
             Some(slot) => {
                 self.release(slot);
                 true
@@ -317,12 +319,10 @@ impl Shard {
                 EvictionPolicy::None => true,
             };
             if victim {
-                self.index.remove_at(at, self.hasher.as_fn());
+                self.index.remove_at(at);
                 self.release(entry.slot);
                 evicted += 1;
                 sweep.idle_steps = 0;
-                // A later entry may have moved into the emptied position.
-                self.hand = at;
             }
         }
         evicted
@@ -356,9 +356,8 @@ impl Shard {
         threshold: u32,
         buckets: std::ops::Range<usize>,
     ) -> usize {
-        let hash_of = self.hasher.as_fn();
         let Shard { index, rows, .. } = self;
-        let expired = index.remove_where(buckets, hash_of, |slot| {
+        let expired = index.remove_where(buckets, |slot| {
             let expired = rows.stamp(slot) < threshold;
             if expired {
                 rows.release(slot);
