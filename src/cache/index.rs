@@ -501,7 +501,32 @@ impl Index {
             first
         };
         for _ in 0..MAX_DISPLACEMENTS {
-            if let Some(free) = self.buckets[at].slots.iter().position(|&s| s == EMPTY) {
+            entry = match self.put_if_room(at, entry) {
+                Ok(()) => return,
+                Err(entry) => entry,
+            };
+            // `at` is full: the entry takes the place of one that can move to
+            // its other bucket, which is carried on there.
+            let Some((victim, other)) = self.displaceable(at, &hash_of) else {
+                break;
+            };
+            let position = Position {
+                bucket: at,
+                entry: victim,
+            };
+            let displaced = self.take(position);
+            self.put(position, entry);
+            entry = displaced;
+            at = other;
+        }
+        self.place_past_second(entry, &hash_of);
+    }
+
+    /// Stores `entry` at a free position of bucket `at`, or gives it back
+    /// when the bucket is full.
+    fn put_if_room(&mut self, at: usize, entry: Entry) -> Result<(), Entry> {
+        match self.buckets[at].slots.iter().position(|&s| s == EMPTY) {
+            Some(free) => {
                 self.put(
                     Position {
                         bucket: at,
@@ -510,29 +535,10 @@ impl Index {
                     entry,
                 );
                 self.live += 1;
-                return;
+                Ok(())
             }
-            // Both of the entry's buckets may be full only when `at` is its
-            // second one, or its only one: take another's place in `at`, and
-            // carry that one on to its other bucket.
-            let Some((victim, other)) = self.displaceable(at, &hash_of) else {
-                break;
-            };
-            let taken = self.take(Position {
-                bucket: at,
-                entry: victim,
-            });
-            self.put(
-                Position {
-                    bucket: at,
-                    entry: victim,
-                },
-                entry,
-            );
-            entry = taken;
-            at = other;
+            None => Err(entry),
         }
-        self.place_past_second(entry, &hash_of);
     }
 
     /// An entry of full bucket `at` that sits in one of its own two buckets,
@@ -578,23 +584,16 @@ impl Index {
     /// Stores `entry` in the first bucket with room after its second one,
     /// marking the second and every full bucket between as `PASSED`.
     #[cold]
-    fn place_past_second(&mut self, entry: Entry, hash_of: &impl Fn(i64) -> u64) {
+    fn place_past_second(&mut self, mut entry: Entry, hash_of: &impl Fn(i64) -> u64) {
         let len = self.buckets.len();
         let (_, mut at) = choices(hash_of(entry.key), len);
         loop {
             *self.buckets[at].marks.get_mut() |= PASSED;
             at = next_bucket(at, len);
-            if let Some(free) = self.buckets[at].slots.iter().position(|&s| s == EMPTY) {
-                self.put(
-                    Position {
-                        bucket: at,
-                        entry: free,
-                    },
-                    entry,
-                );
-                self.live += 1;
-                return;
-            }
+            entry = match self.put_if_room(at, entry) {
+                Ok(()) => return,
+                Err(entry) => entry,
+            };
         }
     }
 
