@@ -4,13 +4,16 @@
 //! - one line per id: each id's row number alone in a table as large as
 //!   kvzch's index, at a word picked by its row number, as the limit's rows
 //!   are. Not a map, a bound: what one dependent random line per id costs;
-//! - kvzch's layout (`key_buckets`: five ids and row numbers per 64-byte
-//!   bucket, linear probing) read one bucket deep: a bound again, what
-//!   lookups would cost if every id sat in its home bucket. The ids beyond
-//!   their home bucket are missed in one, and found by their precomputed row
-//!   number in the other, which fetches every row as the maps do;
-//! - kvzch's layout at 60% to 90% fill, the lookup suite's `indexed_limit` at
-//!   80%;
+//! - linear probing (`key_buckets`: five ids and row numbers per 64-byte
+//!   bucket), kvzch's layout until it took two-choice buckets, read one
+//!   bucket deep: a bound again, what lookups would cost if every id sat in
+//!   its home bucket. The ids beyond their home bucket are missed in one,
+//!   and found by their precomputed row number in the other, which fetches
+//!   every row as the maps do;
+//! - linear probing at 60% to 90% fill;
+//! - kvzch's layout (`two_choice`: the same buckets, each id in one of two,
+//!   both read by every lookup) at 80% and 90% fill, the lookup suite's
+//!   `indexed_limit` at 80%;
 //! - ten 16-bit tags and row numbers per 64-byte bucket, linear probing, with
 //!   each id kept in an array beside the rows: a lookup asks for the id's
 //!   word with its row and checks it before the copy.
@@ -40,6 +43,8 @@ mod key_buckets;
 mod limit;
 #[path = "lookup/prefetch.rs"]
 mod prefetch;
+#[path = "lookup/two_choice.rs"]
+mod two_choice;
 // The lookup suite's ids, rows and pools; this study takes the uniform pool
 // and leaves the rest.
 #[allow(dead_code)]
@@ -53,6 +58,7 @@ use huge_map::HugeMap;
 use indexed_limit::{IndexedLimit, Profile, RowIndex, KVZCH_FILL};
 use key_buckets::{BucketTable, KeyBuckets, PlainBucket};
 use prefetch::{prefetch, prefetch_row};
+use two_choice::TwoChoiceBuckets;
 use workload::Universe;
 
 const BATCH: usize = 4096;
@@ -121,11 +127,12 @@ impl RowIndex for OneLine {
     }
 }
 
-/// kvzch's layout read one bucket deep. Not a map, a bound: what lookups
-/// would cost if every id sat in its home bucket at this fill. The ids beyond
-/// their home bucket are missed (`BEYOND_BY_ROW` false: their rows are not
-/// fetched) or found by their precomputed row number (true: every row is
-/// fetched, as a map's lookups fetch them).
+/// Linear probing (kvzch's layout before two choices) read one bucket deep.
+/// Not a map, a bound: what lookups would cost if every id sat in its home
+/// bucket at this fill. The ids beyond their home bucket are missed
+/// (`BEYOND_BY_ROW` false: their rows are not fetched) or found by their
+/// precomputed row number (true: every row is fetched, as a map's lookups
+/// fetch them).
 struct HomeBucket<const BEYOND_BY_ROW: bool>(KeyBuckets);
 
 impl<const BEYOND_BY_ROW: bool> RowIndex for HomeBucket<BEYOND_BY_ROW> {
@@ -399,7 +406,7 @@ fn layouts(rows: usize, row_bytes: usize) -> Vec<Layout> {
         ),
         Layout::through(
             format!(
-                "kvzch's, home bucket only, {:.0}% full, the rest missed (a bound, not a map)",
+                "linear probing, home bucket only, {:.0}% full, the rest missed (a bound, not a map)",
                 percent(KVZCH_FILL)
             ),
             IndexedLimit::with_index(
@@ -411,7 +418,7 @@ fn layouts(rows: usize, row_bytes: usize) -> Vec<Layout> {
         ),
         Layout::through(
             format!(
-                "kvzch's, home bucket only, {:.0}% full, the rest by row number (a bound, not a map)",
+                "linear probing, home bucket only, {:.0}% full, the rest by row number (a bound, not a map)",
                 percent(KVZCH_FILL)
             ),
             IndexedLimit::with_index(
@@ -424,7 +431,15 @@ fn layouts(rows: usize, row_bytes: usize) -> Vec<Layout> {
     ];
     layouts.extend([0.6, 0.7, KVZCH_FILL, 0.9].map(|fill| {
         let index = KeyBuckets::new(rows, fill);
-        let name = format!("kvzch's: 5 ids per line, {:.0}% full", percent(fill));
+        let name = format!("linear probing: 5 ids per line, {:.0}% full", percent(fill));
+        Layout::through(name, IndexedLimit::with_index(rows, row_bytes, index), true)
+    }));
+    layouts.extend([KVZCH_FILL, 0.9].map(|fill| {
+        let index = TwoChoiceBuckets::new(rows, fill);
+        let name = format!(
+            "two choices (kvzch's): 5 ids per line, {:.0}% full",
+            percent(fill)
+        );
         Layout::through(name, IndexedLimit::with_index(rows, row_bytes, index), true)
     }));
     layouts.extend([KVZCH_FILL, 0.9].map(|fill| {

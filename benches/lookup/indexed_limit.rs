@@ -1,12 +1,12 @@
-//! The limit behind kvzch's index: the limit's dense rows, found through an
-//! open-addressing table from id to row number in kvzch's layout (see
-//! `key_buckets`), looked up with kvzch's pipeline. What a lookup costs when
-//! finding a row takes that index and nothing else (no shards, no locks, no
-//! grouping, no counters). At kvzch's fill after a rebuild (80%) most ids sit
-//! in their home bucket, one line; the rest need further buckets, read one
-//! after another. `benches/index_layouts.rs` weighs both parts.
+//! The limit behind kvzch's index: the limit's dense rows, found through a
+//! table from id to row number in kvzch's layout (see `two_choice`), looked
+//! up with kvzch's pipeline. What a lookup costs when finding a row takes
+//! that index and nothing else (no shards, no locks, no grouping, no
+//! counters). Every lookup reads an id's two buckets side by side.
+//! `benches/index_layouts.rs` weighs that layout against others, linear
+//! probing (`key_buckets`, kvzch's layout before) among them.
 //!
-//! The lookup hashes the batch first, asks for each id's bucket in the L1
+//! The lookup hashes the batch first, asks for each id's buckets in the L1
 //! cache twice the row distance ahead, and resolves each id and asks for its
 //! row in the L2 cache the limit's row distance ahead. Against the limit, this
 //! measures the index; against this, kvzch's own structure (shards, locks,
@@ -20,7 +20,7 @@ use crate::limit::{rows_ahead, Limit};
 use crate::prefetch::prefetch_row;
 
 /// kvzch's fill after a rebuild: the suite's `indexed_limit` builds its
-/// `KeyBuckets` to it.
+/// index to it.
 pub const KVZCH_FILL: f64 = 0.8;
 /// The ring of rows resolved ahead: at least `rows_ahead` of any width.
 const RING: usize = 16;

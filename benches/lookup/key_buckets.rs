@@ -1,13 +1,13 @@
 //! An open-addressing table from id to dense row number in kvzch's index
-//! layout: 64-byte buckets of five (id, row + 1) pairs, linear probing, on
-//! transparent huge pages. The lookup suite's `indexed_limit` finds the
-//! limit's rows through one at kvzch's fill; `benches/index_layouts.rs`
-//! weighs it at other fills against other layouts.
+//! layout before two-choice buckets (`two_choice`): 64-byte buckets of five
+//! (id, row + 1) pairs, linear probing, on transparent huge pages.
+//! `benches/index_layouts.rs` weighs it at several fills against other
+//! layouts. Also the bucket and table types that `two_choice` shares.
 
 use crate::huge_map::HugeMap;
 use crate::indexed_limit::Profile;
 
-const BUCKET_WIDTH: usize = 5;
+pub const BUCKET_WIDTH: usize = 5;
 /// A position whose row is this holds no id.
 const EMPTY: u32 = 0;
 
@@ -23,15 +23,50 @@ pub struct Bucket {
 impl Bucket {
     /// The position holding `id`, compared over all five without a branch.
     fn position_of(&self, id: i64) -> Option<usize> {
+        let matches = self.matches(id);
+        (matches != 0).then(|| matches.trailing_zeros() as usize)
+    }
+
+    /// Bit `i` set where position `i` holds `id`.
+    #[inline(always)]
+    pub fn matches(&self, id: i64) -> u32 {
         let mut matches = 0u32;
         for (i, (&k, &row)) in self.ids.iter().zip(&self.rows).enumerate() {
             matches |= u32::from(k == id && row != EMPTY) << i;
         }
-        (matches != 0).then(|| matches.trailing_zeros() as usize)
+        matches
+    }
+
+    /// The row number at the taken position `i`.
+    #[inline(always)]
+    pub fn row(&self, i: usize) -> u32 {
+        self.rows[i] - 1
+    }
+
+    /// The id at position `i`.
+    pub fn id(&self, i: usize) -> i64 {
+        self.ids[i]
+    }
+
+    pub fn free_position(&self) -> Option<usize> {
+        self.rows.iter().position(|&r| r == EMPTY)
     }
 
     fn has_room(&self) -> bool {
         self.rows.contains(&EMPTY)
+    }
+
+    /// Stores `(id, row + 1)` at the free position `i`.
+    pub fn set(&mut self, i: usize, (id, stored_row): (i64, u32)) {
+        self.ids[i] = id;
+        self.rows[i] = stored_row;
+    }
+
+    /// Stores `(id, row + 1)` at the taken position `i`; returns what it held.
+    pub fn replace(&mut self, i: usize, entry: (i64, u32)) -> (i64, u32) {
+        let held = (self.ids[i], self.rows[i]);
+        self.set(i, entry);
+        held
     }
 }
 
