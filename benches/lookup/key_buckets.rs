@@ -52,6 +52,11 @@ impl Bucket {
         self.rows.iter().position(|&r| r == EMPTY)
     }
 
+    /// How many positions are free.
+    pub fn room(&self) -> usize {
+        self.rows.iter().filter(|&&r| r == EMPTY).count()
+    }
+
     fn has_room(&self) -> bool {
         self.rows.contains(&EMPTY)
     }

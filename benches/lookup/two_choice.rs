@@ -40,17 +40,15 @@ impl TwoChoiceBuckets {
     /// An entry of full bucket `at` that can move to its other bucket, and
     /// that bucket: one whose other bucket has room if any, else a random one.
     fn displaceable(&mut self, at: usize) -> Option<(usize, usize)> {
-        let others: Vec<Option<usize>> = (0..BUCKET_WIDTH)
-            .map(|entry| {
-                let (first, second) =
-                    self.choices(crate::key_buckets::hash(self.table.buckets()[at].id(entry)));
-                match (first == at, second == at) {
-                    (true, false) => Some(second),
-                    (false, true) => Some(first),
-                    _ => None,
-                }
-            })
-            .collect();
+        let others: [Option<usize>; BUCKET_WIDTH] = std::array::from_fn(|entry| {
+            let (first, second) =
+                self.choices(crate::key_buckets::hash(self.table.buckets()[at].id(entry)));
+            match (first == at, second == at) {
+                (true, false) => Some(second),
+                (false, true) => Some(first),
+                _ => None,
+            }
+        });
         let buckets = self.table.buckets();
         let with_room = (0..BUCKET_WIDTH).find_map(|entry| {
             others[entry]
@@ -74,10 +72,8 @@ impl RowIndex for TwoChoiceBuckets {
         // Every lookup reads both lines, wherever its id sits.
         self.profile.add(2);
         let (first, second) = self.choices(hash);
-        let room = |at: usize, table: &BucketTable<Bucket>| {
-            table.buckets()[at].free_position().is_some() as usize
-        };
-        let mut at = if room(second, &self.table) > room(first, &self.table) {
+        let buckets = self.table.buckets();
+        let mut at = if buckets[second].room() > buckets[first].room() {
             second
         } else {
             first
