@@ -939,9 +939,7 @@ impl Cache {
             // Each key's probe is two cache misses of its own; asking for
             // later ones' buckets now overlaps them.
             if let Some(ahead) = keys.get(written + WRITE_DISTANCE) {
-                let (first, second) = guard.index().probe_lines(ahead.hash);
-                prefetch(first);
-                prefetch(second);
+                prefetch_bucket(&guard, ahead);
             }
             write(&mut guard, written, key);
         }
