@@ -3,7 +3,9 @@
 //! A batch is taken shard by shard so that each shard's lock is taken once per
 //! batch, not once per id. The grouping is a counting sort of positions by
 //! shard; it is stable, so within a shard the ids keep their batch order (the
-//! last occurrence of a duplicate id is written last).
+//! last occurrence of a duplicate id is written last). A lookup window that
+//! holds all its shards at once keeps the batch's order and only hashes its ids
+//! here (`hash_in_order`).
 //!
 //! Each id is copied next to its position, with its hash: a lookup then reads a
 //! shard's ids in sequence, where gathering them by position missed the L1
@@ -34,7 +36,8 @@ pub(crate) struct Grouping {
     /// Batch positions, grouped by shard.
     pub(crate) order: Vec<u32>,
     /// `keys[k]` is the id at batch position `order[k]`, with its hash: a
-    /// shard's ids are then read in sequence, not gathered by position.
+    /// shard's ids are then read in sequence, not gathered by position. After
+    /// `hash_in_order`, the id at position `k`.
     pub(crate) keys: Vec<HashedId>,
     /// `order[starts[s]..starts[s + 1]]` are the positions of shard `s`.
     starts: Vec<u32>,
@@ -82,6 +85,25 @@ impl Grouping {
         }
         self.starts.copy_within(0..shards, 1);
         self.starts[0] = 0;
+    }
+
+    /// Copies `ids` with their hashes into `keys`, in batch order: a lookup
+    /// that holds every shard it reads at once takes them so. Returns the
+    /// shards they touch, bit `s` for shard `s` (`shard_of` picks below 64).
+    pub(crate) fn hash_in_order(
+        &mut self,
+        ids: &[i64],
+        hash: impl Fn(i64) -> u64,
+        shard_of: impl Fn(u64) -> usize,
+    ) -> u64 {
+        self.keys.clear();
+        let mut touched = 0u64;
+        self.keys.extend(ids.iter().map(|&id| {
+            let hash = hash(id);
+            touched |= 1 << shard_of(hash);
+            HashedId { id, hash }
+        }));
+        touched
     }
 
     /// The shards the batch touches, in ascending order, with their positions.
@@ -152,6 +174,18 @@ mod tests {
             }
         }
         assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn hashing_in_order_keeps_the_batch_order_and_names_the_shards_touched() {
+        let mut grouping = Grouping::default();
+        // Left over from an earlier, longer batch.
+        grouping.group(&[9; 50], 8, |id| id as u64, |h| (h % 8) as usize);
+        let ids = [12, 5, 21, 5];
+        let touched = grouping.hash_in_order(&ids, |id| id as u64 * 3, |h| (h % 8) as usize);
+        let keys: Vec<(i64, u64)> = grouping.keys.iter().map(|k| (k.id, k.hash)).collect();
+        assert_eq!(keys, [(12, 36), (5, 15), (21, 63), (5, 15)]);
+        assert_eq!(touched, 1 << 4 | 1 << 7);
     }
 
     #[test]
