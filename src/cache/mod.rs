@@ -826,6 +826,9 @@ impl Cache {
         Ok(stats)
     }
 
+    /// Looks up a window: in runs in the batch's order while the shards they
+    /// touch are free (in a cache of at most `SPAN_SHARDS` shards), the rest
+    /// of it grouped by shard.
     fn lookup_window(
         &self,
         grouping: &mut Grouping,
@@ -834,6 +837,8 @@ impl Cache {
         mut hit_mask: Option<&mut [u8]>,
     ) -> u64 {
         let mut hits = 0;
+        // Ids looked up in runs in order, before the first run that met a
+        // write-locked shard.
         let mut done = 0;
         if self.shards.len() <= SPAN_SHARDS {
             while done < ids.len() {
@@ -1396,5 +1401,51 @@ mod tests {
                 });
             }
         }
+    }
+
+    #[test]
+    fn a_window_grouped_after_runs_in_order_puts_every_row_in_place() {
+        let cache = eight_shards_of_8_byte_rows();
+        let stored: Vec<i64> = (0..4000).collect();
+        let stored_rows: Vec<u8> = stored.iter().flat_map(|id| id.to_le_bytes()).collect();
+        cache.batch_set(&stored, &stored_rows, 1).unwrap();
+        let held_shard = 6;
+        let (of_held, others): (Vec<i64>, Vec<i64>) = stored
+            .iter()
+            .partition(|&&id| cache.shard_of(cache.hash(id)) == held_shard);
+        // A first run in order that the held shard does not stop, then ids
+        // of every shard and a miss: the rest of the window is grouped.
+        let mut batch = others[..ORDERED_RUN].to_vec();
+        for (&other, &held) in others[ORDERED_RUN..].iter().zip(&of_held).take(300) {
+            batch.extend([other, held]);
+        }
+        batch.insert(ORDERED_RUN + 7, -1);
+        assert!(batch.len() <= LOOKUP_WINDOW);
+        let held = cache.shards[held_shard].write();
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut out = vec![0xee; batch.len() * 8];
+                let mut mask = vec![0xee; batch.len()];
+                let stats = cache.batch_get(&batch, &mut out, Some(&mut mask)).unwrap();
+                (stats, out, mask)
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!reader.is_finished());
+            drop(held);
+            let (stats, out, mask) = reader.join().unwrap();
+            assert_eq!(stats.hits, batch.len() as u64 - 1);
+            for (k, &id) in batch.iter().enumerate() {
+                let (row, hit) = if id < 0 {
+                    ([0; 8], 0)
+                } else {
+                    (id.to_le_bytes(), 1)
+                };
+                assert_eq!(
+                    (&out[k * 8..][..8], mask[k]),
+                    (&row[..], hit),
+                    "id {id} at {k}"
+                );
+            }
+        });
     }
 }
