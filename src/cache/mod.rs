@@ -242,13 +242,13 @@ impl<'s> ShardOf<'s> for ShardWalk<'s> {
 #[derive(Clone, Copy)]
 struct ByHash<'s> {
     shards: &'s [&'s Shard; SPAN_SHARDS],
-    shard_mask: u64,
+    cache: &'s Cache,
 }
 
 impl<'s> ShardOf<'s> for ByHash<'s> {
     #[inline(always)]
     fn shard(&mut self, _k: usize, key: &HashedId) -> &'s Shard {
-        self.shards[(key.hash & self.shard_mask) as usize]
+        self.shards[self.cache.shard_of(key.hash)]
     }
 }
 
@@ -945,7 +945,7 @@ impl Cache {
         fault_injection::panic_if_asked(&self.name, &grouping.keys);
         let by_hash = ByHash {
             shards: &shards,
-            shard_mask: self.shard_mask,
+            cache: self,
         };
         Some(self.lookup_run((by_hash, by_hash), &grouping.keys, InOrder, out, hit_mask))
     }
