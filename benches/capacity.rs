@@ -301,7 +301,8 @@ fn latency_under_eviction(options: &Options) {
     let (hits, misses) = (after.hits - before.hits, after.misses - before.misses);
     println!(
         "p99 busy / idle = {:.2}; {published} rows published, {evictions} evicted; \
-         the reader's hit rate while publishing {:.1}% (rows it reads are kept)",
+         the reader's hit rate while publishing {:.1}% (it reads only rows stored before \
+         the publishing, none of which is published again)",
         busy_p99.as_secs_f64() / idle_p99.as_secs_f64(),
         100.0 * hits as f64 / (hits + misses) as f64
     );
