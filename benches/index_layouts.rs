@@ -16,16 +16,23 @@
 //!   `indexed_limit` at 80%;
 //! - ten 16-bit tags and row numbers per 64-byte bucket, linear probing, with
 //!   each id kept in an array beside the rows: a lookup asks for the id's
-//!   word with its row and checks it before the copy.
+//!   word with its row and checks it before the copy;
+//! - eight 8-byte entries per 64-byte bucket, each a 42-bit remainder of the
+//!   id's hash over a row number, linear probing, at 50% and 67% fill: one
+//!   line for 96-99% of the lookups, within kvzch's memory. Its eight
+//!   remainders compared one by one, as the compiler writes the loop, and two
+//!   to an SSE2 compare. The study's map takes a remainder match for the id;
+//!   see `RemainderBuckets` for what an engine would need.
 //!
 //! Every layout runs the lookup suite's pipeline over the same uniform batches
-//! (`indexed_limit`), and the rows each returns for the first batches are
-//! checked against the limit's. Layouts take turns within each round, and
+//! (`indexed_limit`) and finds the limit's own rows, held once (`over`): a
+//! copy of the rows per layout held 17 GiB at 4M rows. The rows each returns
+//! for the first batches are checked against the limit's. Layouts take turns within each round, and
 //! each reports its rate over the limit's in the same round: the median and
 //! quartiles over rounds. BENCHMARKS.md ("What the design leaves") has what
 //! this machine measured.
 //!
-//! `cargo bench --bench index_layouts` (about 30 s here; maps about 10 GiB),
+//! `cargo bench --bench index_layouts` (15 to 25 s here; maps about 2 GiB),
 //! or `-- --quick` for a small table.
 
 // The lookup suite's contender trait: this study fills and reads its layouts
@@ -57,6 +64,7 @@ use contender::Contender;
 use huge_map::HugeMap;
 use indexed_limit::{IndexedLimit, Profile, RowIndex, KVZCH_FILL};
 use key_buckets::{BucketTable, KeyBuckets, PlainBucket};
+use limit::Limit;
 use prefetch::{prefetch, prefetch_row};
 use two_choice::TwoChoiceBuckets;
 use workload::Universe;
@@ -311,6 +319,158 @@ impl RowIndex for TagBuckets {
     }
 }
 
+/// Bits of an id's hash a remainder entry keeps.
+const REMAINDER_BITS: u32 = 42;
+/// Bits of a remainder entry for its row number + 1 (0: the entry is empty).
+const ENTRY_ROW_BITS: u32 = 64 - REMAINDER_BITS;
+const ENTRY_ROW_MASK: u64 = (1 << ENTRY_ROW_BITS) - 1;
+const REMAINDER_WIDTH: usize = 8;
+
+/// Eight entries of a 42-bit hash remainder over a 22-bit row number + 1; all
+/// zeros is the empty bucket, as a fresh mapping is.
+#[repr(C, align(64))]
+struct RemainderBucket {
+    entries: [u64; REMAINDER_WIDTH],
+}
+
+// SAFETY: `RemainderBucket` is `#[repr(C, align(64))]` and holds integers only.
+unsafe impl PlainBucket for RemainderBucket {}
+
+/// The entry bits an id of hash `hash` matches: its remainder, over the row.
+fn remainder_bits(hash: u64) -> u64 {
+    (hash & ((1 << REMAINDER_BITS) - 1)) << ENTRY_ROW_BITS
+}
+
+impl RemainderBucket {
+    /// Bit `i` set where entry `i` holds `remainder` (from `remainder_bits`),
+    /// or is empty when `remainder` is 0: the caller checks the row it takes.
+    /// `VECTOR` compares two entries to an SSE2 instruction, where the compiler
+    /// compares them one by one.
+    #[inline(always)]
+    fn matches<const VECTOR: bool>(&self, remainder: u64) -> u32 {
+        #[cfg(target_arch = "x86_64")]
+        if VECTOR {
+            use std::arch::x86_64::*;
+            // SAFETY: SSE2 is part of x86_64; the bucket is 64-byte aligned, so
+            // each 16-byte load is aligned and within it.
+            return unsafe {
+                let want = _mm_set1_epi64x(remainder as i64);
+                let remainder_mask = _mm_set1_epi64x(!ENTRY_ROW_MASK as i64);
+                let pairs = self.entries.as_ptr().cast::<__m128i>();
+                let mut matches = 0;
+                for pair in 0..REMAINDER_WIDTH / 2 {
+                    let held = _mm_and_si128(_mm_load_si128(pairs.add(pair)), remainder_mask);
+                    // SSE2 compares 32-bit lanes: an entry matches where both halves do.
+                    let halves = _mm_cmpeq_epi32(held, want);
+                    let both = _mm_and_si128(halves, _mm_shuffle_epi32::<0b10_11_00_01>(halves));
+                    matches |= (_mm_movemask_pd(_mm_castsi128_pd(both)) as u32) << (2 * pair);
+                }
+                matches
+            };
+        }
+        let mut matches = 0;
+        for (i, &entry) in self.entries.iter().enumerate() {
+            matches |= u32::from(entry & !ENTRY_ROW_MASK == remainder) << i;
+        }
+        matches
+    }
+
+    /// The row of the first entry `matches` names that is not empty.
+    #[inline(always)]
+    fn row(&self, mut matches: u32) -> Option<u32> {
+        while matches != 0 {
+            let stored = self.entries[matches.trailing_zeros() as usize] & ENTRY_ROW_MASK;
+            if stored != 0 {
+                return Some(stored as u32 - 1);
+            }
+            matches &= matches - 1;
+        }
+        None
+    }
+
+    fn has_room(&self) -> bool {
+        self.entries.contains(&0)
+    }
+}
+
+/// Linear probing over buckets of hash remainders: 8 B an entry, no id kept.
+/// A map for this study only: it takes a 42-bit remainder match for the id,
+/// where an engine would keep the id recoverable (an invertible hash, and the
+/// bucket and remainder together naming it).
+struct RemainderBuckets<const VECTOR: bool> {
+    table: BucketTable<RemainderBucket>,
+    profile: Profile,
+}
+
+impl<const VECTOR: bool> RemainderBuckets<VECTOR> {
+    fn new(rows: usize, fill: f64) -> Self {
+        assert!(
+            (rows as u64) < ENTRY_ROW_MASK,
+            "remainder entries hold row numbers below 2^{ENTRY_ROW_BITS} - 1"
+        );
+        let table = BucketTable::new(rows, REMAINDER_WIDTH, fill);
+        let profile = Profile::new(table.bytes());
+        RemainderBuckets { table, profile }
+    }
+
+    /// The probe past a full home bucket, out of the lookup's way: at 50% to
+    /// 67% fill, 1% to 4% of the ids come here.
+    #[cold]
+    #[inline(never)]
+    fn find_past(&self, hash: u64, home: usize) -> Option<u32> {
+        let remainder = remainder_bits(hash);
+        let mut at = home;
+        loop {
+            at = self.table.next(at);
+            let bucket = &self.table.buckets()[at];
+            if let Some(row) = bucket.row(bucket.matches::<VECTOR>(remainder)) {
+                return Some(row);
+            }
+            if bucket.has_room() {
+                return None;
+            }
+        }
+    }
+}
+
+impl<const VECTOR: bool> RowIndex for RemainderBuckets<VECTOR> {
+    fn insert(&mut self, _id: i64, hash: u64, _slot: u32, row: u32) {
+        let mut at = self.table.home(hash);
+        let mut lines = 1;
+        loop {
+            let next = self.table.next(at);
+            let bucket = &mut self.table.buckets_mut()[at];
+            if let Some(free) = bucket.entries.iter().position(|&entry| entry == 0) {
+                bucket.entries[free] = remainder_bits(hash) | u64::from(row + 1);
+                self.profile.add(lines);
+                return;
+            }
+            at = next;
+            lines += 1;
+        }
+    }
+
+    #[inline(always)]
+    fn prefetch_first(&self, _id: i64, hash: u64, _slot: u32) {
+        prefetch(&self.table.buckets()[self.table.home(hash)]);
+    }
+
+    #[inline(always)]
+    fn locate(&self, _id: i64, hash: u64, _slot: u32) -> Option<u32> {
+        let home = self.table.home(hash);
+        let bucket = &self.table.buckets()[home];
+        let found = bucket.row(bucket.matches::<VECTOR>(remainder_bits(hash)));
+        if found.is_some() || bucket.has_room() {
+            return found;
+        }
+        self.find_past(hash, home)
+    }
+
+    fn profile(&self) -> &Profile {
+        &self.profile
+    }
+}
+
 struct Config {
     rows: usize,
     row_bytes: usize,
@@ -373,13 +533,14 @@ struct Layout {
 }
 
 impl Layout {
-    /// The limit's rows found through `index` by the suite's pipeline.
+    /// The rows of `limit` found through `index` by the suite's pipeline.
     fn through<I: RowIndex + 'static>(
         name: String,
-        index: IndexedLimit<I>,
+        limit: &Limit,
+        index: I,
         finds_all: bool,
     ) -> Layout {
-        Layout::new(name, Box::new(index), finds_all)
+        Layout::new(name, Box::new(IndexedLimit::over(limit, index)), finds_all)
     }
 
     fn new(name: String, contender: Box<dyn Contender>, finds_all: bool) -> Layout {
@@ -394,14 +555,15 @@ impl Layout {
     }
 }
 
-fn layouts(rows: usize, row_bytes: usize) -> Vec<Layout> {
+/// The limit, whose rows are filled, and every layout over its rows.
+fn layouts(limit: &Limit, rows: usize) -> Vec<Layout> {
     let percent = |fill: f64| fill * 100.0;
-    let limit = Box::new(limit::Limit::new(rows, row_bytes));
     let mut layouts = vec![
-        Layout::new("limit".into(), limit, true),
+        Layout::new("limit".into(), Box::new(limit.share()), true),
         Layout::through(
             "one line per id (a bound, not a map)".into(),
-            IndexedLimit::with_index(rows, row_bytes, OneLine::new(rows)),
+            limit,
+            OneLine::new(rows),
             true,
         ),
         Layout::through(
@@ -409,11 +571,8 @@ fn layouts(rows: usize, row_bytes: usize) -> Vec<Layout> {
                 "linear probing, home bucket only, {:.0}% full, the rest missed (a bound, not a map)",
                 percent(KVZCH_FILL)
             ),
-            IndexedLimit::with_index(
-                rows,
-                row_bytes,
-                HomeBucket::<false>(KeyBuckets::new(rows, KVZCH_FILL)),
-            ),
+            limit,
+            HomeBucket::<false>(KeyBuckets::new(rows, KVZCH_FILL)),
             false,
         ),
         Layout::through(
@@ -421,32 +580,46 @@ fn layouts(rows: usize, row_bytes: usize) -> Vec<Layout> {
                 "linear probing, home bucket only, {:.0}% full, the rest by row number (a bound, not a map)",
                 percent(KVZCH_FILL)
             ),
-            IndexedLimit::with_index(
-                rows,
-                row_bytes,
-                HomeBucket::<true>(KeyBuckets::new(rows, KVZCH_FILL)),
-            ),
+            limit,
+            HomeBucket::<true>(KeyBuckets::new(rows, KVZCH_FILL)),
             true,
         ),
     ];
     layouts.extend([0.6, 0.7, KVZCH_FILL, 0.9].map(|fill| {
-        let index = KeyBuckets::new(rows, fill);
         let name = format!("linear probing: 5 ids per line, {:.0}% full", percent(fill));
-        Layout::through(name, IndexedLimit::with_index(rows, row_bytes, index), true)
+        Layout::through(name, limit, KeyBuckets::new(rows, fill), true)
     }));
     layouts.extend([KVZCH_FILL, 0.9].map(|fill| {
-        let index = TwoChoiceBuckets::new(rows, fill);
         let name = format!(
             "two choices (kvzch's): 5 ids per line, {:.0}% full",
             percent(fill)
         );
-        Layout::through(name, IndexedLimit::with_index(rows, row_bytes, index), true)
+        Layout::through(name, limit, TwoChoiceBuckets::new(rows, fill), true)
     }));
     layouts.extend([KVZCH_FILL, 0.9].map(|fill| {
-        let index = TagBuckets::new(rows, fill);
         let name = format!("10 tags per line + ids by row, {:.0}% full", percent(fill));
-        Layout::through(name, IndexedLimit::with_index(rows, row_bytes, index), true)
+        Layout::through(name, limit, TagBuckets::new(rows, fill), true)
     }));
+    for fill in [0.5, 0.67] {
+        let name = |compare: &str| {
+            format!(
+                "8 hash remainders per line (no ids), {:.0}% full, {compare}",
+                percent(fill)
+            )
+        };
+        layouts.push(Layout::through(
+            name("compared one by one"),
+            limit,
+            RemainderBuckets::<false>::new(rows, fill),
+            true,
+        ));
+        layouts.push(Layout::through(
+            name("two to an SSE2 compare"),
+            limit,
+            RemainderBuckets::<true>::new(rows, fill),
+            true,
+        ));
+    }
     layouts
 }
 
@@ -478,8 +651,10 @@ fn main() {
     let universe = Universe::new(config.rows, config.row_bytes);
     let pool_batches = config.rows.div_ceil(BATCH).max(CHECKED_BATCHES);
     let pool = workload::uniform(&universe, BATCH, pool_batches, 0x1a70_75e5);
-    let mut layouts = layouts(config.rows, config.row_bytes);
-    for layout in &mut layouts {
+    let mut limit = Limit::new(config.rows, config.row_bytes);
+    fill(&mut limit, &universe);
+    let mut layouts = layouts(&limit, config.rows);
+    for layout in &mut layouts[1..] {
         fill(layout.contender.as_mut(), &universe);
     }
 

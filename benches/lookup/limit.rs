@@ -2,6 +2,8 @@
 //! gathered by precomputed row numbers. No key lookup, no lock, no counter:
 //! what a lookup would cost if finding the row were free.
 
+use std::sync::Arc;
+
 use crate::contender::Contender;
 use crate::huge_map::HugeMap;
 use crate::prefetch::{prefetch_row, row_lines};
@@ -17,15 +19,27 @@ pub fn rows_ahead(row_bytes: usize) -> usize {
 }
 
 pub struct Limit {
-    rows: HugeMap,
+    /// Shared with the limits made by `share`, which read the same rows.
+    rows: Arc<HugeMap>,
     row_bytes: usize,
 }
 
 impl Limit {
     pub fn new(rows: usize, row_bytes: usize) -> Limit {
         Limit {
-            rows: HugeMap::new(rows * row_bytes),
+            rows: Arc::new(HugeMap::new(rows * row_bytes)),
             row_bytes,
+        }
+    }
+
+    /// Another limit over the same rows, once they are filled: a study that
+    /// finds one set of rows through many indexes holds them once.
+    // The layout study's; the lookup suite's contenders hold rows of their own.
+    #[allow(dead_code)]
+    pub fn share(&self) -> Limit {
+        Limit {
+            rows: Arc::clone(&self.rows),
+            row_bytes: self.row_bytes,
         }
     }
 
@@ -46,7 +60,9 @@ impl Contender for Limit {
 
     fn fill(&mut self, _ids: &[i64], slots: &[u32], rows: &[u8], _timestamp: u32) {
         let row_bytes = self.row_bytes;
-        let table = self.rows.bytes_mut();
+        let table = Arc::get_mut(&mut self.rows)
+            .expect("a limit's rows are filled before they are shared")
+            .bytes_mut();
         for (&slot, row) in slots.iter().zip(rows.chunks_exact(row_bytes)) {
             table[slot as usize * row_bytes..][..row_bytes].copy_from_slice(row);
         }
