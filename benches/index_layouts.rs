@@ -261,27 +261,22 @@ impl RowIndex for TagBuckets {
         }
         let at = row as usize * 8;
         self.ids.bytes_mut()[at..at + 8].copy_from_slice(&id.to_ne_bytes());
-        let mut at = self.table.home(hash);
-        let mut lines = 1;
-        loop {
-            let next = self.table.next(at);
-            let bucket = &mut self.table.buckets_mut()[at];
+        let lines = self.table.place_from_home(hash, |bucket| {
             let free = bucket.matches(NO_TAG);
-            if free != 0 {
-                let i = free.trailing_zeros() as usize;
-                bucket.tags[i] = tag_of(hash);
-                bucket.rows[i] = row;
-                self.profile.add(lines);
-                return;
+            if free == 0 {
+                return false;
             }
-            at = next;
-            lines += 1;
-        }
+            let i = free.trailing_zeros() as usize;
+            bucket.tags[i] = tag_of(hash);
+            bucket.rows[i] = row;
+            true
+        });
+        self.profile.add(lines);
     }
 
     #[inline(always)]
     fn prefetch_first(&self, _id: i64, hash: u64, _slot: u32) {
-        prefetch(&self.table.buckets()[self.table.home(hash)]);
+        prefetch(self.table.home_bucket(hash));
     }
 
     /// The row of the first position holding the id's tag, whose id word it
@@ -435,24 +430,17 @@ impl<const VECTOR: bool> RemainderBuckets<VECTOR> {
 
 impl<const VECTOR: bool> RowIndex for RemainderBuckets<VECTOR> {
     fn insert(&mut self, _id: i64, hash: u64, _slot: u32, row: u32) {
-        let mut at = self.table.home(hash);
-        let mut lines = 1;
-        loop {
-            let next = self.table.next(at);
-            let bucket = &mut self.table.buckets_mut()[at];
-            if let Some(free) = bucket.entries.iter().position(|&entry| entry == 0) {
-                bucket.entries[free] = remainder_bits(hash) | u64::from(row + 1);
-                self.profile.add(lines);
-                return;
-            }
-            at = next;
-            lines += 1;
-        }
+        let entry = remainder_bits(hash) | u64::from(row + 1);
+        let lines = self.table.place_from_home(hash, |bucket| {
+            let free = bucket.entries.iter_mut().find(|held| **held == 0);
+            free.map(|free| *free = entry).is_some()
+        });
+        self.profile.add(lines);
     }
 
     #[inline(always)]
     fn prefetch_first(&self, _id: i64, hash: u64, _slot: u32) {
-        prefetch(&self.table.buckets()[self.table.home(hash)]);
+        prefetch(self.table.home_bucket(hash));
     }
 
     #[inline(always)]

@@ -146,6 +146,23 @@ impl<B: PlainBucket> BucketTable<B> {
     pub fn next(&self, bucket: usize) -> usize {
         (bucket + 1) % self.count
     }
+
+    /// The bucket a lookup of `hash` reads first, to prefetch.
+    pub fn home_bucket(&self, hash: u64) -> &B {
+        &self.buckets()[self.home(hash)]
+    }
+
+    /// Offers `hash`'s home bucket and the ones after it to `place` until it
+    /// stores its entry in one; returns how many it was offered.
+    pub fn place_from_home(&mut self, hash: u64, mut place: impl FnMut(&mut B) -> bool) -> usize {
+        let mut at = self.home(hash);
+        let mut offered = 1;
+        while !place(&mut self.buckets_mut()[at]) {
+            at = self.next(at);
+            offered += 1;
+        }
+        offered
+    }
 }
 
 pub struct KeyBuckets {
@@ -169,7 +186,7 @@ impl KeyBuckets {
 
     /// The bucket a lookup of `hash` reads first, to prefetch.
     pub fn home_bucket(&self, hash: u64) -> &Bucket {
-        &self.table.buckets()[self.table.home(hash)]
+        self.table.home_bucket(hash)
     }
 
     /// The row of `id`, looked for in at most `MAX_BUCKETS` buckets: a lookup
