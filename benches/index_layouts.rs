@@ -27,10 +27,10 @@
 //! Every layout runs the lookup suite's pipeline over the same uniform batches
 //! (`indexed_limit`) and finds the limit's own rows, held once (`over`): a
 //! copy of the rows per layout held 17 GiB at 4M rows. The rows each returns
-//! for the first batches are checked against the limit's. Layouts take turns within each round, and
-//! each reports its rate over the limit's in the same round: the median and
-//! quartiles over rounds. BENCHMARKS.md ("What the design leaves") has what
-//! this machine measured.
+//! for the first batches are checked against the limit's. Layouts take turns
+//! within each round, and each reports its rate over the limit's in the same
+//! round: the median and quartiles over rounds. BENCHMARKS.md ("What the
+//! design leaves") has what this machine measured.
 //!
 //! `cargo bench --bench index_layouts` (15 to 25 s here; maps about 2 GiB),
 //! or `-- --quick` for a small table.
