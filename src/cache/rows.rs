@@ -14,6 +14,7 @@
 //! Freed slots form a linked list threaded through their timestamp words, so the
 //! free list costs no memory of its own.
 
+use super::index::SLOT_LIMIT;
 use super::Error;
 use crate::huge_pages::HugePageArray;
 
@@ -27,8 +28,13 @@ struct Chunk {
 }
 
 /// Chunk `k` holds `min(first << k, large)` rows, both powers of two, and the
-/// slot of offset `o` in chunk `k` is `k * large + o`: locating a row is a shift
-/// and a mask, with no branch, while early chunks stay small.
+/// slots number the rows of all chunks densely, in order: slot `s` is row
+/// `s + first` of a sequence whose small chunks start at powers of two and
+/// whose large ones at multiples of `large`, so locating a row takes a
+/// leading-zero count, a shift and a mask, with no branch, while early chunks
+/// stay small. Dense slots stay below the most rows the shard ever held at
+/// once (the arena hands out freed slots first), which the index's entries
+/// count on.
 #[derive(Clone, Copy)]
 struct ChunkPlan {
     first_shift: u32,
@@ -56,22 +62,47 @@ impl ChunkPlan {
         1 << shift
     }
 
+    /// Chunks smaller than a large one.
+    fn small_chunks(self) -> usize {
+        (self.large_shift - self.first_shift) as usize
+    }
+
+    /// The first slot of `chunk`.
+    fn start(self, chunk: usize) -> usize {
+        let small = chunk.min(self.small_chunks());
+        (((1 << small) - 1) << self.first_shift) + ((chunk - small) << self.large_shift)
+    }
+
     /// Chunks whose every slot stays below `SLOT_LIMIT`.
     fn max_chunks(self) -> usize {
-        (1 << (u32::BITS - self.large_shift)) - 1
+        let past_small = SLOT_LIMIT as usize - self.start(self.small_chunks());
+        self.small_chunks() + (past_small >> self.large_shift)
     }
 
     fn slot(self, chunk: usize, offset: usize) -> u32 {
-        (chunk << self.large_shift | offset) as u32
+        (self.start(chunk) + offset) as u32
     }
 
+    /// Chunk and offset of `slot`. Past the small chunks, where all but a
+    /// small table's rows are, a subtraction, a shift and a mask: the row's
+    /// address waits on it, and the leading-zero count that the small chunks
+    /// take made lookups measurably slower when every slot paid for it.
     #[inline]
     fn locate(self, slot: u32) -> (usize, usize) {
         let slot = slot as usize;
-        (
-            slot >> self.large_shift,
-            slot & ((1 << self.large_shift) - 1),
-        )
+        let small_slots = self.start(self.small_chunks());
+        if slot >= small_slots {
+            let past = slot - small_slots;
+            return (
+                self.small_chunks() + (past >> self.large_shift),
+                past & ((1 << self.large_shift) - 1),
+            );
+        }
+        // Chunk `k` holds slots `first * (2^k - 1)` on: plus `first`, from
+        // `first << k` to twice that.
+        let place = slot + (1 << self.first_shift);
+        let top = place.ilog2();
+        ((top - self.first_shift) as usize, place - (1 << top))
     }
 }
 
@@ -250,7 +281,6 @@ struct Range {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::index::SLOT_LIMIT;
 
     #[test]
     fn large_chunks_are_the_fewest_rows_that_span_a_huge_page() {
@@ -281,6 +311,22 @@ mod tests {
                     assert_eq!(plan.locate(slot), (chunk, offset));
                 }
             }
+            // Dense: each chunk's first slot follows the last one's last.
+            let mut next = 0;
+            for chunk in (0..40).chain(plan.max_chunks() - 3..plan.max_chunks()) {
+                if chunk > 40 {
+                    next = plan.slot(chunk, 0);
+                }
+                assert_eq!(
+                    plan.slot(chunk, 0),
+                    next,
+                    "row_bytes {row_bytes} chunk {chunk}"
+                );
+                next = plan.slot(chunk, plan.rows_in_chunk(chunk) - 1) + 1;
+            }
+            let last = plan.max_chunks() - 1;
+            assert!(plan.slot(last, plan.rows_in_chunk(last) - 1) < SLOT_LIMIT);
+            assert!(plan.start(last + 1) + plan.rows_in_chunk(last + 1) > SLOT_LIMIT as usize);
         }
     }
 
