@@ -16,6 +16,7 @@ mod huge_pages;
 mod prefetch;
 pub mod stats;
 mod sync;
+mod word_match;
 
 pub use cache::{
     Cache, CacheConfig, CacheInfo, Error, ErrorKind, EvictionPolicy, MissPolicy, TableName,

@@ -1,75 +1,96 @@
-//! The per-shard index: a table from id to row slot.
+//! The per-shard index: a table from id to row slot whose lookups read one
+//! cache line for nearly every id.
 //!
-//! A bucket is one 64-byte cache line holding five `(id, slot)` pairs. Every
-//! id has two buckets, picked by independent bits of its hash, and sits in one
-//! of them (bucketized cuckoo hashing), so a lookup asks for both lines at
-//! once and never reads a third: two independent cache misses, where linear
-//! probing made the 13% of ids that had left their home bucket at 80% fill
-//! read one, two or more buckets in line, each waiting for the one before. In
-//! the layout study (`benches/index_layouts.rs`, 4M rows) lookups through this
-//! layout ran at 0.46x-0.50x of the dense limit at 80% and at 90% fill, against
-//! 0.35x-0.38x for linear probing at 80%. The slot a lookup yields sits next to the
-//! key it matched (no second hop through a control array, as a Swiss table
-//! would need).
+//! A bucket is one 64-byte line: seven 8-byte entries and a word of marks.
+//! Every id has two buckets, picked by independent bits of its hash, and
+//! sits in one of them (bucketized cuckoo hashing); an insertion takes the
+//! first unless it is full, so at the fills the table keeps (at most
+//! `MAX_FILL`) nearly every entry sits in its first bucket. Each bucket counts
+//! the entries whose first bucket it is that sit elsewhere (its *spill*),
+//! and a lookup goes on to an id's second bucket only when the first neither
+//! holds the id nor has a spill: most lookups read one line and wait on one
+//! miss before their row's. Reading both buckets of every id, as this index
+//! did before, ran at 0.46x-0.57x of the dense limit in the layout study
+//! (`benches/index_layouts.rs`, 4M rows); a table read one line per id at
+//! 0.60x-0.72x.
 //!
-//! An insertion takes the emptier of the id's two buckets; when both are full
-//! it moves an entry of one to that entry's other bucket, and so on along a
-//! random walk (cuckoo displacement). The table is at most `MAX_FILL` full,
-//! where such walks are short; a walk that still finds no room within
-//! `MAX_DISPLACEMENTS` places the entry it holds past its second bucket, in the
-//! first bucket with room, and marks every bucket it passed (`PASSED`), which
-//! sends the lookups that end at such a bucket on along the marks. Removal
-//! just empties a position: nothing moves, so no tombstones are needed, and
-//! churn never needs a rebuild to clear them.
+//! **Entries hold no id.** kvzch's id hash is a bijection (see `hash`), and
+//! the shard is the hash's low bits. What is left of a hash once its shard and
+//! its bucket are known is its *remainder*: the bucket is the high word of a
+//! 32-bit part of the hash times the bucket count, the remainder the rest of
+//! the hash beside the low word of that product, less the bits the bucket
+//! count's power of two makes redundant. Bucket and remainder give the hash
+//! back (an exact division), so the remainder names the id exactly, in
+//! `64 - shard bits - floor(log2(buckets))` bits, with no false match, and
+//! eight bytes hold it with the slot (the slot's top four bits in the marks
+//! when the shard bits are fewer than four; see `Bucket`). An entry placed by
+//! its second bucket holds the remainder for that bucket, and the marks say
+//! which. Seven 8-byte entries per line at most 66% full hold the index in
+//! about 15.9 bytes per row, as the earlier five 12-byte `(id, slot)` pairs at
+//! most 92% full did. A bucket's seven entries are compared with SSE2, two to
+//! an instruction (see `word_match`).
+//!
+//! An insertion that finds both of its buckets full moves an entry of its
+//! first to that entry's other bucket, and so on along a random walk (cuckoo
+//! displacement). A walk that finds no room within `MAX_DISPLACEMENTS` steps,
+//! which takes ids sharing both of their buckets with many others, leaves the
+//! entry in hand in a list beside the table (`overflow`), counted in its first
+//! bucket's spill, where lookups that pass the second bucket look. Removal
+//! just empties a position and lowers a spill when the entry sat away:
+//! nothing moves, so no tombstones are needed, and churn needs no rebuild.
 //!
 //! A large table lives in a mapping of its own, on transparent huge pages as
 //! far as it spans whole ones (see `huge_pages`): a probe into those pages
-//! rarely misses the TLB as well as the cache. Rounding tables up to whole huge
-//! pages made lookups about 5% faster still at 4M rows, but cost 2 B/row there,
-//! so tables keep the size their fill asks for.
+//! rarely misses the TLB as well as the cache.
 //!
-//! The bucket's last four bytes hold a "referenced" bit per entry for the
-//! approximate-LRU policy: a lookup sets it in the cache line it has already
-//! loaded, and only when it is clear, so a hot row costs no write at all. The
-//! same word holds the bucket's `PASSED` mark.
+//! The marks hold a "referenced" bit per entry for the approximate-LRU policy:
+//! a lookup sets it in the cache line it has already loaded, and only when it
+//! is clear, so a hot row costs no write at all.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::hash::IdHasher;
 use super::Error;
 use crate::huge_pages::HugePageArray;
 use crate::prefetch::prefetch;
+use crate::word_match::{matching, WORDS};
 
-pub(crate) const BUCKET_WIDTH: usize = 5;
-/// A position holds its row's slot plus one, and this marks a free position:
-/// a fresh mapping, all zeros, is then an empty table that nobody writes
-/// before its entries (writing `u32::MAX` into every position of every table
-/// a fill grows cost about 4% of the fill).
-const EMPTY: u32 = 0;
-/// Slots are strictly below this value, so that a slot plus one fits.
+pub(crate) const BUCKET_WIDTH: usize = WORDS;
+/// Slots are strictly below this value.
 pub(crate) const SLOT_LIMIT: u32 = u32::MAX;
 
-/// Entries may fill at most this share of the table, which keeps cuckoo
-/// displacement walks short and guarantees an empty position.
-const MAX_FILL: f64 = 0.92;
-/// The longest displacement walk an insertion makes before it places the
-/// entry in hand past its second bucket. Walks are short: in a 4M-row fill
-/// without a size hint, whose tables fill to `MAX_FILL` before they grow, 78%
-/// of insertions found room at once, 19% after one displacement and all but
-/// 0.3% within three, none went past its second bucket; this only bounds the
-/// work of a pathological table (a tiny one whose ids share both buckets).
+/// Entries may fill at most this share of the table: at 66%, 4.1% of the
+/// entries sit in their second buckets (1.4% at 51%, where a staggered table
+/// just grown starts), and displacement walks are rare.
+const MAX_FILL: f64 = 0.66;
+/// The longest displacement walk an insertion makes before it puts the entry
+/// in hand in the overflow list: only a pathological table (ids sharing both
+/// of their buckets) comes near it.
 const MAX_DISPLACEMENTS: usize = 500;
-/// The bit of a bucket's `marks` saying that an entry placed past its second
-/// bucket went through it: a lookup that ends here without its id goes on.
-const PASSED: u32 = 1 << 31;
 /// An exact rebuild sizes the table so that live entries fill this share of
 /// it, so it grows again after 15% more.
-const REBUILT_FILL: f64 = 0.8;
+const REBUILT_FILL: f64 = 0.57;
 /// Consecutive sizes of a staggered table differ by this factor.
 const STAGGERED_STEP: f64 = 1.3;
 /// A reservation sizes the table so that the reserved entries fill this share
 /// of it: the rest is room for the shards' uneven shares of them.
-const RESERVED_FILL: f64 = 0.88;
+const RESERVED_FILL: f64 = 0.63;
+
+/// The bits of the marks: per entry, the referenced bit (bit `entry`),
+/// whether the position is taken, whether the entry sits in its second
+/// bucket, and (from `HIGH_SLOT_AT`, four bits each) the top bits of its slot;
+/// per bucket, the spill.
+const TAKEN_AT: u32 = 8;
+const SECOND_AT: u32 = 16;
+const SPILL_AT: u32 = 24;
+const HIGH_SLOT_AT: u32 = 32;
+const HIGH_SLOT_BITS: u32 = 4;
+/// A bit per entry, in each per-entry field.
+const ENTRY_BITS: u64 = (1 << BUCKET_WIDTH) - 1;
+/// A spill at its largest stays there, an upper bound, until a rebuild
+/// counts again: lookups of the bucket's ids then always read a second line.
+const SPILL_SATURATED: u64 = 0xff;
 
 /// How a shard's table grows for the keys publishes add.
 ///
@@ -80,8 +101,8 @@ const RESERVED_FILL: f64 = 0.88;
 /// common ladder they would all grow at the same row counts and the cache's
 /// memory per row would swing by the whole step; offset, their fills spread
 /// over the step at any row count. The index then holds about 15.9 bytes per
-/// row at any count (15% steps: 14.9 on average, 13.9-16.0 in a shard), and a
-/// key moves 4.3 times on the way to a large table instead of 7.7.
+/// row at any count, and a key moves 4.3 times on the way to a large table
+/// instead of 7.7.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Growth {
     /// Sized for the keys at `REBUILT_FILL`: a cache that caps its memory
@@ -113,136 +134,122 @@ impl Sizing {
     }
 }
 
+/// The ids a table holds: those whose hashes' low `bits` bits are `number`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ShardBits {
+    pub(crate) number: u64,
+    pub(crate) bits: u32,
+}
+
 /// All zeros is the empty bucket, and tables start as zero pages: its fields
 /// must stay valid as zero bytes (see `huge_pages::Zeroable`).
+///
+/// A taken entry holds its remainder above its slot's low `shift` bits, where
+/// `shift` is the shard bits plus `floor(log2(buckets))`, and the marks hold
+/// the slot's bits from `shift` on. A table holds fewer than eight entries a
+/// bucket on average and its slots count its entries (the arena hands out the
+/// lowest free slot first), so a slot is below `2^(floor(log2(buckets)) + 4)`
+/// and those are at most four bits.
 #[repr(C, align(64))]
 pub(crate) struct Bucket {
-    keys: [i64; BUCKET_WIDTH],
-    /// Each entry's slot plus one, or `EMPTY`.
-    slots: [u32; BUCKET_WIDTH],
-    /// Bit `i`: entry `i` was read since the clock hand last passed it; and
-    /// the `PASSED` mark.
-    marks: AtomicU32,
+    entries: [u64; BUCKET_WIDTH],
+    /// See the `*_AT` constants. Atomic because readers set referenced bits
+    /// under the shard's read lock; everything else changes under its write
+    /// lock only.
+    marks: AtomicU64,
 }
 
-/// What a position holds for `slot`.
-#[inline(always)]
-fn stored(slot: u32) -> u32 {
-    debug_assert!(slot < SLOT_LIMIT);
-    slot + 1
-}
-
-/// The slot a taken position holds: the inverse of [`stored`].
-#[inline(always)]
-fn slot_in(position: u32) -> u32 {
-    debug_assert!(position != EMPTY);
-    position - 1
-}
-
-impl Bucket {
-    /// Where `key` is in the bucket, if it is. All five positions are compared
-    /// without an early exit: where in the bucket a key sits is random, and a
-    /// branch on it would mispredict on most lookups.
-    #[inline(always)]
-    fn position_of(&self, key: i64) -> Option<usize> {
-        let matches = self.matches(key);
-        (matches != 0).then(|| matches.trailing_zeros() as usize)
-    }
-
-    /// Bit `i` set where position `i` holds `key`.
-    #[inline(always)]
-    fn matches(&self, key: i64) -> u32 {
-        let mut matches = 0u32;
-        for (i, (&k, &slot)) in self.keys.iter().zip(&self.slots).enumerate() {
-            matches |= u32::from(k == key && slot != EMPTY) << i;
-        }
-        matches
-    }
-
-    /// The first free position, if any.
-    fn free_position(&self) -> Option<usize> {
-        self.slots.iter().position(|&slot| slot == EMPTY)
-    }
-
-    /// How many positions are free.
-    fn room(&self) -> usize {
-        self.slots.iter().filter(|&&slot| slot == EMPTY).count()
-    }
-
-    fn passed(&self) -> bool {
-        self.marks.load(Ordering::Relaxed) & PASSED != 0
-    }
-
-    /// The slot at `entry`, if the position is taken.
-    #[inline(always)]
-    fn slot(&self, entry: usize) -> Option<u32> {
-        let position = self.slots[entry];
-        (position != EMPTY).then(|| slot_in(position))
-    }
-
-    /// The slot at the taken position `entry`; with `TOUCH`, also marks the
-    /// entry as read.
-    #[inline(always)]
-    fn read<const TOUCH: bool>(&self, entry: usize) -> u32 {
-        if TOUCH {
-            let marks = self.marks.load(Ordering::Relaxed);
-            if marks & (1 << entry) == 0 {
-                // A plain store, not `fetch_or`: a locked read-modify-write is a
-                // full barrier on x86 and stalls the batch's prefetch pipeline.
-                // Two readers racing on one bucket may lose one's bit, which
-                // only costs that row its second chance. The `PASSED` mark
-                // changes only under the write lock, so it is stored as read.
-                self.marks.store(marks | 1 << entry, Ordering::Relaxed);
-            }
-        }
-        slot_in(self.slots[entry])
-    }
-}
-
-/// An entry's place: bucket and position in it.
+/// Which of its two buckets an entry was placed by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Position {
-    bucket: usize,
-    entry: usize,
+enum Choice {
+    First,
+    Second,
 }
 
-/// What a position holds: what a clock sweep finds there, or what an
-/// insertion carries.
+/// An id's bucket under one choice, and the remainder its entry there holds.
+#[derive(Clone, Copy)]
+struct Home {
+    bucket: usize,
+    remainder: u64,
+}
+
+/// An entry on the move: into a new table, along a displacement walk, or
+/// into the overflow list.
+#[derive(Clone, Copy, Debug)]
+struct Item {
+    hash: u64,
+    slot: u32,
+    referenced: bool,
+}
+
+/// What a clock sweep finds at a position.
 pub(crate) struct Entry {
-    pub(crate) key: i64,
     pub(crate) slot: u32,
     pub(crate) referenced: bool,
 }
 
+/// Where a lookup found its id.
+#[derive(Clone, Copy)]
+enum Place {
+    Table { bucket: usize, entry: usize },
+    Overflow(usize),
+}
+
+/// What an id's first bucket says.
+#[derive(Clone, Copy)]
+pub(crate) enum FirstProbe {
+    /// The id's slot.
+    Found(u32),
+    /// The id is not in the table.
+    Absent,
+    /// The bucket has a spill: [`Index::probe_rest`] answers.
+    Elsewhere,
+}
+
+/// How a table of `buckets` buckets in shard `shard` places hashes: an id's
+/// buckets, the remainders it holds there, and its hash from those.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    buckets: u64,
+    /// `floor(log2(buckets))`.
+    bucket_bits: u32,
+    shard: ShardBits,
+}
+
 pub(crate) struct Index {
     buckets: HugePageArray<Bucket>,
+    geometry: Geometry,
     live: usize,
     growth: Growth,
+    /// Gives back the ids of entries, for the clock's protected ids.
+    hasher: IdHasher,
+    /// Entries that found no room in the table (see the module's comment).
+    overflow: Vec<Item>,
     /// The state of the displacement walks' choices (a splitmix64 stream).
     walk: u64,
 }
 
-/// Maps a hash onto `0..len` using its high bits.
+/// The low `bits` bits set, for `bits` up to 63.
 #[inline(always)]
-fn bucket_of(hash: u64, len: usize) -> usize {
-    ((u128::from(hash) * len as u128) >> 64) as usize
+fn low_bits(bits: u32) -> u64 {
+    (1 << bits) - 1
 }
 
-/// The two buckets an id with hash `hash` may sit in: from the hash's top 32
-/// bits and from its bottom 32. The shard is chosen from the lowest bits,
-/// which the second bucket uses only in tables of billions of buckets.
+/// The marks' per-entry field at `at`.
 #[inline(always)]
-fn choices(hash: u64, len: usize) -> (usize, usize) {
-    (bucket_of(hash, len), bucket_of(hash.rotate_left(32), len))
+fn entry_field(marks: u64, at: u32) -> u64 {
+    marks >> at & ENTRY_BITS
 }
 
-/// The bucket a probe reads after `at`, wrapping around the table's end.
-#[inline(always)]
-fn next_bucket(at: usize, len: usize) -> usize {
-    if at + 1 == len {
-        0
+fn spill_of(marks: u64) -> u64 {
+    marks >> SPILL_AT & SPILL_SATURATED
+}
+
+fn choice_of(marks: u64, entry: usize) -> Choice {
+    if marks >> (SECOND_AT as usize + entry) & 1 != 0 {
+        Choice::Second
     } else {
-        at + 1
+        Choice::First
     }
 }
 
@@ -288,22 +295,98 @@ fn max_live(bucket_count: usize) -> usize {
     (bucket_count as f64 * BUCKET_WIDTH as f64 * MAX_FILL) as usize
 }
 
+impl Geometry {
+    fn new(buckets: usize, shard: ShardBits) -> Geometry {
+        Geometry {
+            buckets: buckets as u64,
+            bucket_bits: buckets.ilog2(),
+            shard,
+        }
+    }
+
+    /// Bits of an entry below its remainder.
+    #[inline(always)]
+    fn shift(&self) -> u32 {
+        self.shard.bits + self.bucket_bits
+    }
+
+    /// Where the id of `hash` sits under `choice`, and what its entry holds.
+    /// The first choice takes the top 32 bits of the hash above the shard's
+    /// bits, the second its low 32 (the two overlap by the shard bits, which
+    /// matters only in tables of billions of buckets).
+    #[inline(always)]
+    fn home(&self, hash: u64, choice: Choice) -> Home {
+        let rest = hash >> self.shard.bits;
+        let spare_bits = 32 - self.shard.bits;
+        let (part, spare) = match choice {
+            Choice::First => ((rest >> spare_bits) as u32, rest & low_bits(spare_bits)),
+            Choice::Second => (rest as u32, rest >> 32),
+        };
+        let product = u64::from(part) * self.buckets;
+        let fraction_bits = 32 - self.bucket_bits;
+        Home {
+            bucket: (product >> 32) as usize,
+            remainder: spare << fraction_bits | u64::from(product as u32) >> self.bucket_bits,
+        }
+    }
+
+    /// The hash of the id that `remainder` names in `bucket` under `choice`:
+    /// [`home`](Self::home) undone. The low word of the product lost its low
+    /// `floor(log2(buckets))` bits, fewer than a bucket count's worth, so the
+    /// product is the first multiple of the bucket count from what is left.
+    fn hash_of(&self, bucket: usize, remainder: u64, choice: Choice) -> u64 {
+        let fraction_bits = 32 - self.bucket_bits;
+        let spare = remainder >> fraction_bits;
+        let truncated =
+            (bucket as u64) << 32 | (remainder & low_bits(fraction_bits)) << self.bucket_bits;
+        let part = truncated.div_ceil(self.buckets);
+        let spare_bits = 32 - self.shard.bits;
+        let rest = match choice {
+            Choice::First => part << spare_bits | spare,
+            Choice::Second => spare << 32 | part,
+        };
+        rest << self.shard.bits | self.shard.number
+    }
+}
+
+/// The most buckets a table has: a bucket is the high word of a 32-bit part
+/// of the hash times the count. (A shard's slots end below 2^32, which a table
+/// of a quarter as many buckets holds at `REBUILT_FILL`.)
+const MAX_BUCKETS: usize = 1 << 32;
+
 fn allocate_buckets(count: usize) -> Result<HugePageArray<Bucket>, Error> {
+    if count > MAX_BUCKETS {
+        return Err(Error::capacity_exceeded(format!(
+            "an index of {count} buckets: a shard's index holds at most {MAX_BUCKETS}"
+        )));
+    }
     HugePageArray::zeroed(count)
         .ok_or_else(|| Error::out_of_memory(format!("index of {count} buckets")))
 }
 
 impl Index {
-    pub(crate) fn new(growth: Growth) -> Index {
-        Index::with_buckets(allocate_buckets(1).expect("memory for one bucket"), growth)
-    }
-
-    fn with_buckets(buckets: HugePageArray<Bucket>, growth: Growth) -> Index {
+    pub(crate) fn new(growth: Growth, shard: ShardBits, hasher: IdHasher) -> Index {
         Index {
-            buckets,
+            buckets: allocate_buckets(1).expect("memory for one bucket"),
+            geometry: Geometry::new(1, shard),
             live: 0,
             growth,
+            hasher,
+            overflow: Vec::new(),
             walk: 0x6b76_7a63_6375_636b,
+        }
+    }
+
+    /// An empty table like this one, of `buckets`.
+    fn with_buckets(&self, buckets: HugePageArray<Bucket>) -> Index {
+        Index {
+            geometry: Geometry::new(buckets.len(), self.geometry.shard),
+            buckets,
+            live: 0,
+            growth: self.growth,
+            hasher: self.hasher,
+            overflow: Vec::new(),
+            walk: self.walk,
         }
     }
 
@@ -311,6 +394,9 @@ impl Index {
         self.live
     }
 
+    /// The table's bytes. (The overflow list is left out: empty but for
+    /// pathological ids, it changes as entries come and go, outside the
+    /// reservations that account for memory.)
     pub(crate) fn memory_bytes(&self) -> usize {
         table_bytes(self.buckets.len())
     }
@@ -321,70 +407,135 @@ impl Index {
         table_bytes(Growth::Exact.bucket_count_for(keys, Sizing::Publish))
     }
 
-    /// The two cache lines a lookup of `hash` reads, for prefetching.
-    #[inline(always)]
-    pub(crate) fn probe_lines(&self, hash: u64) -> (&impl Sized, &impl Sized) {
-        let (first, second) = choices(hash, self.buckets.len());
-        (&self.buckets[first], &self.buckets[second])
+    /// The hash of the entry at `entry` of `bucket`, whose marks are `marks`.
+    fn hash_at(&self, bucket: usize, entry: usize, marks: u64) -> u64 {
+        let remainder = self.buckets[bucket].entries[entry] >> self.geometry.shift();
+        self.geometry
+            .hash_of(bucket, remainder, choice_of(marks, entry))
     }
 
-    /// Where `key` is. Both of its buckets are compared in full and the match
-    /// is chosen without a branch: which of the two holds an id is random, and
-    /// a branch on it would mispredict on half the lookups.
+    /// The slot of the taken entry at `entry` of `bucket`.
     #[inline(always)]
-    fn find(&self, key: i64, hash: u64) -> Option<Position> {
-        let (first, second) = choices(hash, self.buckets.len());
-        let (in_first, in_second) = (
-            self.buckets[first].matches(key),
-            self.buckets[second].matches(key),
-        );
-        // Selects the compiler makes conditional moves.
-        let (bucket, matches) = if in_first != 0 {
-            (first, in_first)
-        } else {
-            (second, in_second)
-        };
-        if matches != 0 {
-            return Some(Position {
-                bucket,
-                entry: matches.trailing_zeros() as usize,
-            });
-        }
-        if self.buckets[second].passed() {
-            return self.find_past(key, second);
-        }
-        None
+    fn slot_at(&self, bucket: &Bucket, entry: usize, marks: u64) -> u32 {
+        let shift = self.geometry.shift();
+        let high = marks >> (HIGH_SLOT_AT as usize + HIGH_SLOT_BITS as usize * entry)
+            & low_bits(HIGH_SLOT_BITS);
+        (bucket.entries[entry] & low_bits(shift) | high << shift) as u32
     }
 
-    /// Looks for `key` along the buckets marked `PASSED` from `second`, its
-    /// second bucket, on.
+    /// The entries of `bucket` placed by `choice` whose remainder is
+    /// `remainder`: one bit at most, as remainders are exact.
+    #[inline(always)]
+    fn matches(&self, bucket: &Bucket, marks: u64, remainder: u64, choice: Choice) -> u32 {
+        let shift = self.geometry.shift();
+        let second = entry_field(marks, SECOND_AT);
+        let of_choice = entry_field(marks, TAKEN_AT)
+            & match choice {
+                Choice::First => !second,
+                Choice::Second => second,
+            };
+        matching(&bucket.entries, !low_bits(shift), remainder << shift) & of_choice as u32
+    }
+
+    /// The slot of the entry of `hash` in its bucket under `choice`, if it is
+    /// there; with `TOUCH`, marks it read. Also gives the bucket's marks.
+    #[inline(always)]
+    fn lookup_in<const TOUCH: bool>(&self, hash: u64, choice: Choice) -> (Option<u32>, u64) {
+        let home = self.geometry.home(hash, choice);
+        let bucket = &self.buckets[home.bucket];
+        let marks = bucket.marks.load(Ordering::Relaxed);
+        let found = self.matches(bucket, marks, home.remainder, choice);
+        if found == 0 {
+            return (None, marks);
+        }
+        let entry = found.trailing_zeros() as usize;
+        if TOUCH && marks >> entry & 1 == 0 {
+            // A plain store, not `fetch_or`: a locked read-modify-write is a
+            // full barrier on x86 and stalls the batch's prefetch pipeline.
+            // Two readers racing on one bucket may lose one's bit, which only
+            // costs that row its second chance. The rest of the marks change
+            // only under the write lock, so they are stored as read.
+            bucket.marks.store(marks | 1 << entry, Ordering::Relaxed);
+        }
+        (Some(self.slot_at(bucket, entry, marks)), marks)
+    }
+
+    /// The line a lookup of `hash` reads first, for prefetching.
+    #[inline(always)]
+    pub(crate) fn first_line(&self, hash: u64) -> &impl Sized {
+        &self.buckets[self.geometry.home(hash, Choice::First).bucket]
+    }
+
+    /// The line a lookup of `hash` reads when its first says `Elsewhere`.
+    #[inline(always)]
+    pub(crate) fn second_line(&self, hash: u64) -> &impl Sized {
+        &self.buckets[self.geometry.home(hash, Choice::Second).bucket]
+    }
+
+    /// A lookup's first step: what the first bucket of `hash` says. With
+    /// `TOUCH`, marks the entry it finds as read for the clock.
+    #[inline(always)]
+    pub(crate) fn probe_first<const TOUCH: bool>(&self, hash: u64) -> FirstProbe {
+        match self.lookup_in::<TOUCH>(hash, Choice::First) {
+            (Some(slot), _) => FirstProbe::Found(slot),
+            (None, marks) if spill_of(marks) == 0 => FirstProbe::Absent,
+            (None, _) => FirstProbe::Elsewhere,
+        }
+    }
+
+    /// The rest of a lookup whose first bucket said `Elsewhere`: the second
+    /// bucket, then the overflow list.
+    #[inline(always)]
+    pub(crate) fn probe_rest<const TOUCH: bool>(&self, hash: u64) -> Option<u32> {
+        match self.lookup_in::<TOUCH>(hash, Choice::Second) {
+            (Some(slot), _) => Some(slot),
+            (None, _) if self.overflow.is_empty() => None,
+            (None, _) => self.in_overflow(hash).map(|at| self.overflow[at].slot),
+        }
+    }
+
     #[cold]
-    fn find_past(&self, key: i64, second: usize) -> Option<Position> {
-        let len = self.buckets.len();
-        let mut at = second;
-        for _ in 1..len {
-            if !self.buckets[at].passed() {
-                return None;
-            }
-            at = next_bucket(at, len);
-            if let Some(entry) = self.buckets[at].position_of(key) {
-                return Some(Position { bucket: at, entry });
-            }
+    fn in_overflow(&self, hash: u64) -> Option<usize> {
+        self.overflow.iter().position(|item| item.hash == hash)
+    }
+
+    /// The slot of `hash`'s id; with `TOUCH`, also marks its entry as read for
+    /// the clock.
+    #[inline(always)]
+    pub(crate) fn lookup<const TOUCH: bool>(&self, hash: u64) -> Option<u32> {
+        match self.probe_first::<TOUCH>(hash) {
+            FirstProbe::Found(slot) => Some(slot),
+            FirstProbe::Absent => None,
+            FirstProbe::Elsewhere => self.probe_rest::<TOUCH>(hash),
         }
-        None
     }
 
     #[inline(always)]
-    pub(crate) fn get(&self, key: i64, hash: u64) -> Option<u32> {
-        self.lookup::<false>(key, hash)
+    pub(crate) fn get(&self, hash: u64) -> Option<u32> {
+        self.lookup::<false>(hash)
     }
 
-    /// [`get`](Self::get); with `TOUCH`, also marks the entry as read for the
-    /// clock.
-    #[inline(always)]
-    pub(crate) fn lookup<const TOUCH: bool>(&self, key: i64, hash: u64) -> Option<u32> {
-        self.find(key, hash)
-            .map(|Position { bucket, entry }| self.buckets[bucket].read::<TOUCH>(entry))
+    /// Where `hash`'s id is.
+    fn find(&self, hash: u64) -> Option<Place> {
+        let find_in = |choice| {
+            let home = self.geometry.home(hash, choice);
+            let bucket = &self.buckets[home.bucket];
+            let marks = bucket.marks.load(Ordering::Relaxed);
+            let found = self.matches(bucket, marks, home.remainder, choice);
+            let place = (found != 0).then(|| Place::Table {
+                bucket: home.bucket,
+                entry: found.trailing_zeros() as usize,
+            });
+            (place, marks)
+        };
+        match find_in(Choice::First) {
+            (Some(place), _) => return Some(place),
+            (None, marks) if spill_of(marks) == 0 => return None,
+            (None, _) => {}
+        }
+        find_in(Choice::Second)
+            .0
+            .or_else(|| self.in_overflow(hash).map(Place::Overflow))
     }
 
     /// Whether `additional` more keys fit without a rebuild.
@@ -411,22 +562,12 @@ impl Index {
         &self,
         additional: usize,
         sizing: Sizing,
-        hash_of: impl Fn(i64) -> u64,
     ) -> Result<Option<Index>, Error> {
         if self.has_room_for(additional) {
             return Ok(None);
         }
-        let mut rebuilt = Rebuilding::new(
-            self.growth.bucket_count_for(self.live + additional, sizing),
-            self.growth,
-            self.live,
-        )?;
-        let len = self.buckets.len();
-        for (at, bucket) in self.buckets.iter().enumerate() {
-            let marks = bucket.marks.load(Ordering::Relaxed);
-            rebuilt.take_entries((at, len), bucket, marks, &hash_of, |slot| slot);
-        }
-        Ok(Some(rebuilt.finish(&hash_of)))
+        let bucket_count = self.growth.bucket_count_for(self.live + additional, sizing);
+        self.rebuilt(bucket_count, |slot| slot).map(Some)
     }
 
     /// Rebuilds the table for its live keys alone, moving each key's row to the
@@ -435,145 +576,206 @@ impl Index {
     /// them undercuts: a single bucket when they fit one, as in a new table;
     /// else for an exact table the size they fill to `MAX_FILL`, for a
     /// staggered one the smallest such size on its ladder. It keeps its size
-    /// when that is smaller (a reservation's size is on no ladder).
-    pub(crate) fn compact(
-        &mut self,
-        hash_of: impl Fn(i64) -> u64,
-        move_slot: impl FnMut(u32) -> u32,
-    ) -> Result<(), Error> {
+    /// when that is smaller (a reservation's size is on no ladder). Allocates
+    /// before it moves anything, so on failure nothing has changed and
+    /// `move_slot` was never called.
+    pub(crate) fn compact(&mut self, move_slot: impl FnMut(u32) -> u32) -> Result<(), Error> {
         let buckets = buckets_at_fill(self.live, MAX_FILL);
         let fitted = match self.growth {
             _ if self.live <= max_live(1) => 1,
             Growth::Exact => buckets.ceil() as usize,
             Growth::Staggered { phase } => staggered_size(buckets, phase),
         };
-        self.rebuild(fitted.min(self.buckets.len()), hash_of, move_slot)
-    }
-
-    /// Moves every live entry into a new table of `bucket_count` buckets,
-    /// keeping its referenced bit. Allocates before it moves anything, so on
-    /// failure nothing has changed and `move_slot` was never called.
-    fn rebuild(
-        &mut self,
-        bucket_count: usize,
-        hash_of: impl Fn(i64) -> u64,
-        mut move_slot: impl FnMut(u32) -> u32,
-    ) -> Result<(), Error> {
-        let mut rebuilt = Rebuilding::new(bucket_count, self.growth, self.live)?;
-        let len = self.buckets.len();
-        for (at, bucket) in self.buckets.iter_mut().enumerate() {
-            let marks = *bucket.marks.get_mut();
-            rebuilt.take_entries((at, len), bucket, marks, &hash_of, &mut move_slot);
-        }
-        *self = rebuilt.finish(&hash_of);
+        *self = self.rebuilt(fitted.min(self.buckets.len()), move_slot)?;
         Ok(())
     }
 
-    /// Returns the slot stored for `key`, or stores `new_slot()` for it.
+    /// A new table of `bucket_count` buckets holding every live entry, with
+    /// its referenced bit, at the slot `move_slot` gives it.
+    fn rebuilt(
+        &self,
+        bucket_count: usize,
+        mut move_slot: impl FnMut(u32) -> u32,
+    ) -> Result<Index, Error> {
+        let mut rebuilt = Rebuilding::new(
+            self.with_buckets(allocate_buckets(bucket_count)?),
+            self.live,
+        )?;
+        for (at, bucket) in self.buckets.iter().enumerate() {
+            let marks = bucket.marks.load(Ordering::Relaxed);
+            for entry in
+                (0..BUCKET_WIDTH).filter(|&entry| marks >> (TAKEN_AT as usize + entry) & 1 != 0)
+            {
+                rebuilt.take(Item {
+                    hash: self.hash_at(at, entry, marks),
+                    slot: move_slot(self.slot_at(bucket, entry, marks)),
+                    referenced: marks >> entry & 1 != 0,
+                });
+            }
+        }
+        for item in &self.overflow {
+            rebuilt.take(Item {
+                slot: move_slot(item.slot),
+                ..*item
+            });
+        }
+        Ok(rebuilt.finish())
+    }
+
+    /// Returns the slot stored for `hash`'s id, or stores `new_slot()` for it.
     /// The caller has reserved room for the insertion.
     pub(crate) fn get_or_insert(
         &mut self,
-        key: i64,
         hash: u64,
         new_slot: impl FnOnce() -> u32,
-        hash_of: impl Fn(i64) -> u64,
     ) -> (u32, bool) {
-        if let Some(Position { bucket, entry }) = self.find(key, hash) {
-            return (slot_in(self.buckets[bucket].slots[entry]), false);
+        if let Some(place) = self.find(hash) {
+            let slot = match place {
+                Place::Table { bucket, entry } => {
+                    let bucket = &self.buckets[bucket];
+                    self.slot_at(bucket, entry, bucket.marks.load(Ordering::Relaxed))
+                }
+                Place::Overflow(at) => self.overflow[at].slot,
+            };
+            return (slot, false);
         }
         debug_assert!(
             self.live < max_live(self.buckets.len()),
             "insertion without a reservation"
         );
         let slot = new_slot();
-        let entry = Entry {
-            key,
+        self.insert_new(Item {
+            hash,
             slot,
             // A new entry has not been read yet.
             referenced: false,
-        };
-        self.insert_new(entry, hash, hash_of);
+        });
         (slot, true)
     }
 
-    /// Stores `entry`, whose key is absent and hashes to `hash`, in the
-    /// emptier of its buckets, displacing entries along a random walk when
-    /// both are full.
-    fn insert_new(&mut self, mut entry: Entry, hash: u64, hash_of: impl Fn(i64) -> u64) {
-        let len = self.buckets.len();
-        let (first, second) = choices(hash, len);
-        let mut at = if self.buckets[second].room() > self.buckets[first].room() {
-            second
-        } else {
-            first
+    /// Stores `item`, whose id is absent: in its first bucket, else in its
+    /// second, else displacing entries along a random walk.
+    fn insert_new(&mut self, item: Item) {
+        self.live += 1;
+        let first = self.geometry.home(item.hash, Choice::First).bucket;
+        let second = self.geometry.home(item.hash, Choice::Second).bucket;
+        let Err(mut item) = self.put_if_room(first, item) else {
+            return;
         };
+        item = match self.put_if_room(second, item) {
+            Ok(()) => return,
+            Err(item) => item,
+        };
+        let mut at = first;
         for _ in 0..MAX_DISPLACEMENTS {
-            entry = match self.put_if_room(at, entry) {
-                Ok(()) => return,
-                Err(entry) => entry,
-            };
-            // `at` is full: the entry takes the place of one that can move to
-            // its other bucket, which is carried on there.
-            let Some((victim, other)) = self.displaceable(at, &hash_of) else {
+            // `at`, one of the item's buckets, is full: the item takes the
+            // place of an entry that can move to its other bucket, which is
+            // carried on there.
+            let Some((victim, other)) = self.displaceable(at) else {
                 break;
             };
-            let position = Position {
-                bucket: at,
-                entry: victim,
+            let displaced = self.take(at, victim);
+            self.put(at, victim, item);
+            item = match self.put_if_room(other, displaced) {
+                Ok(()) => return,
+                Err(item) => item,
             };
-            let displaced = self.take(position);
-            self.put(position, entry);
-            entry = displaced;
             at = other;
         }
-        self.place_past_second(entry, &hash_of);
+        self.add_to_spill(self.geometry.home(item.hash, Choice::First).bucket, 1);
+        self.overflow.push(item);
     }
 
-    /// Stores `entry` at a free position of bucket `at`, or gives it back
-    /// when the bucket is full.
-    fn put_if_room(&mut self, at: usize, entry: Entry) -> Result<(), Entry> {
-        match self.buckets[at].free_position() {
-            Some(free) => {
-                self.put(
-                    Position {
-                        bucket: at,
-                        entry: free,
-                    },
-                    entry,
-                );
-                self.live += 1;
-                Ok(())
-            }
-            None => Err(entry),
+    /// Stores `item` at a free position of `bucket`, one of its two, or gives
+    /// it back when the bucket is full.
+    fn put_if_room(&mut self, bucket: usize, item: Item) -> Result<(), Item> {
+        let taken = entry_field(*self.buckets[bucket].marks.get_mut(), TAKEN_AT);
+        if taken == ENTRY_BITS {
+            return Err(item);
+        }
+        self.put(bucket, (!taken).trailing_zeros() as usize, item);
+        Ok(())
+    }
+
+    /// Writes `item` at the free position `entry` of `bucket`, one of its two,
+    /// counting it in its first bucket's spill when `bucket` is its second.
+    fn put(&mut self, bucket: usize, entry: usize, item: Item) {
+        let first = self.geometry.home(item.hash, Choice::First);
+        if first.bucket == bucket {
+            self.write(bucket, entry, first.remainder, Choice::First, item);
+        } else {
+            let second = self.geometry.home(item.hash, Choice::Second);
+            debug_assert_eq!(second.bucket, bucket, "not one of the item's buckets");
+            self.write(bucket, entry, second.remainder, Choice::Second, item);
+            self.add_to_spill(first.bucket, 1);
         }
     }
 
-    /// An entry of full bucket `at` that sits in one of its own two buckets,
-    /// other than `at`, and that other bucket; `None` when no entry of `at`
-    /// has another bucket to go to. One whose other bucket has room comes
-    /// first, which ends the walk: all five are asked for at once, so a step
-    /// costs one cache miss's wait instead of one per bucket tried (a 4M-row
-    /// fill without a size hint, whose tables fill to `MAX_FILL` before they
-    /// grow, ran at 4.4 M rows/s against 3.0 with a random entry alone, both
-    /// before rebuilds walked the new table in order).
-    /// Otherwise a random one, so that walks do not cycle.
-    fn displaceable(&mut self, at: usize, hash_of: &impl Fn(i64) -> u64) -> Option<(usize, usize)> {
-        let len = self.buckets.len();
+    /// Fills the free position `entry` of `bucket` with `item`, placed by
+    /// `choice`, whose remainder there is `remainder`.
+    fn write(&mut self, bucket: usize, entry: usize, remainder: u64, choice: Choice, item: Item) {
+        let shift = self.geometry.shift();
+        let slot = u64::from(item.slot);
+        // A slot past the marks' bits would come back as another row's: the
+        // bound in `Bucket`'s comment must hold, or nothing is written.
+        assert!(
+            slot >> shift >> HIGH_SLOT_BITS == 0,
+            "slot {slot} is past what a table of {} buckets holds",
+            self.buckets.len()
+        );
+        let high_at = HIGH_SLOT_AT as usize + HIGH_SLOT_BITS as usize * entry;
+        let bucket = &mut self.buckets[bucket];
+        bucket.entries[entry] = remainder << shift | slot & low_bits(shift);
+        let marks = bucket.marks.get_mut();
+        debug_assert_eq!(
+            *marks >> (TAKEN_AT as usize + entry) & 1,
+            0,
+            "a taken position"
+        );
+        *marks |= u64::from(item.referenced) << entry
+            | 1 << (TAKEN_AT as usize + entry)
+            | u64::from(choice == Choice::Second) << (SECOND_AT as usize + entry)
+            | (slot >> shift) << high_at;
+    }
+
+    /// Adds `delta` (1 or -1) to the spill of `bucket`, unless it saturated.
+    fn add_to_spill(&mut self, bucket: usize, delta: i64) {
+        let marks = self.buckets[bucket].marks.get_mut();
+        let spill = spill_of(*marks);
+        if spill != SPILL_SATURATED {
+            debug_assert!(spill > 0 || delta > 0, "a spill below zero");
+            let spill = spill.wrapping_add_signed(delta);
+            *marks = *marks & !(SPILL_SATURATED << SPILL_AT) | spill << SPILL_AT;
+        }
+    }
+
+    /// An entry of full bucket `at` that can move to its other bucket, and
+    /// that bucket; `None` when no entry of `at` has another bucket. One whose
+    /// other bucket has room comes first, which ends the walk: all seven are
+    /// asked for at once, so a step costs one cache miss's wait instead of
+    /// one per bucket tried. Otherwise a random one, so that walks do not
+    /// cycle.
+    fn displaceable(&mut self, at: usize) -> Option<(usize, usize)> {
+        let marks = *self.buckets[at].marks.get_mut();
         let mut others = [None; BUCKET_WIDTH];
         for (entry, other) in others.iter_mut().enumerate() {
-            let (first, second) = choices(hash_of(self.buckets[at].keys[entry]), len);
-            *other = match (first == at, second == at) {
-                (true, false) => Some(second),
-                (false, true) => Some(first),
-                _ => None,
+            let hash = self.hash_at(at, entry, marks);
+            let other_choice = match choice_of(marks, entry) {
+                Choice::First => Choice::Second,
+                Choice::Second => Choice::First,
             };
-            if let Some(other) = *other {
-                prefetch(&self.buckets[other]);
+            let bucket = self.geometry.home(hash, other_choice).bucket;
+            if bucket != at {
+                prefetch(&self.buckets[bucket]);
+                *other = Some(bucket);
             }
         }
         let with_room = others.iter().enumerate().find_map(|(entry, &other)| {
             other
-                .filter(|&other| self.buckets[other].free_position().is_some())
+                .filter(|&other| {
+                    entry_field(self.buckets[other].marks.load(Ordering::Relaxed), TAKEN_AT)
+                        != ENTRY_BITS
+                })
                 .map(|other| (entry, other))
         });
         if with_room.is_some() {
@@ -589,44 +791,36 @@ impl Index {
             .find_map(|entry| others[entry].map(|other| (entry, other)))
     }
 
-    /// Stores `entry` in the first bucket with room after its second one,
-    /// marking the second and every full bucket between as `PASSED`.
-    #[cold]
-    fn place_past_second(&mut self, mut entry: Entry, hash_of: &impl Fn(i64) -> u64) {
-        let len = self.buckets.len();
-        let (_, mut at) = choices(hash_of(entry.key), len);
-        loop {
-            *self.buckets[at].marks.get_mut() |= PASSED;
-            at = next_bucket(at, len);
-            entry = match self.put_if_room(at, entry) {
-                Ok(()) => return,
-                Err(entry) => entry,
-            };
-        }
+    /// Empties the taken position `entry` of `bucket` and returns what it held.
+    fn take(&mut self, bucket: usize, entry: usize) -> Item {
+        let marks = *self.buckets[bucket].marks.get_mut();
+        let item = Item {
+            hash: self.hash_at(bucket, entry, marks),
+            slot: self.slot_at(&self.buckets[bucket], entry, marks),
+            referenced: marks >> entry & 1 != 0,
+        };
+        self.vacate(bucket, entry, Some(item.hash));
+        item
     }
 
-    /// Writes `entry` at the free position `to`.
-    fn put(&mut self, to: Position, entry: Entry) {
-        let bucket = &mut self.buckets[to.bucket];
-        bucket.keys[to.entry] = entry.key;
-        bucket.slots[to.entry] = stored(entry.slot);
-        let marks = bucket.marks.get_mut();
-        *marks = *marks & !(1 << to.entry) | u32::from(entry.referenced) << to.entry;
-    }
-
-    /// Empties the taken position `at` and returns what it held.
-    fn take(&mut self, at: Position) -> Entry {
-        let bucket = &mut self.buckets[at.bucket];
-        let slot = slot_in(bucket.slots[at.entry]);
-        bucket.slots[at.entry] = EMPTY;
-        let marks = bucket.marks.get_mut();
-        let referenced = *marks & (1 << at.entry) != 0;
-        *marks &= !(1 << at.entry);
-        Entry {
-            key: bucket.keys[at.entry],
-            slot,
-            referenced,
+    /// Empties the taken position `entry` of `bucket`, whose hash is `hash`
+    /// when the caller knows it, lowering its first bucket's spill when it
+    /// sat in its second; returns its slot.
+    fn vacate(&mut self, bucket: usize, entry: usize, hash: Option<u64>) -> u32 {
+        let marks = *self.buckets[bucket].marks.get_mut();
+        if choice_of(marks, entry) == Choice::Second {
+            let hash = hash.unwrap_or_else(|| self.hash_at(bucket, entry, marks));
+            self.add_to_spill(self.geometry.home(hash, Choice::First).bucket, -1);
         }
+        let slot = self.slot_at(&self.buckets[bucket], entry, marks);
+        let bucket = &mut self.buckets[bucket];
+        bucket.entries[entry] = 0;
+        *bucket.marks.get_mut() &= !(1 << entry
+            | 1 << (TAKEN_AT as usize + entry)
+            | 1 << (SECOND_AT as usize + entry)
+            | low_bits(HIGH_SLOT_BITS)
+                << (HIGH_SLOT_AT as usize + HIGH_SLOT_BITS as usize * entry));
+        slot
     }
 
     /// Bucket `bucket`'s cache line, for prefetching.
@@ -637,65 +831,70 @@ impl Index {
     /// Buckets a lookup of `hash` reads before it can answer.
     #[cfg(test)]
     pub(crate) fn probe_buckets(&self, hash: u64) -> usize {
-        let len = self.buckets.len();
-        let (_, mut at) = choices(hash, len);
-        let mut read = 2;
-        while self.buckets[at].passed() && read <= len {
-            at = next_bucket(at, len);
-            read += 1;
+        match self.probe_first::<false>(hash) {
+            FirstProbe::Found(_) | FirstProbe::Absent => 1,
+            FirstProbe::Elsewhere => 2,
         }
-        read
     }
 
-    /// Positions a clock hand walks through: `0..positions()`.
+    /// Positions a clock hand walks through: `0..positions()`. (Entries in
+    /// the overflow list are not among them: a pathological few, they are
+    /// left to removals and `remove_where`.)
     pub(crate) fn positions(&self) -> usize {
         self.buckets.len() * BUCKET_WIDTH
     }
 
-    fn position(index: usize) -> Position {
-        Position {
-            bucket: index / BUCKET_WIDTH,
-            entry: index % BUCKET_WIDTH,
-        }
-    }
-
     /// The live entry at position `index`, if any.
     pub(crate) fn entry_at(&mut self, index: usize) -> Option<Entry> {
-        let Position { bucket, entry } = Index::position(index);
-        let bucket = &mut self.buckets[bucket];
-        let slot = bucket.slot(entry)?;
-        Some(Entry {
-            key: bucket.keys[entry],
-            slot,
-            referenced: *bucket.marks.get_mut() & (1 << entry) != 0,
+        let (bucket, entry) = (index / BUCKET_WIDTH, index % BUCKET_WIDTH);
+        let marks = *self.buckets[bucket].marks.get_mut();
+        (marks >> (TAKEN_AT as usize + entry) & 1 != 0).then(|| Entry {
+            slot: self.slot_at(&self.buckets[bucket], entry, marks),
+            referenced: marks >> entry & 1 != 0,
         })
+    }
+
+    /// The id of the live entry at position `index`.
+    pub(crate) fn id_at(&mut self, index: usize) -> i64 {
+        let (bucket, entry) = (index / BUCKET_WIDTH, index % BUCKET_WIDTH);
+        let marks = *self.buckets[bucket].marks.get_mut();
+        self.hasher.id_of(self.hash_at(bucket, entry, marks))
     }
 
     /// Gives the entry at `index` a second chance: the clock passed it.
     pub(crate) fn clear_reference(&mut self, index: usize) {
-        let Position { bucket, entry } = Index::position(index);
-        *self.buckets[bucket].marks.get_mut() &= !(1 << entry);
+        *self.buckets[index / BUCKET_WIDTH].marks.get_mut() &= !(1 << (index % BUCKET_WIDTH));
     }
 
     /// Removes the live entry at `index`.
     pub(crate) fn remove_at(&mut self, index: usize) {
         debug_assert!(self.entry_at(index).is_some());
-        self.take(Index::position(index));
+        self.vacate(index / BUCKET_WIDTH, index % BUCKET_WIDTH, None);
         self.live -= 1;
     }
 
-    /// Removes `key`; returns the slot it had.
-    pub(crate) fn remove(&mut self, key: i64, hash: u64) -> Option<u32> {
-        let at = self.find(key, hash)?;
+    /// Removes `hash`'s id; returns the slot it had.
+    pub(crate) fn remove(&mut self, hash: u64) -> Option<u32> {
+        let slot = match self.find(hash)? {
+            Place::Table { bucket, entry } => self.vacate(bucket, entry, Some(hash)),
+            Place::Overflow(at) => self.remove_overflowed(at),
+        };
         self.live -= 1;
-        Some(self.take(at).slot)
+        Some(slot)
+    }
+
+    fn remove_overflowed(&mut self, at: usize) -> u32 {
+        let item = self.overflow.swap_remove(at);
+        self.add_to_spill(self.geometry.home(item.hash, Choice::First).bucket, -1);
+        item.slot
     }
 
     pub(crate) fn bucket_count(&self) -> usize {
         self.buckets.len()
     }
 
-    /// Removes, within `buckets`, every entry whose slot `take` accepts; `take`
+    /// Removes, within `buckets`, every entry whose slot `take` accepts, and
+    /// in the overflow list too when `buckets` reaches the table's end; `take`
     /// owns each slot it accepts.
     pub(crate) fn remove_where(
         &mut self,
@@ -703,11 +902,26 @@ impl Index {
         mut take: impl FnMut(u32) -> bool,
     ) -> usize {
         let mut removed = 0;
+        let reaches_end = buckets.end == self.buckets.len();
         for bucket in buckets {
+            let marks = *self.buckets[bucket].marks.get_mut();
             for entry in 0..BUCKET_WIDTH {
-                if self.buckets[bucket].slot(entry).is_some_and(&mut take) {
-                    self.take(Position { bucket, entry });
+                if marks >> (TAKEN_AT as usize + entry) & 1 != 0
+                    && take(self.slot_at(&self.buckets[bucket], entry, marks))
+                {
+                    self.vacate(bucket, entry, None);
                     removed += 1;
+                }
+            }
+        }
+        if reaches_end {
+            let mut at = 0;
+            while at < self.overflow.len() {
+                if take(self.overflow[at].slot) {
+                    self.remove_overflowed(at);
+                    removed += 1;
+                } else {
+                    at += 1;
                 }
             }
         }
@@ -717,114 +931,103 @@ impl Index {
 }
 
 /// A new table being filled with another's entries, taken in the other's
-/// bucket order. An entry goes to the bucket of the new table that
-/// corresponds to the one it leaves (its first bucket for its first, its
-/// second for its second), so the writes walk the new table in order as well
-/// instead of landing at random; to its other bucket when that one is full;
-/// and when both are, it waits until the others are in (`finish`).
+/// bucket order. An entry goes to its first bucket, else its second, else it
+/// waits until the others are in (`finish`). The first buckets of entries
+/// taken in bucket order come in order in the new table too, so the writes
+/// walk it in order instead of landing at random.
 struct Rebuilding {
     index: Index,
     /// Each bucket's count of taken positions, while no displacement has moved
     /// entries between buckets: a rebuild fills each bucket from its first
     /// position on, so that count is its first empty position. Kept apart from
-    /// the table, because reading a bucket's slots right after writing one of
-    /// them stalls on the store (a wide load cannot be forwarded from a
-    /// narrower store), which made rebuilds twice as slow.
+    /// the table, because reading a bucket's marks right after writing them
+    /// stalls on the store.
     taken: Vec<u8>,
+    /// Each bucket's spill so far, kept apart for the same reason and because
+    /// a spill lands in a random bucket's line: counted in the table, that
+    /// line's miss stalled each such entry (measured in the first-buckets-first
+    /// scratch, BENCHMARKS.md).
+    spills: Vec<u8>,
     /// Entries both of whose buckets were full when they came.
-    deferred: Vec<Entry>,
+    deferred: Vec<Item>,
 }
 
 impl Rebuilding {
-    /// Allocates all it needs for `entries` entries, so that filling it
-    /// cannot fail.
-    fn new(bucket_count: usize, growth: Growth, entries: usize) -> Result<Rebuilding, Error> {
-        let mut taken = Vec::new();
-        taken
-            .try_reserve_exact(bucket_count)
-            .map_err(|_| Error::out_of_memory(format!("fill counts of {bucket_count} buckets")))?;
-        taken.resize(bucket_count, 0);
-        // Few entries find both buckets full: 0.26% of the 15.1M entries the
-        // rebuilds of a 4M-row fill moved. Past this room, entries are
-        // displaced into place as they come.
+    /// Allocates all it needs for `entries` entries in `index`, empty, so that
+    /// filling it cannot fail.
+    fn new(index: Index, entries: usize) -> Result<Rebuilding, Error> {
+        let bucket_count = index.buckets.len();
+        let counts = || {
+            let mut counts = Vec::new();
+            counts.try_reserve_exact(bucket_count).map_err(|_| {
+                Error::out_of_memory(format!("fill counts of {bucket_count} buckets"))
+            })?;
+            counts.resize(bucket_count, 0u8);
+            Ok::<_, Error>(counts)
+        };
+        // Few entries find both buckets full at a rebuilt table's fill. Past
+        // this room, entries are displaced into place as they come.
         let room = entries / 16 + BUCKET_WIDTH;
         let mut deferred = Vec::new();
         deferred
             .try_reserve_exact(room)
             .map_err(|_| Error::out_of_memory(format!("{room} deferred entries")))?;
         Ok(Rebuilding {
-            index: Index::with_buckets(allocate_buckets(bucket_count)?, growth),
-            taken,
+            taken: counts()?,
+            spills: counts()?,
+            index,
             deferred,
         })
     }
 
-    /// Inserts the live entries of bucket `from.0` of another table of
-    /// `from.1` buckets, whose marks are `marks`, keeping their referenced
-    /// bits, at the slots `move_slot` gives them.
-    fn take_entries(
-        &mut self,
-        from: (usize, usize),
-        bucket: &Bucket,
-        marks: u32,
-        hash_of: &impl Fn(i64) -> u64,
-        mut move_slot: impl FnMut(u32) -> u32,
-    ) {
-        let len = self.taken.len();
-        for (i, &key) in bucket.keys.iter().enumerate() {
-            let Some(slot) = bucket.slot(i) else {
-                continue;
-            };
-            let hash = hash_of(key);
-            debug_assert!(
-                self.index.get(key, hash).is_none(),
-                "rebuild met a key twice"
-            );
-            let entry = Entry {
-                key,
-                slot: move_slot(slot),
-                referenced: marks >> i & 1 != 0,
-            };
-            if self.taken.is_empty() {
-                self.index.insert_new(entry, hash, hash_of);
-                continue;
-            }
-            let (first, second) = choices(hash, len);
-            let (near, far) = if choices(hash, from.1).0 == from.0 {
-                (first, second)
-            } else {
-                (second, first)
-            };
-            let at = match (self.taken[near], self.taken[far]) {
-                (taken, _) if usize::from(taken) < BUCKET_WIDTH => near,
-                (_, taken) if usize::from(taken) < BUCKET_WIDTH => far,
-                _ if self.deferred.len() < self.deferred.capacity() => {
-                    self.deferred.push(entry);
-                    continue;
-                }
-                _ => {
-                    // Out of room to defer: displace from now on, which the
-                    // counts would not follow.
-                    self.taken = Vec::new();
-                    self.index.insert_new(entry, hash, hash_of);
-                    continue;
-                }
-            };
-            let position = Position {
-                bucket: at,
-                entry: usize::from(self.taken[at]),
-            };
-            self.taken[at] += 1;
-            self.index.put(position, entry);
-            self.index.live += 1;
+    fn take(&mut self, item: Item) {
+        if self.taken.is_empty() {
+            self.index.insert_new(item);
+            return;
         }
+        let first = self.index.geometry.home(item.hash, Choice::First);
+        let (home, choice) = if usize::from(self.taken[first.bucket]) < BUCKET_WIDTH {
+            (first, Choice::First)
+        } else {
+            let second = self.index.geometry.home(item.hash, Choice::Second);
+            if usize::from(self.taken[second.bucket]) < BUCKET_WIDTH {
+                self.spills[first.bucket] = self.spills[first.bucket].saturating_add(1);
+                (second, Choice::Second)
+            } else if self.deferred.len() < self.deferred.capacity() {
+                self.deferred.push(item);
+                return;
+            } else {
+                // Out of room to defer: displace from now on, which the
+                // counts would not follow.
+                self.fold_spills();
+                self.taken = Vec::new();
+                self.index.insert_new(item);
+                return;
+            }
+        };
+        let entry = usize::from(self.taken[home.bucket]);
+        self.taken[home.bucket] += 1;
+        self.index
+            .write(home.bucket, entry, home.remainder, choice, item);
+        self.index.live += 1;
+    }
+
+    /// Moves the spills counted aside into the table's marks.
+    fn fold_spills(&mut self) {
+        for (bucket, &spill) in self.spills.iter().enumerate() {
+            if spill != 0 {
+                let marks = self.index.buckets[bucket].marks.get_mut();
+                *marks |= u64::from(spill) << SPILL_AT;
+            }
+        }
+        self.spills = Vec::new();
     }
 
     /// The table, once the deferred entries are displaced into place.
-    fn finish(mut self, hash_of: &impl Fn(i64) -> u64) -> Index {
-        for entry in self.deferred.drain(..) {
-            let hash = hash_of(entry.key);
-            self.index.insert_new(entry, hash, hash_of);
+    fn finish(mut self) -> Index {
+        self.fold_spills();
+        for item in std::mem::take(&mut self.deferred) {
+            self.index.insert_new(item);
         }
         self.index
     }
@@ -832,114 +1035,106 @@ impl Rebuilding {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
-    fn hash(key: i64) -> u64 {
-        ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(key)
+    const ONE_SHARD: ShardBits = ShardBits { number: 0, bits: 0 };
+
+    fn hasher() -> IdHasher {
+        IdHasher::with_key(0x6b76_7a63)
     }
 
-    fn reserve(index: &mut Index, additional: usize) {
-        if let Some(grown) = index.grown_for(additional, Sizing::Publish, hash).unwrap() {
-            *index = grown;
-        }
+    fn table(growth: Growth, shard: ShardBits) -> Index {
+        Index::new(growth, shard, hasher())
     }
 
     /// Splitmix64: a seeded, repeatable stream of test choices.
     struct Choices(u64);
 
     impl Choices {
-        fn below(&mut self, bound: usize) -> usize {
+        fn next(&mut self) -> u64 {
             self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
             let mut z = self.0;
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            ((z ^ (z >> 31)) % bound as u64) as usize
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, bound: usize) -> usize {
+            (self.next() % bound as u64) as usize
         }
     }
 
-    /// Inserts, removes by key, by position and by range at random against a
-    /// model, compacting now and then, then checks every key of the model is
-    /// found with its slot and that no other is; for either kind of growth.
-    fn churn_against_model(hash_of: fn(i64) -> u64, seed: u64) {
-        for growth in [Growth::Exact, Growth::Staggered { phase: 0.6 }] {
-            churn_with_growth(growth, hash_of, seed);
+    /// Slots as the row arena hands them out: the last one freed, else the
+    /// next one never used.
+    #[derive(Default)]
+    struct Slots {
+        free: Vec<u32>,
+        fresh: u32,
+    }
+
+    impl Slots {
+        fn allocate(&mut self) -> u32 {
+            self.free.pop().unwrap_or_else(|| {
+                self.fresh += 1;
+                self.fresh - 1
+            })
         }
     }
 
-    fn churn_with_growth(growth: Growth, hash_of: fn(i64) -> u64, seed: u64) {
-        let mut choices = Choices(seed);
-        let mut index = Index::new(growth);
-        let mut model = std::collections::HashMap::new();
-        let key_space = 3_000;
-        for step in 0..30_000u32 {
-            let key = choices.below(key_space) as i64;
-            match choices.below(10) {
-                0..=4 => {
-                    if let Some(grown) = index.grown_for(1, Sizing::Publish, hash_of).unwrap() {
-                        index = grown;
-                    }
-                    let (slot, inserted) = index.get_or_insert(key, hash_of(key), || step, hash_of);
-                    assert_eq!(inserted, !model.contains_key(&key));
-                    model.entry(key).or_insert(step);
-                    assert_eq!(slot, model[&key]);
-                }
-                5..=6 => {
-                    assert_eq!(index.remove(key, hash_of(key)), model.remove(&key));
-                }
-                7..=8 => {
-                    let at = choices.below(index.positions());
-                    if let Some(entry) = index.entry_at(at) {
-                        index.remove_at(at);
-                        assert_eq!(model.remove(&entry.key), Some(entry.slot));
-                    }
-                }
-                _ => {
-                    let from = choices.below(index.bucket_count());
-                    let to = (from + choices.below(4)).min(index.bucket_count());
-                    let mut taken = Vec::new();
-                    let removed = index.remove_where(from..to, |slot| {
-                        let take = slot % 3 == 0;
-                        if take {
-                            taken.push(slot);
-                        }
-                        take
-                    });
-                    assert_eq!(removed, taken.len());
-                    model.retain(|_, slot| !taken.contains(slot));
-                }
-            }
-            if step % 4_999 == 0 {
-                index.compact(hash_of, |slot| slot).unwrap();
-            }
-            assert_eq!(index.len(), model.len());
+    /// `bits` moved into `shard`.
+    fn in_shard(bits: u64, shard: ShardBits) -> u64 {
+        bits & !low_bits(shard.bits) | shard.number
+    }
+
+    /// A hash of `shard` whose first choice is `first` and whose second is
+    /// `second`, in the top bits, and random below them: ids of equal
+    /// `(first, second)` share both buckets in tables of up to a million.
+    fn clustered(choices: &mut Choices, shard: ShardBits, first: u64, second: u64) -> u64 {
+        let spare_bits = 32 - shard.bits;
+        let part = first << 29 | choices.next() & low_bits(10);
+        let low = (second << 29 | choices.next() & low_bits(10)) & low_bits(spare_bits);
+        (part << spare_bits | low) << shard.bits | shard.number
+    }
+
+    fn reserve(index: &mut Index, additional: usize) {
+        if let Some(grown) = index.grown_for(additional, Sizing::Publish).unwrap() {
+            *index = grown;
         }
-        for key in 0..key_space as i64 {
-            assert_eq!(
-                index.get(key, hash_of(key)),
-                model.get(&key).copied(),
-                "key {key}"
+    }
+
+    /// Checks what the table keeps of itself: every entry where its hash puts
+    /// it and found by its lookup, the live count, and each bucket's spill.
+    fn check_accounts(index: &Index) {
+        let mut spills = vec![0u64; index.buckets.len()];
+        let mut live = 0;
+        for (at, bucket) in index.buckets.iter().enumerate() {
+            let marks = bucket.marks.load(Ordering::Relaxed);
+            for entry in (0..BUCKET_WIDTH).filter(|&e| marks >> (TAKEN_AT as usize + e) & 1 != 0) {
+                live += 1;
+                let hash = index.hash_at(at, entry, marks);
+                let choice = choice_of(marks, entry);
+                assert_eq!(index.geometry.home(hash, choice).bucket, at);
+                if choice == Choice::Second {
+                    spills[index.geometry.home(hash, Choice::First).bucket] += 1;
+                }
+                assert_eq!(index.get(hash), Some(index.slot_at(bucket, entry, marks)));
+            }
+        }
+        for item in &index.overflow {
+            live += 1;
+            spills[index.geometry.home(item.hash, Choice::First).bucket] += 1;
+            assert_eq!(index.get(item.hash), Some(item.slot));
+        }
+        assert_eq!(live, index.len());
+        for (bucket, &expected) in index.buckets.iter().zip(&spills) {
+            let spill = spill_of(bucket.marks.load(Ordering::Relaxed));
+            assert!(
+                spill == expected || spill == SPILL_SATURATED,
+                "{spill} vs {expected}"
             );
         }
-    }
-
-    #[test]
-    fn removal_keeps_every_key_findable_under_random_churn() {
-        churn_against_model(hash, 1);
-    }
-
-    #[test]
-    fn keys_placed_past_their_buckets_stay_findable_across_the_table_end() {
-        // Half the keys have the last bucket as both of their buckets, so
-        // most of them are placed past it, at the table's start; the rest
-        // share a handful of bucket pairs.
-        fn clustered(key: i64) -> u64 {
-            if key % 2 == 0 {
-                u64::MAX
-            } else {
-                (key as u64 % 7) << 61
-            }
-        }
-        churn_against_model(clustered, 2);
     }
 
     #[test]
@@ -948,42 +1143,242 @@ mod tests {
     }
 
     #[test]
+    fn a_bucket_and_remainder_give_the_hash_back() {
+        let mut choices = Choices(7);
+        for bits in [0, 1, 3, 4, 7, 16] {
+            for buckets in [
+                1,
+                2,
+                3,
+                7,
+                1_000,
+                65_537,
+                1 << 20,
+                MAX_BUCKETS - 1,
+                MAX_BUCKETS,
+            ] {
+                let shard = ShardBits {
+                    number: choices.next() & low_bits(bits),
+                    bits,
+                };
+                let geometry = Geometry::new(buckets, shard);
+                let edges = [0, u64::MAX, 1 << 63, low_bits(32), !low_bits(32)];
+                let hashes = edges.into_iter().chain((0..2_000).map(|_| choices.next()));
+                for hash in hashes.map(|bits| in_shard(bits, shard)) {
+                    for choice in [Choice::First, Choice::Second] {
+                        let home = geometry.home(hash, choice);
+                        assert!(home.bucket < buckets);
+                        // The remainder fits above the slot's low bits.
+                        assert_eq!(
+                            home.remainder << geometry.shift() >> geometry.shift(),
+                            home.remainder
+                        );
+                        assert_eq!(
+                            geometry.hash_of(home.bucket, home.remainder, choice),
+                            hash,
+                            "{hash:#x} {choice:?} {buckets} buckets, {bits} shard bits"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Inserts, removes by hash, by position and by range at random against
+    /// a model, compacting now and then, checking the table's accounts, then
+    /// that every hash of the model is found with its slot and no other is.
+    fn churn_against_model(
+        shard: ShardBits,
+        hash_at: impl Fn(&mut Choices, usize) -> u64,
+        seed: u64,
+    ) {
+        for growth in [Growth::Exact, Growth::Staggered { phase: 0.6 }] {
+            let mut choices = Choices(seed);
+            let key_space = 3_000;
+            let hashes: Vec<u64> = (0..key_space).map(|i| hash_at(&mut choices, i)).collect();
+            let mut index = table(growth, shard);
+            let mut slots = Slots::default();
+            let mut model = HashMap::new();
+            for step in 0..30_000u32 {
+                let hash = hashes[choices.below(key_space)];
+                match choices.below(10) {
+                    0..=4 => {
+                        reserve(&mut index, 1);
+                        let (slot, inserted) = index.get_or_insert(hash, || slots.allocate());
+                        assert_eq!(inserted, !model.contains_key(&hash));
+                        assert_eq!(slot, *model.entry(hash).or_insert(slot));
+                    }
+                    5..=6 => {
+                        let removed = index.remove(hash);
+                        assert_eq!(removed, model.remove(&hash));
+                        slots.free.extend(removed);
+                    }
+                    7..=8 => {
+                        let at = choices.below(index.positions());
+                        if let Some(entry) = index.entry_at(at) {
+                            let hash = hasher().hash(index.id_at(at));
+                            index.remove_at(at);
+                            assert_eq!(model.remove(&hash), Some(entry.slot));
+                            slots.free.push(entry.slot);
+                        }
+                    }
+                    _ => {
+                        let from = choices.below(index.bucket_count());
+                        let to = (from + choices.below(4)).min(index.bucket_count());
+                        let mut taken = Vec::new();
+                        let removed = index.remove_where(from..to, |slot| {
+                            let take = slot % 3 == 0;
+                            if take {
+                                taken.push(slot);
+                            }
+                            take
+                        });
+                        assert_eq!(removed, taken.len());
+                        model.retain(|_, slot| !taken.contains(slot));
+                        slots.free.extend(taken);
+                    }
+                }
+                if step % 4_999 == 0 {
+                    let mut packed = Slots::default();
+                    let mut moved = HashMap::new();
+                    index
+                        .compact(|slot| *moved.entry(slot).or_insert_with(|| packed.allocate()))
+                        .unwrap();
+                    assert_eq!(moved.len(), model.len());
+                    model.values_mut().for_each(|slot| *slot = moved[slot]);
+                    slots = packed;
+                }
+                if step % 997 == 0 {
+                    check_accounts(&index);
+                }
+                assert_eq!(index.len(), model.len());
+            }
+            check_accounts(&index);
+            for hash in &hashes {
+                assert_eq!(index.get(*hash), model.get(hash).copied(), "{hash:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_id_stays_findable_under_random_churn() {
+        for (shard, seed) in [(ONE_SHARD, 1), (ShardBits { number: 5, bits: 3 }, 2)] {
+            churn_against_model(shard, |choices, _| in_shard(choices.next(), shard), seed);
+        }
+        let many = ShardBits {
+            number: 300,
+            bits: 12,
+        };
+        churn_against_model(many, |choices, _| in_shard(choices.next(), many), 3);
+    }
+
+    #[test]
+    fn ids_that_share_both_buckets_with_many_overflow_and_stay_findable() {
+        // Half the ids fall into 16 pairs of buckets, far more than two
+        // buckets hold: walks run out and the overflow list takes the rest.
+        for (shard, seed) in [(ONE_SHARD, 4), (ShardBits { number: 2, bits: 2 }, 5)] {
+            churn_against_model(
+                shard,
+                |choices, i| match i % 2 {
+                    0 => in_shard(choices.next(), shard),
+                    _ => clustered(choices, shard, (i % 4) as u64, (i % 8 / 2) as u64 + 4),
+                },
+                seed,
+            );
+        }
+    }
+
+    #[test]
+    fn nearly_every_lookup_reads_one_line_at_the_fullest() {
+        let mut choices = Choices(8);
+        let mut index = table(Growth::Exact, ONE_SHARD);
+        reserve(&mut index, 200_000);
+        let mut slots = Slots::default();
+        let mut stored = Vec::new();
+        while index.has_room_for(1) {
+            let hash = choices.next();
+            index.get_or_insert(hash, || slots.allocate());
+            stored.push(hash);
+        }
+        check_accounts(&index);
+        let fill = index.len() as f64 / index.positions() as f64;
+        assert!((0.65..=MAX_FILL).contains(&fill), "{fill}");
+        let lines = |hashes: &mut dyn Iterator<Item = u64>| {
+            let (mut lines, mut count) = (0, 0);
+            for hash in hashes {
+                lines += index.probe_buckets(hash);
+                count += 1;
+            }
+            lines as f64 / count as f64
+        };
+        let hits = lines(&mut stored.iter().copied());
+        let misses = lines(&mut (0..100_000).map(|_| choices.next()));
+        assert!(
+            hits < 1.06 && misses < 1.2,
+            "{hits:.3} lines a hit, {misses:.3} a miss"
+        );
+        assert!(index.overflow.is_empty());
+    }
+
+    #[test]
+    fn slots_up_to_the_bound_come_back() {
+        // One shard and one bucket: the whole slot sits in the marks.
+        let mut index = table(Growth::Exact, ONE_SHARD);
+        let hashes = [1, 2 << 40, 3 << 60, u64::MAX];
+        for (hash, slot) in hashes.into_iter().zip([15, 0, 9, 14]) {
+            assert_eq!(index.get_or_insert(hash, || slot), (slot, true));
+        }
+        for (hash, slot) in hashes.into_iter().zip([15, 0, 9, 14]) {
+            assert_eq!(index.get(hash), Some(slot));
+        }
+        check_accounts(&index);
+    }
+
+    #[test]
+    #[should_panic(expected = "is past what a table of 1 buckets holds")]
+    fn a_slot_past_the_bound_is_refused() {
+        table(Growth::Exact, ONE_SHARD).get_or_insert(1, || 16);
+    }
+
+    #[test]
     fn insert_get_remove_reinsert_across_growth() {
-        let mut index = Index::new(Growth::Exact);
-        let keys: Vec<i64> = (0..10_000).map(|k| k * 7919 - 5_000_000).collect();
-        for (slot, &key) in keys.iter().enumerate() {
+        let mut index = table(Growth::Exact, ONE_SHARD);
+        let hashes: Vec<u64> = (0..10_000)
+            .map(|k| hasher().hash(k * 7919 - 5_000_000))
+            .collect();
+        for (slot, &hash) in hashes.iter().enumerate() {
             reserve(&mut index, 1);
             assert_eq!(
-                index.get_or_insert(key, hash(key), || slot as u32, hash),
+                index.get_or_insert(hash, || slot as u32),
                 (slot as u32, true)
             );
         }
-        assert_eq!(index.len(), keys.len());
-        for (slot, &key) in keys.iter().enumerate() {
-            assert_eq!(index.get(key, hash(key)), Some(slot as u32));
+        assert_eq!(index.len(), hashes.len());
+        for (slot, &hash) in hashes.iter().enumerate() {
+            assert_eq!(index.get(hash), Some(slot as u32));
             assert_eq!(
-                index.get_or_insert(key, hash(key), || unreachable!(), hash),
+                index.get_or_insert(hash, || unreachable!()),
                 (slot as u32, false)
             );
         }
-        for &key in keys.iter().step_by(2) {
-            assert!(index.remove(key, hash(key)).is_some());
-            assert!(index.remove(key, hash(key)).is_none());
-            assert_eq!(index.get(key, hash(key)), None);
+        for &hash in hashes.iter().step_by(2) {
+            assert!(index.remove(hash).is_some());
+            assert!(index.remove(hash).is_none());
+            assert_eq!(index.get(hash), None);
         }
-        assert_eq!(index.len(), keys.len() / 2);
-        for (slot, &key) in keys.iter().enumerate().skip(1).step_by(2) {
-            assert_eq!(index.get(key, hash(key)), Some(slot as u32));
+        assert_eq!(index.len(), hashes.len() / 2);
+        for (slot, &hash) in hashes.iter().enumerate().skip(1).step_by(2) {
+            assert_eq!(index.get(hash), Some(slot as u32));
         }
         // Removal frees its position, so churn does not grow the table.
         let buckets = index.bucket_count();
-        for round in 0..20 {
-            for &key in keys.iter().step_by(2) {
+        for _ in 0..20 {
+            for (slot, &hash) in hashes.iter().enumerate().step_by(2) {
                 reserve(&mut index, 1);
-                index.get_or_insert(key, hash(key), || round, hash);
+                index.get_or_insert(hash, || slot as u32);
             }
-            for &key in keys.iter().step_by(2) {
-                index.remove(key, hash(key)).unwrap();
+            for &hash in hashes.iter().step_by(2) {
+                index.remove(hash).unwrap();
             }
         }
         assert!(
@@ -991,17 +1386,19 @@ mod tests {
             "{} vs {buckets}",
             index.bucket_count()
         );
+        check_accounts(&index);
     }
 
-    /// The keys whose entries carry the referenced bit, and every key's slot.
-    fn referenced_keys_and_slots(index: &mut Index) -> (Vec<i64>, Vec<(i64, u32)>) {
+    /// The ids whose entries carry the referenced bit, and every id's slot.
+    fn referenced_ids_and_slots(index: &mut Index) -> (Vec<i64>, Vec<(i64, u32)>) {
         let (mut referenced, mut slots) = (Vec::new(), Vec::new());
         for at in 0..index.positions() {
             if let Some(entry) = index.entry_at(at) {
+                let id = index.id_at(at);
                 if entry.referenced {
-                    referenced.push(entry.key);
+                    referenced.push(id);
                 }
-                slots.push((entry.key, entry.slot));
+                slots.push((id, entry.slot));
             }
         }
         referenced.sort_unstable();
@@ -1010,32 +1407,48 @@ mod tests {
     }
 
     #[test]
-    fn growth_and_compaction_keep_slots_and_referenced_bits() {
-        let mut index = Index::new(Growth::Exact);
+    fn growth_and_compaction_keep_ids_slots_and_referenced_bits() {
+        let shard = ShardBits { number: 6, bits: 3 };
+        let hasher = hasher();
+        // Ids of shard 6, in the order they are stored: id `ids[slot]` at `slot`.
+        let ids: Vec<i64> = (0..)
+            .filter(|&id| hasher.hash(id) & 7 == 6)
+            .take(3_000)
+            .collect();
+        let mut index = table(Growth::Exact, shard);
         reserve(&mut index, 3_000);
-        for key in 0..3_000i64 {
-            index.get_or_insert(key, hash(key), || key as u32 * 2, hash);
+        for (slot, &id) in ids.iter().enumerate() {
+            index.get_or_insert(hasher.hash(id), || slot as u32);
         }
-        let read: Vec<i64> = (0..3_000).filter(|key| key % 7 == 3).collect();
-        for &key in &read {
-            assert!(index.lookup::<true>(key, hash(key)).is_some());
+        let mut read: Vec<i64> = ids.iter().copied().filter(|id| id % 7 == 3).collect();
+        for &id in &read {
+            assert!(index.lookup::<true>(hasher.hash(id)).is_some());
         }
-        let all: Vec<(i64, u32)> = (0..3_000).map(|key| (key, key as u32 * 2)).collect();
+        read.sort_unstable();
+        let mut all: Vec<(i64, u32)> = ids
+            .iter()
+            .enumerate()
+            .map(|(slot, &id)| (id, slot as u32))
+            .collect();
+        all.sort_unstable();
         assert_eq!(
-            referenced_keys_and_slots(&mut index),
+            referenced_ids_and_slots(&mut index),
             (read.clone(), all.clone())
         );
 
         let buckets = index.bucket_count();
         reserve(&mut index, 5_000);
         assert!(index.bucket_count() > buckets);
-        assert_eq!(referenced_keys_and_slots(&mut index), (read.clone(), all));
+        assert_eq!(
+            referenced_ids_and_slots(&mut index),
+            (read.clone(), all.clone())
+        );
 
-        index.compact(hash, |slot| slot / 2).unwrap();
-        let moved: Vec<(i64, u32)> = (0..3_000).map(|key| (key, key as u32)).collect();
-        assert_eq!(referenced_keys_and_slots(&mut index), (read, moved));
-        for key in 0..3_000i64 {
-            assert_eq!(index.get(key, hash(key)), Some(key as u32));
+        index.compact(|slot| 2_999 - slot).unwrap();
+        let moved: Vec<(i64, u32)> = all.iter().map(|&(id, slot)| (id, 2_999 - slot)).collect();
+        assert_eq!(referenced_ids_and_slots(&mut index), (read, moved));
+        for (slot, &id) in ids.iter().enumerate() {
+            assert_eq!(index.get(hasher.hash(id)), Some(2_999 - slot as u32));
         }
     }
 
@@ -1057,19 +1470,19 @@ mod tests {
     }
 
     /// How many times a fill of `keys` keys in batches of 256 moves each one.
-    fn moves_per_key(growth: Growth, keys: i64) -> f64 {
-        let mut index = Index::new(growth);
+    fn moves_per_key(growth: Growth, keys: u32) -> f64 {
+        let mut index = table(growth, ONE_SHARD);
         let mut moved = 0;
         for start in (0..keys).step_by(256) {
-            if let Some(grown) = index.grown_for(256, Sizing::Publish, hash).unwrap() {
+            if let Some(grown) = index.grown_for(256, Sizing::Publish).unwrap() {
                 moved += index.len();
                 index = grown;
             }
             for key in start..start + 256 {
-                index.get_or_insert(key, hash(key), || key as u32, hash);
+                index.get_or_insert(hasher().hash(key.into()), || key);
             }
         }
-        moved as f64 / keys as f64
+        moved as f64 / f64::from(keys)
     }
 
     #[test]
@@ -1110,18 +1523,19 @@ mod tests {
             Growth::Staggered { phase: 0.8 },
         ];
         for growth in growths {
-            let mut index = Index::new(growth);
-            for key in 0..20_000i64 {
+            let mut index = table(growth, ONE_SHARD);
+            for key in 0..20_000u32 {
+                let hash = hasher().hash(key.into());
                 reserve(&mut index, 1);
-                index.get_or_insert(key, hash(key), || key as u32, hash);
+                index.get_or_insert(hash, || key);
                 // A full table is the edge: its size must hold its keys.
                 if key % 331 == 0 || !index.has_room_for(1) {
                     let before = index.bucket_count();
-                    let reserved = index.grown_for(50_000, Sizing::Reservation, hash).unwrap();
+                    let reserved = index.grown_for(50_000, Sizing::Reservation).unwrap();
                     index = reserved.unwrap();
-                    index.compact(hash, |slot| slot).unwrap();
+                    index.compact(|slot| slot).unwrap();
                     assert!(index.bucket_count() <= before, "{key} keys, {growth:?}");
-                    assert_eq!(index.get(key, hash(key)), Some(key as u32));
+                    assert_eq!(index.get(hash), Some(key));
                 }
             }
         }
@@ -1131,33 +1545,34 @@ mod tests {
     fn a_zeroed_table_is_empty() {
         // On the heap and in a mapping of its own.
         for buckets in [1, 3, 5_000] {
-            let mut index = Index::with_buckets(allocate_buckets(buckets).unwrap(), Growth::Exact);
+            let empty = table(Growth::Exact, ONE_SHARD);
+            let mut index = empty.with_buckets(allocate_buckets(buckets).unwrap());
             assert!((0..index.positions()).all(|at| index.entry_at(at).is_none()));
-            assert!((0..1_000).all(|key| index.get(key, hash(key)).is_none()));
-            assert_eq!(index.get_or_insert(7, hash(7), || 0, hash), (0, true));
-            assert_eq!(index.get(7, hash(7)), Some(0));
+            assert!((0..1_000).all(|key| index.get(hasher().hash(key)).is_none()));
+            assert_eq!(index.get_or_insert(7, || 0), (0, true));
+            assert_eq!(index.get(7), Some(0));
         }
     }
 
     #[test]
-    fn lookups_of_absent_keys_terminate_on_a_full_table() {
-        let mut index = Index::new(Growth::Exact);
+    fn lookups_of_absent_ids_end_on_a_full_table() {
+        let mut index = table(Growth::Exact, ONE_SHARD);
         let mut key = 0;
-        while index.len() < 4 {
-            index.get_or_insert(key, hash(key), || key as u32, hash);
+        while index.has_room_for(1) {
+            index.get_or_insert(hasher().hash(key), || key as u32);
             key += 1;
         }
         for absent in 100..200 {
-            assert_eq!(index.get(absent, hash(absent)), None);
+            assert_eq!(index.get(hasher().hash(absent)), None);
         }
     }
 
     #[test]
     fn remove_where_takes_only_selected_entries() {
-        let mut index = Index::new(Growth::Exact);
+        let mut index = table(Growth::Exact, ONE_SHARD);
         reserve(&mut index, 100);
-        for key in 0..100 {
-            index.get_or_insert(key, hash(key), || key as u32, hash);
+        for key in 0..100u32 {
+            index.get_or_insert(hasher().hash(key.into()), || key);
         }
         let mut taken = Vec::new();
         let removed = index.remove_where(0..index.bucket_count(), |slot| {
@@ -1170,8 +1585,9 @@ mod tests {
         assert_eq!(removed, 34);
         taken.sort_unstable();
         assert_eq!(taken, (0..100).step_by(3).collect::<Vec<u32>>());
-        for key in 0..100i64 {
-            assert_eq!(index.get(key, hash(key)).is_some(), key % 3 != 0);
+        for key in 0..100u32 {
+            assert_eq!(index.get(hasher().hash(key.into())).is_some(), key % 3 != 0);
         }
+        check_accounts(&index);
     }
 }

@@ -26,15 +26,13 @@ use crate::prefetch::prefetch;
 
 use super::config::EvictionPolicy;
 use super::hash::IdHasher;
-use super::index::{Growth, Index, Sizing, BUCKET_WIDTH};
+use super::index::{Growth, Index, ShardBits, Sizing, BUCKET_WIDTH};
 use super::rows::RowArena;
 use super::Error;
 
 pub(crate) struct Shard {
     index: Index,
     rows: RowArena,
-    /// The cache's id hash: insertions and rebuilds find entries' buckets.
-    hasher: IdHasher,
     policy: EvictionPolicy,
     /// The position where the clock hand resumes.
     hand: usize,
@@ -99,11 +97,11 @@ impl Shard {
         hasher: IdHasher,
         policy: EvictionPolicy,
         growth: Growth,
+        bits: ShardBits,
     ) -> Shard {
         Shard {
-            index: Index::new(growth),
+            index: Index::new(growth, bits, hasher),
             rows: RowArena::new(row_bytes),
-            hasher,
             policy,
             hand: 0,
             stamp_counts: BTreeMap::new(),
@@ -154,8 +152,8 @@ impl Shard {
         &self.rows
     }
 
-    pub(crate) fn contains(&self, key: i64, hash: u64) -> bool {
-        self.index.get(key, hash).is_some()
+    pub(crate) fn contains(&self, hash: u64) -> bool {
+        self.index.get(hash).is_some()
     }
 
     /// Whether `new_rows` more rows fit in the index and the chunks as they are.
@@ -192,7 +190,7 @@ impl Shard {
         new_rows: usize,
         sizing: Sizing,
     ) -> Result<Option<Index>, Error> {
-        self.index.grown_for(new_rows, sizing, self.hasher.as_fn())
+        self.index.grown_for(new_rows, sizing)
     }
 
     /// Allocates the rows `new_rows` insertions need and installs the index
@@ -211,12 +209,11 @@ impl Shard {
         Ok(())
     }
 
-    /// Stores `row` for `key`; true when the key is new. Room was reserved.
-    pub(crate) fn upsert(&mut self, key: i64, hash: u64, row: &[u8], timestamp: u32) -> bool {
+    /// Stores `row` for the id of `hash`; true when the id is new. Room was
+    /// reserved.
+    pub(crate) fn upsert(&mut self, hash: u64, row: &[u8], timestamp: u32) -> bool {
         let rows = &mut self.rows;
-        let (slot, inserted) =
-            self.index
-                .get_or_insert(key, hash, || rows.allocate(), self.hasher.as_fn());
+        let (slot, inserted) = self.index.get_or_insert(hash, || rows.allocate());
         if !inserted {
             let old = self.rows.stamp(slot);
             self.uncount_stamp(old);
@@ -233,8 +230,8 @@ impl Shard {
         self.rows.release(slot);
     }
 
-    pub(crate) fn remove(&mut self, key: i64, hash: u64) -> bool {
-        match self.index.remove(key, hash) {
+    pub(crate) fn remove(&mut self, hash: u64) -> bool {
+        match self.index.remove(hash) {
             Some(slot) => {
                 self.release(slot);
                 true
@@ -303,9 +300,6 @@ impl Shard {
             let Some(entry) = self.index.entry_at(at) else {
                 continue;
             };
-            if protected(entry.key) {
-                continue;
-            }
             let victim = match self.policy {
                 EvictionPolicy::LruApprox => {
                     if entry.referenced {
@@ -318,7 +312,8 @@ impl Shard {
                     .is_some_and(|t| self.rows.stamp(entry.slot) <= t),
                 EvictionPolicy::None => true,
             };
-            if victim {
+            // Asked last: an entry's id takes a division to get back.
+            if victim && !protected(self.index.id_at(at)) {
                 self.index.remove_at(at);
                 self.release(entry.slot);
                 evicted += 1;
@@ -333,9 +328,8 @@ impl Shard {
     pub(crate) fn compact(&mut self, row_bytes: usize) -> Result<(), Error> {
         let mut packed = RowArena::new(row_bytes);
         packed.reserve(self.index.len())?;
-        let hash_of = self.hasher.as_fn();
         let Shard { index, rows, .. } = self;
-        index.compact(hash_of, |slot| {
+        index.compact(|slot| {
             let moved = packed.allocate();
             packed.row_mut(moved).copy_from_slice(rows.row(slot));
             *packed.stamp_mut(moved) = rows.stamp(slot);
@@ -380,7 +374,8 @@ mod tests {
     /// row recent. Misses must stay as cheap as in a table filled at random.
     fn continuous_eviction_keeps_misses_short(read_every: Option<usize>) {
         let hasher = IdHasher::new();
-        let mut shard = Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact);
+        let bits = ShardBits { number: 0, bits: 0 };
+        let mut shard = Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact, bits);
         let rows = 50_000;
         let publish = |shard: &mut Shard, keys: std::ops::Range<i64>| {
             let reserved = shard
@@ -388,7 +383,7 @@ mod tests {
                 .unwrap();
             shard.reserve(keys.clone().count(), reserved).unwrap();
             for key in keys {
-                shard.upsert(key, hasher.hash(key), &key.to_le_bytes(), 1);
+                shard.upsert(hasher.hash(key), &key.to_le_bytes(), 1);
             }
         };
         publish(&mut shard, 0..rows);
@@ -396,7 +391,7 @@ mod tests {
         for round in 0..200 {
             if let Some(every) = read_every {
                 for key in (next - rows..next).step_by(every).skip(round % every) {
-                    shard.index().lookup::<true>(key, hasher.hash(key));
+                    shard.index().lookup::<true>(hasher.hash(key));
                 }
             }
             let mut sweep = Sweep::default();
@@ -406,7 +401,7 @@ mod tests {
             next += 500;
         }
         assert_eq!(shard.len(), rows as usize);
-        let mut fresh = Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact);
+        let mut fresh = Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact, bits);
         publish(&mut fresh, next - rows..next);
         assert_eq!(fresh.bucket_count(), shard.bucket_count());
         let mean_miss = |shard: &Shard| {
