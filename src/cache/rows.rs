@@ -27,14 +27,14 @@ struct Chunk {
     stamps: Box<[u32]>,
 }
 
-/// Chunk `k` holds `min(first << k, large)` rows, both powers of two, and the
-/// slots number the rows of all chunks densely, in order: slot `s` is row
-/// `s + first` of a sequence whose small chunks start at powers of two and
-/// whose large ones at multiples of `large`, so locating a row takes a
-/// leading-zero count, a shift and a mask, with no branch, while early chunks
-/// stay small. Dense slots stay below the most rows the shard ever held at
-/// once (the arena hands out freed slots first), which the index's entries
-/// count on.
+/// Chunks 0 and 1 hold `first` rows, chunk `k` up to `small` (`large` over
+/// `first`, a power of two) `first << (k - 1)`, and every later chunk `large`,
+/// all powers of two: the small chunks together hold `large` rows, so a table
+/// stays small while it is, and the slots number the rows of all chunks
+/// densely, in order. Dense slots stay below the most rows the shard ever held
+/// at once (the arena hands out freed slots first), which the index's entries
+/// count on; and as every large chunk starts at a multiple of `large`, locating
+/// a row in one is a shift and a mask.
 #[derive(Clone, Copy)]
 struct ChunkPlan {
     first_shift: u32,
@@ -58,55 +58,64 @@ impl ChunkPlan {
     }
 
     fn rows_in_chunk(self, chunk: usize) -> usize {
-        let shift = (self.first_shift as usize + chunk).min(self.large_shift as usize);
+        let shift =
+            (self.first_shift as usize + chunk.saturating_sub(1)).min(self.large_shift as usize);
         1 << shift
     }
 
-    /// Chunks smaller than a large one.
+    /// The last small chunk: `large` over `first` (a power of two) chunks
+    /// after chunk 0.
     fn small_chunks(self) -> usize {
         (self.large_shift - self.first_shift) as usize
     }
 
     /// The first slot of `chunk`.
     fn start(self, chunk: usize) -> usize {
-        let small = chunk.min(self.small_chunks());
-        (((1 << small) - 1) << self.first_shift) + ((chunk - small) << self.large_shift)
+        match chunk {
+            0 => 0,
+            _ if chunk <= self.small_chunks() + 1 => 1 << (self.first_shift as usize + chunk - 1),
+            _ => (chunk - self.small_chunks()) << self.large_shift,
+        }
     }
 
     /// Chunks whose every slot stays below `SLOT_LIMIT`.
     fn max_chunks(self) -> usize {
-        let past_small = SLOT_LIMIT as usize - self.start(self.small_chunks());
-        self.small_chunks() + (past_small >> self.large_shift)
+        self.small_chunks() + (SLOT_LIMIT as usize >> self.large_shift)
     }
 
     fn slot(self, chunk: usize, offset: usize) -> u32 {
         (self.start(chunk) + offset) as u32
     }
 
-    /// Chunk and offset of `slot`. Past the small chunks, where all but a
-    /// small table's rows are, a subtraction, a shift and a mask: a lookup's
-    /// row prefetch waits on it. (With every slot taking the small chunks'
-    /// leading-zero count, `uniform_hit` ran at 0.53x-0.54x of the limit in
-    /// two runs, and with no small chunks at all, a shift and a mask, at
-    /// 0.54x-0.59x in four; this form measured 0.46x and 0.53x. The runs
-    /// vary by about 0.05x, so none of this is settled.)
+    /// Chunk and offset of `slot`. In a large chunk, where all but a small
+    /// table's rows are, a shift, an addition and a mask: a lookup's row
+    /// prefetch waits on it. (Small chunks numbered from `first` on, so that
+    /// a large chunk's slots began past a multiple of `large` and a locate
+    /// subtracted before its shift, ran `uniform_hit` at 0.86x-0.93x of a
+    /// build without small chunks, whose locate was a shift and a mask, in
+    /// four runs alternating with it.)
     #[inline]
     fn locate(self, slot: u32) -> (usize, usize) {
         let slot = slot as usize;
-        let small_slots = self.start(self.small_chunks());
-        if slot >= small_slots {
-            let past = slot - small_slots;
+        if slot >> self.large_shift != 0 {
             return (
-                self.small_chunks() + (past >> self.large_shift),
-                past & ((1 << self.large_shift) - 1),
+                self.small_chunks() + (slot >> self.large_shift),
+                slot & ((1 << self.large_shift) - 1),
             );
         }
-        // Chunk `k` holds slots `first * (2^k - 1)` on: plus `first`, from
-        // `first << k` to twice that.
-        let place = slot + (1 << self.first_shift);
-        let top = place.ilog2();
-        ((top - self.first_shift) as usize, place - (1 << top))
+        locate_small(self.first_shift, slot)
     }
+}
+
+/// [`ChunkPlan::locate`] in the small chunks, where chunk `k > 0` holds the
+/// slots from `first << (k - 1)` to twice that.
+#[cold]
+fn locate_small(first_shift: u32, slot: usize) -> (usize, usize) {
+    if slot >> first_shift == 0 {
+        return (0, slot);
+    }
+    let top = slot.ilog2();
+    ((top - first_shift) as usize + 1, slot - (1 << top))
 }
 
 pub(crate) struct RowArena {
