@@ -441,14 +441,11 @@ impl Index {
     /// there; with `TOUCH`, marks it read. Also gives the bucket's marks.
     #[inline(always)]
     fn lookup_in<const TOUCH: bool>(&self, hash: u64, choice: Choice) -> (Option<u32>, u64) {
-        let home = self.geometry.home(hash, choice);
-        let bucket = &self.buckets[home.bucket];
-        let marks = bucket.marks.load(Ordering::Relaxed);
-        let found = self.matches(bucket, marks, home.remainder, choice);
-        if found == 0 {
+        let (bucket, entry, marks) = self.find_in(hash, choice);
+        let Some(entry) = entry else {
             return (None, marks);
-        }
-        let entry = found.trailing_zeros() as usize;
+        };
+        let bucket = &self.buckets[bucket];
         if TOUCH && marks >> entry & 1 == 0 {
             // A plain store, not `fetch_or`: a locked read-modify-write is a
             // full barrier on x86 and stalls the batch's prefetch pipeline.
@@ -458,6 +455,18 @@ impl Index {
             bucket.marks.store(marks | 1 << entry, Ordering::Relaxed);
         }
         (Some(self.slot_at(bucket, entry, marks)), marks)
+    }
+
+    /// The bucket of `hash`'s id under `choice`, its position there if it is
+    /// there, and the bucket's marks.
+    #[inline(always)]
+    fn find_in(&self, hash: u64, choice: Choice) -> (usize, Option<usize>, u64) {
+        let home = self.geometry.home(hash, choice);
+        let bucket = &self.buckets[home.bucket];
+        let marks = bucket.marks.load(Ordering::Relaxed);
+        let found = self.matches(bucket, marks, home.remainder, choice);
+        let entry = (found != 0).then(|| found.trailing_zeros() as usize);
+        (home.bucket, entry, marks)
     }
 
     /// The line a lookup of `hash` reads first, for prefetching.
@@ -517,25 +526,17 @@ impl Index {
 
     /// Where `hash`'s id is.
     fn find(&self, hash: u64) -> Option<Place> {
-        let find_in = |choice| {
-            let home = self.geometry.home(hash, choice);
-            let bucket = &self.buckets[home.bucket];
-            let marks = bucket.marks.load(Ordering::Relaxed);
-            let found = self.matches(bucket, marks, home.remainder, choice);
-            let place = (found != 0).then(|| Place::Table {
-                bucket: home.bucket,
-                entry: found.trailing_zeros() as usize,
-            });
-            (place, marks)
-        };
-        match find_in(Choice::First) {
-            (Some(place), _) => return Some(place),
-            (None, marks) if spill_of(marks) == 0 => return None,
-            (None, _) => {}
+        let (bucket, entry, marks) = self.find_in(hash, Choice::First);
+        if let Some(entry) = entry {
+            return Some(Place::Table { bucket, entry });
         }
-        find_in(Choice::Second)
-            .0
-            .or_else(|| self.in_overflow(hash).map(Place::Overflow))
+        if spill_of(marks) == 0 {
+            return None;
+        }
+        match self.find_in(hash, Choice::Second) {
+            (bucket, Some(entry), _) => Some(Place::Table { bucket, entry }),
+            _ => self.in_overflow(hash).map(Place::Overflow),
+        }
     }
 
     /// Whether `additional` more keys fit without a rebuild.
