@@ -88,6 +88,9 @@ const HIGH_SLOT_AT: u32 = 32;
 const HIGH_SLOT_BITS: u32 = 4;
 /// A bit per entry, in each per-entry field.
 const ENTRY_BITS: u64 = (1 << BUCKET_WIDTH) - 1;
+/// Buckets `remove_where` gathers the taken slots of at a time: their stamps
+/// are asked for together. Of 4, 8, 16 and 32, 8 swept fastest.
+const SWEEP_BLOCK: usize = 8;
 /// A spill at its largest stays there, an upper bound, until a rebuild
 /// counts again: lookups of the bucket's ids then always read a second line.
 const SPILL_SATURATED: u64 = 0xff;
@@ -894,31 +897,39 @@ impl Index {
         self.buckets.len()
     }
 
-    /// Removes, within `buckets`, every entry whose slot `take` accepts, and
-    /// in the overflow list too when `buckets` reaches the table's end; `take`
-    /// owns each slot it accepts.
+    /// Removes, within `buckets`, every entry whose slot `selector` takes,
+    /// and in the overflow list too when `buckets` reaches the table's end.
     pub(crate) fn remove_where(
         &mut self,
         buckets: Range<usize>,
-        mut take: impl FnMut(u32) -> bool,
+        selector: &mut impl SlotSelector,
     ) -> usize {
+        // A selector reads what each slot points at: a cache miss each, in an
+        // order unrelated to the buckets'. So a block's taken slots are
+        // gathered first, with no branch per entry, announced to the selector
+        // to ask for their memory, and taken or not only once the next block
+        // is gathered: that memory has arrived by then, and the misses
+        // overlapped. Asked about entry by entry, behind a branch on each
+        // entry's taken bit, the sweep took 1.6x as long (BENCHMARKS.md).
+        let mut blocks = [Gathered::EMPTY; 2];
+        let mut current = 0;
         let mut removed = 0;
-        let reaches_end = buckets.end == self.buckets.len();
-        for bucket in buckets {
-            let marks = *self.buckets[bucket].marks.get_mut();
-            for entry in 0..BUCKET_WIDTH {
-                if marks >> (TAKEN_AT as usize + entry) & 1 != 0
-                    && take(self.slot_at(&self.buckets[bucket], entry, marks))
-                {
-                    self.vacate(bucket, entry, None);
-                    removed += 1;
-                }
+        for start in buckets.clone().step_by(SWEEP_BLOCK) {
+            self.gather(
+                start..(start + SWEEP_BLOCK).min(buckets.end),
+                &mut blocks[current],
+            );
+            for &(_, slot) in blocks[current].taken() {
+                selector.coming(slot);
             }
+            current ^= 1;
+            removed += self.remove_gathered(&blocks[current], selector);
         }
-        if reaches_end {
+        removed += self.remove_gathered(&blocks[current ^ 1], selector);
+        if buckets.end == self.buckets.len() {
             let mut at = 0;
             while at < self.overflow.len() {
-                if take(self.overflow[at].slot) {
+                if selector.take(self.overflow[at].slot) {
                     self.remove_overflowed(at);
                     removed += 1;
                 } else {
@@ -928,6 +939,60 @@ impl Index {
         }
         self.live -= removed;
         removed
+    }
+
+    /// Gathers the taken entries of `buckets`, at most `SWEEP_BLOCK`, into
+    /// `block`.
+    fn gather(&mut self, buckets: Range<usize>, block: &mut Gathered) {
+        block.count = 0;
+        for bucket in buckets {
+            let marks = *self.buckets[bucket].marks.get_mut();
+            // Every position is written, at or past the count, and only the
+            // taken ones counted: a branch on the taken bit would be
+            // mispredicted about once a bucket.
+            for entry in 0..BUCKET_WIDTH {
+                let slot = self.slot_at(&self.buckets[bucket], entry, marks);
+                block.entries[block.count] = (bucket * BUCKET_WIDTH + entry, slot);
+                block.count += (marks >> (TAKEN_AT as usize + entry) & 1) as usize;
+            }
+        }
+    }
+
+    /// Removes the entries of `block` whose slot `selector` takes.
+    fn remove_gathered(&mut self, block: &Gathered, selector: &mut impl SlotSelector) -> usize {
+        let mut removed = 0;
+        for &(position, slot) in block.taken() {
+            if selector.take(slot) {
+                self.vacate(position / BUCKET_WIDTH, position % BUCKET_WIDTH, None);
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+/// What `Index::remove_where` asks about the slots of the entries it sweeps.
+pub(crate) trait SlotSelector {
+    /// `slot` will be asked about soon: the time to ask for what `take` reads.
+    fn coming(&self, slot: u32);
+    /// Whether the entry of `slot` goes; a slot taken is the selector's.
+    fn take(&mut self, slot: u32) -> bool;
+}
+
+/// The taken entries of a block of buckets, as (position, slot).
+struct Gathered {
+    entries: [(usize, u32); SWEEP_BLOCK * BUCKET_WIDTH],
+    count: usize,
+}
+
+impl Gathered {
+    const EMPTY: Gathered = Gathered {
+        entries: [(0, 0); SWEEP_BLOCK * BUCKET_WIDTH],
+        count: 0,
+    };
+
+    fn taken(&self) -> &[(usize, u32)] {
+        &self.entries[..self.count]
     }
 }
 
@@ -1105,6 +1170,24 @@ mod tests {
         }
     }
 
+    /// Takes the slots divisible by three, and keeps them.
+    #[derive(Default)]
+    struct EveryThird {
+        taken: Vec<u32>,
+    }
+
+    impl SlotSelector for EveryThird {
+        fn coming(&self, _slot: u32) {}
+
+        fn take(&mut self, slot: u32) -> bool {
+            let take = slot % 3 == 0;
+            if take {
+                self.taken.push(slot);
+            }
+            take
+        }
+    }
+
     /// Checks what the table keeps of itself: every entry where its hash puts
     /// it and found by its lookup, the live count, and each bucket's spill.
     fn check_accounts(index: &Index) {
@@ -1226,14 +1309,9 @@ mod tests {
                     _ => {
                         let from = choices.below(index.bucket_count());
                         let to = (from + choices.below(4)).min(index.bucket_count());
-                        let mut taken = Vec::new();
-                        let removed = index.remove_where(from..to, |slot| {
-                            let take = slot % 3 == 0;
-                            if take {
-                                taken.push(slot);
-                            }
-                            take
-                        });
+                        let mut every_third = EveryThird::default();
+                        let removed = index.remove_where(from..to, &mut every_third);
+                        let taken = every_third.taken;
                         assert_eq!(removed, taken.len());
                         model.retain(|_, slot| !taken.contains(slot));
                         slots.free.extend(taken);
@@ -1575,19 +1653,45 @@ mod tests {
         for key in 0..100u32 {
             index.get_or_insert(hasher().hash(key.into()), || key);
         }
-        let mut taken = Vec::new();
-        let removed = index.remove_where(0..index.bucket_count(), |slot| {
-            let take = slot % 3 == 0;
-            if take {
-                taken.push(slot);
-            }
-            take
-        });
+        let mut every_third = EveryThird::default();
+        let removed = index.remove_where(0..index.bucket_count(), &mut every_third);
         assert_eq!(removed, 34);
+        let mut taken = every_third.taken;
         taken.sort_unstable();
         assert_eq!(taken, (0..100).step_by(3).collect::<Vec<u32>>());
         for key in 0..100u32 {
             assert_eq!(index.get(hasher().hash(key.into())).is_some(), key % 3 != 0);
+        }
+        check_accounts(&index);
+    }
+
+    #[test]
+    fn remove_where_sweeps_exactly_its_buckets_across_blocks() {
+        let mut index = table(Growth::Exact, ONE_SHARD);
+        reserve(&mut index, 10_000);
+        for key in 0..10_000u32 {
+            index.get_or_insert(hasher().hash(key.into()), || key);
+        }
+        // A range that starts and ends inside blocks and spans many.
+        let buckets = 3..index.bucket_count() - 5;
+        assert!(buckets.len() > 20 * SWEEP_BLOCK);
+        let positions = buckets.start * BUCKET_WIDTH..buckets.end * BUCKET_WIDTH;
+        let mut expected: Vec<u32> = positions
+            .filter_map(|at| index.entry_at(at))
+            .map(|entry| entry.slot)
+            .filter(|slot| slot % 3 == 0)
+            .collect();
+        let mut every_third = EveryThird::default();
+        let removed = index.remove_where(buckets, &mut every_third);
+        let mut taken = every_third.taken;
+        taken.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(taken, expected);
+        assert_eq!(removed, expected.len());
+        assert_eq!(index.len(), 10_000 - expected.len());
+        for key in 0..10_000u32 {
+            let gone = expected.binary_search(&key).is_ok();
+            assert_eq!(index.get(hasher().hash(key.into())).is_none(), gone);
         }
         check_accounts(&index);
     }

@@ -17,6 +17,7 @@
 use super::index::SLOT_LIMIT;
 use super::Error;
 use crate::huge_pages::HugePageArray;
+use crate::prefetch::prefetch;
 
 const FIRST_CHUNK_BYTES: usize = 4 << 10;
 const LARGE_CHUNK_BYTES: usize = 2 << 20;
@@ -278,6 +279,12 @@ impl RowArena {
     pub(crate) fn stamp(&self, slot: u32) -> u32 {
         let (chunk, offset) = self.plan.locate(slot);
         self.chunks[chunk].stamps[offset]
+    }
+
+    /// Asks for the line of `slot`'s stamp.
+    pub(crate) fn prefetch_stamp(&self, slot: u32) {
+        let (chunk, offset) = self.plan.locate(slot);
+        prefetch(&self.chunks[chunk].stamps[offset]);
     }
 
     pub(crate) fn stamp_mut(&mut self, slot: u32) -> &mut u32 {

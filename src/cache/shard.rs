@@ -26,7 +26,7 @@ use crate::prefetch::prefetch;
 
 use super::config::EvictionPolicy;
 use super::hash::IdHasher;
-use super::index::{Growth, Index, ShardBits, Sizing, BUCKET_WIDTH};
+use super::index::{Growth, Index, ShardBits, Sizing, SlotSelector, BUCKET_WIDTH};
 use super::rows::RowArena;
 use super::Error;
 
@@ -351,16 +351,30 @@ impl Shard {
         buckets: std::ops::Range<usize>,
     ) -> usize {
         let Shard { index, rows, .. } = self;
-        let expired = index.remove_where(buckets, |slot| {
-            let expired = rows.stamp(slot) < threshold;
-            if expired {
-                rows.release(slot);
-            }
-            expired
-        });
+        let expired = index.remove_where(buckets, &mut Expired { rows, threshold });
         // The caller sweeps every range before anything else changes the
         // shard, so every row stamped before the threshold is gone by then.
         self.stamp_counts.retain(|&stamp, _| stamp >= threshold);
+        expired
+    }
+}
+
+/// The rows stamped before `threshold`: what `evict_older_than` sweeps away.
+struct Expired<'a> {
+    rows: &'a mut RowArena,
+    threshold: u32,
+}
+
+impl SlotSelector for Expired<'_> {
+    fn coming(&self, slot: u32) {
+        self.rows.prefetch_stamp(slot);
+    }
+
+    fn take(&mut self, slot: u32) -> bool {
+        let expired = self.rows.stamp(slot) < self.threshold;
+        if expired {
+            self.rows.release(slot);
+        }
         expired
     }
 }
