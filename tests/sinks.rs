@@ -275,17 +275,24 @@ fn an_unregister_after_a_sink_unregistered_itself_waits_for_that_call() {
     let own_id = Arc::new(Mutex::new(None::<SinkId>));
     let (release_tx, release) = mpsc::channel::<()>();
     let release = Mutex::new(release);
+    // The sink says so once it has unregistered itself: `entered` comes before
+    // that, and an unregister from here started on `entered` alone could win
+    // the race (it did, under AddressSanitizer's slowdown).
+    let (unregistered_tx, unregistered) = mpsc::channel::<()>();
+    let unregistered_tx = Mutex::new(unregistered_tx);
     let (id, _, entered, finished) = {
         let (weak, own_id) = (Arc::downgrade(&cache), Arc::clone(&own_id));
         sink_with_first_call(&cache, move || {
             let id = own_id.lock().unwrap().expect("registered");
             weak.upgrade().unwrap().unregister_stat_sink(id).unwrap();
+            unregistered_tx.lock().unwrap().send(()).unwrap();
             release.lock().unwrap().recv().unwrap();
         })
     };
     *own_id.lock().unwrap() = Some(id);
     let lookup = look_up_in_background(&cache);
     entered.recv().unwrap();
+    unregistered.recv().unwrap();
     answers_not_found_only_once_the_sink_returned(&cache, id, &finished, release_tx);
     lookup.join().unwrap();
 }
