@@ -11,9 +11,9 @@
 //!   and found by their precomputed row number in the other, which fetches
 //!   every row as the maps do;
 //! - linear probing at 60% to 90% fill;
-//! - kvzch's layout (`two_choice`: the same buckets, each id in one of two,
-//!   both read by every lookup) at 80% and 90% fill, the lookup suite's
-//!   `indexed_limit` at 80%;
+//! - two choices (`two_choice`: the same buckets, each id in one of two,
+//!   both read by every lookup; kvzch's layout until it took hash remainders)
+//!   at 80% and 90% fill, the lookup suite's `indexed_limit` at 80%;
 //! - ten 16-bit tags and row numbers per 64-byte bucket, linear probing, with
 //!   each id kept in an array beside the rows: a lookup asks for the id's
 //!   word with its row and checks it before the copy;
@@ -22,7 +22,8 @@
 //!   line for 96-99% of the lookups, within kvzch's memory. Its eight
 //!   remainders compared one by one, as the compiler writes the loop, and two
 //!   to an SSE2 compare. The study's map takes a remainder match for the id;
-//!   see `RemainderBuckets` for what an engine would need.
+//!   kvzch's index (`src/cache/index.rs`) keeps exact remainders, seven to a
+//!   line with two choices, and is not among the layouts here.
 //!
 //! Every layout runs the lookup suite's pipeline over the same uniform batches
 //! (`indexed_limit`) and finds the limit's own rows, held once (`over`): a
@@ -62,7 +63,7 @@ use std::time::Instant;
 
 use contender::Contender;
 use huge_map::HugeMap;
-use indexed_limit::{IndexedLimit, Profile, RowIndex, KVZCH_FILL};
+use indexed_limit::{IndexedLimit, Profile, RowIndex, TWO_CHOICE_FILL};
 use key_buckets::{BucketTable, KeyBuckets, PlainBucket};
 use limit::Limit;
 use prefetch::{prefetch, prefetch_row};
@@ -557,34 +558,34 @@ fn layouts(limit: &Limit, rows: usize) -> Vec<Layout> {
         Layout::through(
             format!(
                 "linear probing, home bucket only, {:.0}% full, the rest missed (a bound, not a map)",
-                percent(KVZCH_FILL)
+                percent(TWO_CHOICE_FILL)
             ),
             limit,
-            HomeBucket::<false>(KeyBuckets::new(rows, KVZCH_FILL)),
+            HomeBucket::<false>(KeyBuckets::new(rows, TWO_CHOICE_FILL)),
             false,
         ),
         Layout::through(
             format!(
                 "linear probing, home bucket only, {:.0}% full, the rest by row number (a bound, not a map)",
-                percent(KVZCH_FILL)
+                percent(TWO_CHOICE_FILL)
             ),
             limit,
-            HomeBucket::<true>(KeyBuckets::new(rows, KVZCH_FILL)),
+            HomeBucket::<true>(KeyBuckets::new(rows, TWO_CHOICE_FILL)),
             true,
         ),
     ];
-    layouts.extend([0.6, 0.7, KVZCH_FILL, 0.9].map(|fill| {
+    layouts.extend([0.6, 0.7, TWO_CHOICE_FILL, 0.9].map(|fill| {
         let name = format!("linear probing: 5 ids per line, {:.0}% full", percent(fill));
         Layout::through(name, limit, KeyBuckets::new(rows, fill), true)
     }));
-    layouts.extend([KVZCH_FILL, 0.9].map(|fill| {
+    layouts.extend([TWO_CHOICE_FILL, 0.9].map(|fill| {
         let name = format!(
-            "two choices (kvzch's): 5 ids per line, {:.0}% full",
+            "two choices (kvzch's until 598b97e): 5 ids per line, {:.0}% full",
             percent(fill)
         );
         Layout::through(name, limit, TwoChoiceBuckets::new(rows, fill), true)
     }));
-    layouts.extend([KVZCH_FILL, 0.9].map(|fill| {
+    layouts.extend([TWO_CHOICE_FILL, 0.9].map(|fill| {
         let name = format!("10 tags per line + ids by row, {:.0}% full", percent(fill));
         Layout::through(name, limit, TagBuckets::new(rows, fill), true)
     }));

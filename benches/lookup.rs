@@ -298,7 +298,7 @@ fn make(name: &str, universe: &Universe, shards: usize) -> Box<dyn Contender> {
         "indexed_limit" => Box::new(indexed_limit::IndexedLimit::with_index(
             universe.rows,
             universe.row_bytes,
-            two_choice::TwoChoiceBuckets::new(universe.rows, indexed_limit::KVZCH_FILL),
+            two_choice::TwoChoiceBuckets::new(universe.rows, indexed_limit::TWO_CHOICE_FILL),
         )),
         "upstream_peer" => Box::new(peer::UpstreamPeer::new(universe.row_bytes, shards)),
         "dashmap" => Box::new(crates::DashMapRows::new(universe.row_bytes)),

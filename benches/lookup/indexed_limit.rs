@@ -1,16 +1,17 @@
-//! The limit behind kvzch's index: the limit's dense rows, found through a
-//! table from id to row number in kvzch's layout (see `two_choice`), looked
-//! up with kvzch's pipeline. What a lookup costs when finding a row takes
-//! that index and nothing else (no shards, no locks, no grouping, no
-//! counters). Every lookup reads an id's two buckets side by side.
+//! The limit behind a two-choice index: the limit's dense rows, found through
+//! a table from id to row number in the layout kvzch's index had until it took
+//! hash remainders (see `two_choice`), looked up with kvzch's pipeline. What a
+//! lookup costs when finding a row takes that index and nothing else (no
+//! shards, no locks, no grouping, no counters). Every lookup reads an id's two
+//! buckets side by side; kvzch's index now reads one line for nearly every id.
 //! `benches/index_layouts.rs` weighs that layout against others, linear
 //! probing (`key_buckets`, kvzch's layout before) among them.
 //!
 //! The lookup hashes the batch first, asks for each id's buckets in the L1
 //! cache twice the row distance ahead, and resolves each id and asks for its
 //! row in the L2 cache the limit's row distance ahead. Against the limit, this
-//! measures the index; against this, kvzch's own structure (shards, locks,
-//! grouping, chunked rows, counters).
+//! measures the two-choice layout; against this, kvzch's own index and
+//! structure (shards, locks, grouping, chunked rows, counters).
 
 use std::cell::RefCell;
 
@@ -19,9 +20,9 @@ use crate::key_buckets::{hash, KeyBuckets};
 use crate::limit::{rows_ahead, Limit};
 use crate::prefetch::prefetch_row;
 
-/// kvzch's fill after a rebuild: the suite's `indexed_limit` builds its
-/// index to it.
-pub const KVZCH_FILL: f64 = 0.8;
+/// The two-choice index's fill after a rebuild: the suite's `indexed_limit`
+/// builds its index to it.
+pub const TWO_CHOICE_FILL: f64 = 0.8;
 /// The ring of rows resolved ahead: at least `rows_ahead` of any width.
 const RING: usize = 16;
 

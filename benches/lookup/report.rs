@@ -533,7 +533,7 @@ impl Report<'_> {
             if !indexed.is_nan() {
                 write!(
                     measured,
-                    "; the limit behind kvzch's index layout: {}; kvzch against that: {}",
+                    "; the limit behind the two-choice layout: {}; kvzch against that: {}",
                     ratio(indexed / limit),
                     ratio(uniform_1 / indexed)
                 )

@@ -1,10 +1,10 @@
-//! A table from id to dense row number in kvzch's index layout: 64-byte
-//! buckets of five (id, row + 1) pairs, each id in one of two buckets
-//! (bucketized cuckoo hashing), on transparent huge pages. A lookup asks for
-//! both buckets at once and compares both. The lookup suite's
-//! `indexed_limit` finds the limit's rows through one at kvzch's fill;
-//! `benches/index_layouts.rs` weighs it against linear probing
-//! (`key_buckets`), kvzch's layout before.
+//! A table from id to dense row number in the layout kvzch's index had until
+//! it took hash remainders (598b97e): 64-byte buckets of five (id, row + 1)
+//! pairs, each id in one of two buckets (bucketized cuckoo hashing), on
+//! transparent huge pages. A lookup asks for both buckets at once and
+//! compares both. The lookup suite's `indexed_limit` finds the limit's rows
+//! through one at that index's fill; `benches/index_layouts.rs` weighs it
+//! against linear probing (`key_buckets`), kvzch's layout before it.
 
 use crate::indexed_limit::{Profile, RowIndex};
 use crate::key_buckets::{Bucket, BucketTable, BUCKET_WIDTH};
@@ -31,7 +31,7 @@ impl TwoChoiceBuckets {
     }
 
     /// The two buckets of an id: from its hash's top and bottom 32 bits, as
-    /// kvzch's index takes them.
+    /// kvzch's two-choice index took them.
     #[inline(always)]
     fn choices(&self, hash: u64) -> (usize, usize) {
         (self.table.home(hash), self.table.home(hash.rotate_left(32)))
