@@ -77,10 +77,11 @@ const STAGGERED_STEP: f64 = 1.3;
 /// of it: the rest is room for the shards' uneven shares of them.
 const RESERVED_FILL: f64 = 0.63;
 
-/// The bits of the marks: per entry, the referenced bit (bit `entry`),
-/// whether the position is taken, whether the entry sits in its second
-/// bucket, and (from `HIGH_SLOT_AT`, four bits each) the top bits of its slot;
-/// per bucket, the spill.
+/// The bits of the marks: per entry, the referenced bit, whether the position
+/// is taken, whether the entry sits in its second bucket, and (from
+/// `HIGH_SLOT_AT`, four bits each) the top bits of its slot; per bucket, the
+/// spill.
+const REFERENCED_AT: u32 = 0;
 const TAKEN_AT: u32 = 8;
 const SECOND_AT: u32 = 16;
 const SPILL_AT: u32 = 24;
@@ -88,12 +89,12 @@ const HIGH_SLOT_AT: u32 = 32;
 const HIGH_SLOT_BITS: u32 = 4;
 /// A bit per entry, in each per-entry field.
 const ENTRY_BITS: u64 = (1 << BUCKET_WIDTH) - 1;
-/// Buckets `remove_where` gathers the taken slots of at a time: their stamps
-/// are asked for together. Of 4, 8, 16 and 32, 8 swept fastest.
-const SWEEP_BLOCK: usize = 8;
 /// A spill at its largest stays there, an upper bound, until a rebuild
 /// counts again: lookups of the bucket's ids then always read a second line.
 const SPILL_SATURATED: u64 = 0xff;
+/// Buckets `remove_where` gathers the taken slots of at a time: their stamps
+/// are asked for together. Of 4, 8, 16 and 32, 8 swept fastest.
+const SWEEP_BLOCK: usize = 8;
 
 /// How a shard's table grows for the keys publishes add.
 ///
@@ -244,12 +245,18 @@ fn entry_field(marks: u64, at: u32) -> u64 {
     marks >> at & ENTRY_BITS
 }
 
+/// Whether `entry`'s bit of the marks' per-entry field at `at` is set.
+#[inline(always)]
+fn entry_bit(marks: u64, at: u32, entry: usize) -> bool {
+    marks >> (at as usize + entry) & 1 != 0
+}
+
 fn spill_of(marks: u64) -> u64 {
     marks >> SPILL_AT & SPILL_SATURATED
 }
 
 fn choice_of(marks: u64, entry: usize) -> Choice {
-    if marks >> (SECOND_AT as usize + entry) & 1 != 0 {
+    if entry_bit(marks, SECOND_AT, entry) {
         Choice::Second
     } else {
         Choice::First
@@ -449,13 +456,16 @@ impl Index {
             return (None, marks);
         };
         let bucket = &self.buckets[bucket];
-        if TOUCH && marks >> entry & 1 == 0 {
+        if TOUCH && !entry_bit(marks, REFERENCED_AT, entry) {
             // A plain store, not `fetch_or`: a locked read-modify-write is a
             // full barrier on x86 and stalls the batch's prefetch pipeline.
             // Two readers racing on one bucket may lose one's bit, which only
             // costs that row its second chance. The rest of the marks change
             // only under the write lock, so they are stored as read.
-            bucket.marks.store(marks | 1 << entry, Ordering::Relaxed);
+            bucket.marks.store(
+                marks | 1 << (REFERENCED_AT as usize + entry),
+                Ordering::Relaxed,
+            );
         }
         (Some(self.slot_at(bucket, entry, marks)), marks)
     }
@@ -607,13 +617,11 @@ impl Index {
         )?;
         for (at, bucket) in self.buckets.iter().enumerate() {
             let marks = bucket.marks.load(Ordering::Relaxed);
-            for entry in
-                (0..BUCKET_WIDTH).filter(|&entry| marks >> (TAKEN_AT as usize + entry) & 1 != 0)
-            {
+            for entry in (0..BUCKET_WIDTH).filter(|&entry| entry_bit(marks, TAKEN_AT, entry)) {
+                let item = self.item_at(at, entry, marks);
                 rebuilt.take(Item {
-                    hash: self.hash_at(at, entry, marks),
-                    slot: move_slot(self.slot_at(bucket, entry, marks)),
-                    referenced: marks >> entry & 1 != 0,
+                    slot: move_slot(item.slot),
+                    ..item
                 });
             }
         }
@@ -731,12 +739,8 @@ impl Index {
         let bucket = &mut self.buckets[bucket];
         bucket.entries[entry] = remainder << shift | slot & low_bits(shift);
         let marks = bucket.marks.get_mut();
-        debug_assert_eq!(
-            *marks >> (TAKEN_AT as usize + entry) & 1,
-            0,
-            "a taken position"
-        );
-        *marks |= u64::from(item.referenced) << entry
+        debug_assert!(!entry_bit(*marks, TAKEN_AT, entry), "a taken position");
+        *marks |= u64::from(item.referenced) << (REFERENCED_AT as usize + entry)
             | 1 << (TAKEN_AT as usize + entry)
             | u64::from(choice == Choice::Second) << (SECOND_AT as usize + entry)
             | (slot >> shift) << high_at;
@@ -795,14 +799,20 @@ impl Index {
             .find_map(|entry| others[entry].map(|other| (entry, other)))
     }
 
+    /// What the taken position `entry` of `bucket`, whose marks are `marks`,
+    /// holds.
+    fn item_at(&self, bucket: usize, entry: usize, marks: u64) -> Item {
+        Item {
+            hash: self.hash_at(bucket, entry, marks),
+            slot: self.slot_at(&self.buckets[bucket], entry, marks),
+            referenced: entry_bit(marks, REFERENCED_AT, entry),
+        }
+    }
+
     /// Empties the taken position `entry` of `bucket` and returns what it held.
     fn take(&mut self, bucket: usize, entry: usize) -> Item {
         let marks = *self.buckets[bucket].marks.get_mut();
-        let item = Item {
-            hash: self.hash_at(bucket, entry, marks),
-            slot: self.slot_at(&self.buckets[bucket], entry, marks),
-            referenced: marks >> entry & 1 != 0,
-        };
+        let item = self.item_at(bucket, entry, marks);
         self.vacate(bucket, entry, Some(item.hash));
         item
     }
@@ -819,7 +829,7 @@ impl Index {
         let slot = self.slot_at(&self.buckets[bucket], entry, marks);
         let bucket = &mut self.buckets[bucket];
         bucket.entries[entry] = 0;
-        *bucket.marks.get_mut() &= !(1 << entry
+        *bucket.marks.get_mut() &= !(1 << (REFERENCED_AT as usize + entry)
             | 1 << (TAKEN_AT as usize + entry)
             | 1 << (SECOND_AT as usize + entry)
             | low_bits(HIGH_SLOT_BITS)
@@ -852,9 +862,9 @@ impl Index {
     pub(crate) fn entry_at(&mut self, index: usize) -> Option<Entry> {
         let (bucket, entry) = (index / BUCKET_WIDTH, index % BUCKET_WIDTH);
         let marks = *self.buckets[bucket].marks.get_mut();
-        (marks >> (TAKEN_AT as usize + entry) & 1 != 0).then(|| Entry {
+        entry_bit(marks, TAKEN_AT, entry).then(|| Entry {
             slot: self.slot_at(&self.buckets[bucket], entry, marks),
-            referenced: marks >> entry & 1 != 0,
+            referenced: entry_bit(marks, REFERENCED_AT, entry),
         })
     }
 
@@ -867,7 +877,8 @@ impl Index {
 
     /// Gives the entry at `index` a second chance: the clock passed it.
     pub(crate) fn clear_reference(&mut self, index: usize) {
-        *self.buckets[index / BUCKET_WIDTH].marks.get_mut() &= !(1 << (index % BUCKET_WIDTH));
+        let (bucket, entry) = (index / BUCKET_WIDTH, index % BUCKET_WIDTH);
+        *self.buckets[bucket].marks.get_mut() &= !(1 << (REFERENCED_AT as usize + entry));
     }
 
     /// Removes the live entry at `index`.
@@ -953,7 +964,7 @@ impl Index {
             for entry in 0..BUCKET_WIDTH {
                 let slot = self.slot_at(&self.buckets[bucket], entry, marks);
                 block.entries[block.count] = (bucket * BUCKET_WIDTH + entry, slot);
-                block.count += (marks >> (TAKEN_AT as usize + entry) & 1) as usize;
+                block.count += usize::from(entry_bit(marks, TAKEN_AT, entry));
             }
         }
     }
