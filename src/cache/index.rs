@@ -245,10 +245,22 @@ fn entry_field(marks: u64, at: u32) -> u64 {
     marks >> at & ENTRY_BITS
 }
 
+/// `entry`'s bit of the marks' per-entry field at `at`.
+#[inline(always)]
+fn entry_mask(at: u32, entry: usize) -> u64 {
+    1 << (at as usize + entry)
+}
+
 /// Whether `entry`'s bit of the marks' per-entry field at `at` is set.
 #[inline(always)]
 fn entry_bit(marks: u64, at: u32, entry: usize) -> bool {
-    marks >> (at as usize + entry) & 1 != 0
+    marks & entry_mask(at, entry) != 0
+}
+
+/// Where `entry`'s top slot bits start in the marks.
+#[inline(always)]
+fn high_slot_at(entry: usize) -> usize {
+    HIGH_SLOT_AT as usize + HIGH_SLOT_BITS as usize * entry
 }
 
 fn spill_of(marks: u64) -> u64 {
@@ -428,8 +440,7 @@ impl Index {
     #[inline(always)]
     fn slot_at(&self, bucket: &Bucket, entry: usize, marks: u64) -> u32 {
         let shift = self.geometry.shift();
-        let high = marks >> (HIGH_SLOT_AT as usize + HIGH_SLOT_BITS as usize * entry)
-            & low_bits(HIGH_SLOT_BITS);
+        let high = marks >> high_slot_at(entry) & low_bits(HIGH_SLOT_BITS);
         (bucket.entries[entry] & low_bits(shift) | high << shift) as u32
     }
 
@@ -462,10 +473,9 @@ impl Index {
             // Two readers racing on one bucket may lose one's bit, which only
             // costs that row its second chance. The rest of the marks change
             // only under the write lock, so they are stored as read.
-            bucket.marks.store(
-                marks | 1 << (REFERENCED_AT as usize + entry),
-                Ordering::Relaxed,
-            );
+            bucket
+                .marks
+                .store(marks | entry_mask(REFERENCED_AT, entry), Ordering::Relaxed);
         }
         (Some(self.slot_at(bucket, entry, marks)), marks)
     }
@@ -735,15 +745,17 @@ impl Index {
             "slot {slot} is past what a table of {} buckets holds",
             self.buckets.len()
         );
-        let high_at = HIGH_SLOT_AT as usize + HIGH_SLOT_BITS as usize * entry;
         let bucket = &mut self.buckets[bucket];
         bucket.entries[entry] = remainder << shift | slot & low_bits(shift);
         let marks = bucket.marks.get_mut();
         debug_assert!(!entry_bit(*marks, TAKEN_AT, entry), "a taken position");
-        *marks |= u64::from(item.referenced) << (REFERENCED_AT as usize + entry)
-            | 1 << (TAKEN_AT as usize + entry)
-            | u64::from(choice == Choice::Second) << (SECOND_AT as usize + entry)
-            | (slot >> shift) << high_at;
+        *marks |= entry_mask(TAKEN_AT, entry) | (slot >> shift) << high_slot_at(entry);
+        if item.referenced {
+            *marks |= entry_mask(REFERENCED_AT, entry);
+        }
+        if choice == Choice::Second {
+            *marks |= entry_mask(SECOND_AT, entry);
+        }
     }
 
     /// Adds `delta` (1 or -1) to the spill of `bucket`, unless it saturated.
@@ -829,11 +841,10 @@ impl Index {
         let slot = self.slot_at(&self.buckets[bucket], entry, marks);
         let bucket = &mut self.buckets[bucket];
         bucket.entries[entry] = 0;
-        *bucket.marks.get_mut() &= !(1 << (REFERENCED_AT as usize + entry)
-            | 1 << (TAKEN_AT as usize + entry)
-            | 1 << (SECOND_AT as usize + entry)
-            | low_bits(HIGH_SLOT_BITS)
-                << (HIGH_SLOT_AT as usize + HIGH_SLOT_BITS as usize * entry));
+        *bucket.marks.get_mut() &= !(entry_mask(REFERENCED_AT, entry)
+            | entry_mask(TAKEN_AT, entry)
+            | entry_mask(SECOND_AT, entry)
+            | low_bits(HIGH_SLOT_BITS) << high_slot_at(entry));
         slot
     }
 
@@ -878,7 +889,7 @@ impl Index {
     /// Gives the entry at `index` a second chance: the clock passed it.
     pub(crate) fn clear_reference(&mut self, index: usize) {
         let (bucket, entry) = (index / BUCKET_WIDTH, index % BUCKET_WIDTH);
-        *self.buckets[bucket].marks.get_mut() &= !(1 << (REFERENCED_AT as usize + entry));
+        *self.buckets[bucket].marks.get_mut() &= !entry_mask(REFERENCED_AT, entry);
     }
 
     /// Removes the live entry at `index`.
@@ -1206,7 +1217,7 @@ mod tests {
         let mut live = 0;
         for (at, bucket) in index.buckets.iter().enumerate() {
             let marks = bucket.marks.load(Ordering::Relaxed);
-            for entry in (0..BUCKET_WIDTH).filter(|&e| marks >> (TAKEN_AT as usize + e) & 1 != 0) {
+            for entry in (0..BUCKET_WIDTH).filter(|&e| entry_bit(marks, TAKEN_AT, e)) {
                 live += 1;
                 let hash = index.hash_at(at, entry, marks);
                 let choice = choice_of(marks, entry);
