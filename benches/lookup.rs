@@ -828,7 +828,18 @@ fn main() {
                         })
                         .unwrap_or_else(|e| fail(e));
                     *tally += Tally::from(&r);
-                    results.push(series, contender.name(), threads, readers_measure(&r));
+                    let mut m = readers_measure(&r);
+                    if threads > 1 {
+                        // Where the host had put the readers' CPUs, measured
+                        // right after them (NaN when they ended on one CPU).
+                        let handoff = match r.cpus[..] {
+                            [a, b, ..] => measure::cpu_handoff_ns(a, b),
+                            _ => None,
+                        };
+                        m.extra
+                            .push(("cpu_handoff_ns", handoff.unwrap_or(f64::NAN)));
+                    }
+                    results.push(series, contender.name(), threads, m);
                 }
             }
         }

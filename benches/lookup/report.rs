@@ -228,6 +228,27 @@ impl Report<'_> {
         self.paired_ratios((series, contender, threads), (series, contender, 1))
     }
 
+    /// kvzch's scaling ratio on `series` in each repetition, beside the
+    /// handoff time between its two readers' CPUs measured right after them.
+    fn scaling_by_placement(&self, series: &str) -> String {
+        let Some(runs) = self.results.runs(series, KVZCH, 2) else {
+            return String::new();
+        };
+        let placed: Vec<String> = self
+            .scaling_runs(series, KVZCH, 2)
+            .iter()
+            .zip(runs)
+            .map(|(&x, m)| {
+                let handoff = m
+                    .extra("cpu_handoff_ns")
+                    .filter(|ns| !ns.is_nan())
+                    .map_or("—".to_string(), |ns| format!("{ns:.0} ns"));
+                format!("{} at {handoff}", ratio(x))
+            })
+            .collect();
+        placed.join(", ")
+    }
+
     /// kvzch's per-repetition ratio to `other` on `series`, as a spread.
     fn kvzch_runs_over(&self, series: &str, other: &str, threads: usize, bar: Bar) -> String {
         spread(
@@ -600,10 +621,11 @@ impl Report<'_> {
                 target(
                     format!("{s}: 2 threads / 1 thread >= 1.8x"),
                     format!(
-                        "{} ({}; limit: {})",
+                        "{} ({}; limit: {}); per run, with the handoff between the readers' CPUs: {}",
                         ratio(x),
                         spread(&runs, bar),
-                        ratio(median(self.scaling_runs(s, LIMIT, 2)))
+                        ratio(median(self.scaling_runs(s, LIMIT, 2))),
+                        self.scaling_by_placement(s)
                     ),
                     bar.met_by(x),
                 );
