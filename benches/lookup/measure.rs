@@ -262,11 +262,10 @@ const HANDOFF_BURSTS: usize = 5;
 /// two threads pinned to them take turns to write one atomic, in bursts, and
 /// the median burst's mean is returned. `None` when `a` is `b` or a thread cannot
 /// be pinned. On a guest this tells where the host has put the two virtual
-/// CPUs, which a guest cannot otherwise see: on two hardware threads of one
-/// core (a handoff of about 14 ns on the reference machine), on two cores
-/// that share an L3 cache (about 31 ns) or on two that do not (about 170 ns);
-/// the two readers of a 2-thread workload share the core's memory
-/// parallelism in the first case.
+/// CPUs, which the guest cannot otherwise see: on the reference machine about
+/// 30 ns apart on two cores that share an L3 cache, 100 ns or more on two that
+/// do not, and less than either on two hardware threads of one core, which
+/// share that core's memory parallelism.
 pub fn cpu_handoff_ns(a: usize, b: usize) -> Option<f64> {
     if a == b {
         return None;
