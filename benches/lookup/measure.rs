@@ -254,7 +254,8 @@ fn current_cpu() -> usize {
     usize::try_from(cpu).expect("sched_getcpu failed")
 }
 
-/// Handoffs in one burst of [`cpu_handoff_ns`], and bursts measured.
+/// Turns each of [`cpu_handoff_ns`]'s two threads takes in a burst, and the
+/// bursts it times.
 const HANDOFFS_PER_BURST: u64 = 20_000;
 const HANDOFF_BURSTS: usize = 5;
 
