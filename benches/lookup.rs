@@ -831,9 +831,10 @@ fn main() {
                     let mut m = readers_measure(&r);
                     if threads > 1 {
                         // Where the host had put the readers' CPUs, measured
-                        // right after them (NaN when they ended on one CPU).
+                        // right after them (NaN when they ended on one CPU or
+                        // could not be placed).
                         let handoff = match r.cpus[..] {
-                            [a, b, ..] => measure::cpu_handoff_ns(a, b),
+                            [Some(a), Some(b), ..] => measure::cpu_handoff_ns(a, b),
                             _ => None,
                         };
                         m.extra

@@ -1,7 +1,7 @@
 //! Timing: reader threads cycling through a pool while the main thread sleeps
 //! or publishes, per-batch latencies, and the process's resident memory.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,9 @@ pub struct Readers {
     /// contender.
     pub kept_cpu_latencies_ns: Vec<u64>,
     /// The CPU each reader ran its last batch on, in thread order (for
-    /// measurements combined, the last one's).
-    pub cpus: Vec<usize>,
+    /// measurements combined, the last one's); `None` where the kernel did not
+    /// say.
+    pub cpus: Vec<Option<usize>>,
 }
 
 impl Readers {
@@ -247,11 +248,12 @@ pub fn calls(
     }
 }
 
-/// The CPU the calling thread runs on.
-fn current_cpu() -> usize {
+/// The CPU the calling thread runs on, or `None` when the kernel cannot say:
+/// it only places a measurement, so it never fails one.
+fn current_cpu() -> Option<usize> {
     // SAFETY: `sched_getcpu` takes no arguments and touches no memory of ours.
     let cpu = unsafe { libc::sched_getcpu() };
-    usize::try_from(cpu).expect("sched_getcpu failed")
+    usize::try_from(cpu).ok()
 }
 
 /// Turns each of [`cpu_handoff_ns`]'s two threads takes in a burst, and the
@@ -261,17 +263,18 @@ const HANDOFF_BURSTS: usize = 5;
 
 /// How long a cache line takes to pass between CPUs `a` and `b`, one way:
 /// two threads pinned to them take turns to write one atomic, in bursts, and
-/// the median burst's mean is returned. `None` when `a` is `b` or a thread cannot
-/// be pinned. On a guest this tells where the host has put the two virtual
-/// CPUs, which the guest cannot otherwise see: on the reference machine about
-/// 30 ns apart on two cores that share an L3 cache, 100 ns or more on two that
-/// do not, and less than either on two hardware threads of one core, which
-/// share that core's memory parallelism.
+/// the median burst's mean is returned. `None` when `a` is `b` or a thread
+/// cannot be pinned. On a guest this tells where the host has put the two
+/// virtual CPUs, which the guest cannot otherwise see: on the reference
+/// machine about 30 ns apart on two cores that share an L3 cache and 100 ns
+/// or more on two that do not (and, timed with plain loads and stores in a
+/// scratch program, about 14 ns on two hardware threads of one core, which
+/// share that core's memory parallelism).
 pub fn cpu_handoff_ns(a: usize, b: usize) -> Option<f64> {
     if a == b {
         return None;
     }
-    let turn = std::sync::atomic::AtomicU64::new(0);
+    let turn = AtomicU64::new(0);
     let bursts: Option<Vec<f64>> = std::thread::scope(|scope| {
         let players = [(a, 0), (b, 1)].map(|(cpu, first_turn)| {
             let turn = &turn;

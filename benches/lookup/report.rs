@@ -228,14 +228,14 @@ impl Report<'_> {
         self.paired_ratios((series, contender, threads), (series, contender, 1))
     }
 
-    /// kvzch's scaling ratio on `series` in each repetition, beside the
-    /// handoff time between its two readers' CPUs measured right after them.
-    fn scaling_by_placement(&self, series: &str) -> String {
+    /// kvzch's scaling ratio on `series` in each repetition (`scaling`, from
+    /// [`scaling_runs`](Self::scaling_runs)), beside the handoff time between
+    /// its two readers' CPUs measured right after them.
+    fn scaling_by_placement(&self, series: &str, scaling: &[f64]) -> String {
         let Some(runs) = self.results.runs(series, KVZCH, 2) else {
             return String::new();
         };
-        let placed: Vec<String> = self
-            .scaling_runs(series, KVZCH, 2)
+        let placed: Vec<String> = scaling
             .iter()
             .zip(runs)
             .map(|(&x, m)| {
@@ -625,7 +625,7 @@ impl Report<'_> {
                         ratio(x),
                         spread(&runs, bar),
                         ratio(median(self.scaling_runs(s, LIMIT, 2))),
-                        self.scaling_by_placement(s)
+                        self.scaling_by_placement(s, &runs)
                     ),
                     bar.met_by(x),
                 );
