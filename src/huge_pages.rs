@@ -125,11 +125,36 @@ impl<T: Zeroable> HugePageArray<T> {
     /// paid for, only when first written.
     pub(crate) fn zeroed(len: usize) -> Option<HugePageArray<T>> {
         const { assert!(std::mem::align_of::<T>() <= MAPPING_ALIGN) };
+        #[cfg(test)]
+        if allocation_failure::take() {
+            return None;
+        }
         let bytes = len.checked_mul(std::mem::size_of::<T>())?;
         if bytes < MAPPED_BYTES {
             return HugePageArray::new(len, T::zero);
         }
         Some(HugePageArray::mapped(map_for(bytes)?, len))
+    }
+}
+
+/// Tests make the calling thread's next `zeroed` fail, as it does when the
+/// system is out of memory, to check that a failed allocation changes nothing.
+#[cfg(test)]
+pub(crate) mod allocation_failure {
+    use std::cell::Cell;
+
+    thread_local! {
+        static ARMED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Makes this thread's next `HugePageArray::zeroed` return `None`.
+    pub(crate) fn arm() {
+        ARMED.set(true);
+    }
+
+    /// Whether this thread's allocation is to fail; disarms.
+    pub(crate) fn take() -> bool {
+        ARMED.replace(false)
     }
 }
 

@@ -679,18 +679,20 @@ impl Cache {
         Ok(())
     }
 
-    /// Under a capacity policy: evicts, shard by shard, what the publish's new
-    /// rows need beyond the shard's share, then reserves for them. The ids the
+    /// Under a capacity policy: makes room for the publish's new rows, shard
+    /// by shard, evicting what they need beyond the shard's share. The ids the
     /// publish overwrites are never evicted. A publish with more new rows than
     /// a shard can hold keeps its latest ones; the ids it drops are returned.
-    /// Evictions happen before the reservation, so an allocation failure can
-    /// leave rows evicted (never rows written).
+    /// Every shard's allocation comes before the first eviction, so a failed
+    /// one leaves the cache unchanged.
     fn make_room(
         &self,
         grouping: &Grouping,
         capacity: ShardCapacity,
     ) -> Result<ahash::HashSet<i64>, Error> {
-        let mut dropped = ahash::HashSet::default();
+        // Per shard the batch touches: the batch's ids in it, and those it
+        // does not hold yet, from the batch's last to its first.
+        let mut plans = Vec::new();
         for (shard, range) in grouping.shard_groups() {
             // Which ids are new is read under the read lock: only writers,
             // serialized by the writer mutex, change the shard's keys.
@@ -702,9 +704,16 @@ impl Cache {
                     new_ids.push(key.id);
                 }
             }
+            // Evicted rows leave their slots and index positions to new ones,
+            // so the shard grows only by the new rows that fit in its share.
+            let growth = new_ids.len().min(capacity.of(shard) - guard.len());
             drop(guard);
+            self.reserve_in(shard, growth, growth, Sizing::Publish)?;
+            plans.push((shard, in_batch, new_ids));
+        }
+        let mut dropped = ahash::HashSet::default();
+        for (shard, in_batch, new_ids) in plans {
             let mut guard = self.shards[shard].write();
-            // `new_ids` runs from the batch's last new id to its first.
             let mut room = capacity.of(shard) - guard.len();
             let mut sweep = Sweep::default();
             while new_ids.len() > room && !sweep.exhausted {
@@ -724,8 +733,6 @@ impl Cache {
             self.writes
                 .capacity_evictions
                 .fetch_add((new_ids.len() - kept) as u64, Ordering::Relaxed);
-            drop(guard);
-            self.reserve_in(shard, kept, kept, Sizing::Publish)?;
         }
         Ok(dropped)
     }
@@ -1533,5 +1540,48 @@ mod tests {
                 );
             }
         });
+    }
+
+    /// A capacity publish that needs both an eviction and a new chunk, whose
+    /// allocation fails: it reports the failure and changes nothing (before
+    /// it allocated first, it had evicted two rows).
+    #[test]
+    fn a_capacity_publish_whose_allocation_fails_evicts_nothing() {
+        const WIDTH: usize = 1024;
+        let cache = Cache::new(CacheConfig {
+            num_shards: 1,
+            max_rows: Some(10),
+            eviction_policy: EvictionPolicy::OldestTimestamp,
+            ..CacheConfig::new(WIDTH)
+        })
+        .unwrap();
+        let row_of = |id: i64| vec![id as u8; WIDTH];
+        // Two 4 KiB chunks of four rows, both full.
+        let stored: Vec<i64> = (0..8).collect();
+        for &id in &stored {
+            cache.batch_set(&[id], &row_of(id), id as u32).unwrap();
+        }
+        assert!(!cache.shards[0].read().has_room_for(1));
+        let before = cache.info();
+
+        let new_ids: Vec<i64> = (100..104).collect();
+        let rows: Vec<u8> = new_ids.iter().flat_map(|&id| row_of(id)).collect();
+        crate::huge_pages::allocation_failure::arm();
+        let error = cache.batch_set(&new_ids, &rows, 100).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::OutOfMemory);
+        assert_eq!(cache.info(), before);
+        let mut out = vec![0; stored.len() * WIDTH];
+        let mut hits = vec![0; stored.len()];
+        cache.batch_get(&stored, &mut out, Some(&mut hits)).unwrap();
+        assert_eq!(hits, vec![1; stored.len()]);
+        assert_eq!(
+            out,
+            stored.iter().flat_map(|&id| row_of(id)).collect::<Vec<_>>()
+        );
+
+        // With memory to be had, the same publish evicts the two oldest rows.
+        cache.batch_set(&new_ids, &rows, 100).unwrap();
+        cache.batch_get(&stored, &mut out, Some(&mut hits)).unwrap();
+        assert_eq!(hits, [0, 0, 1, 1, 1, 1, 1, 1]);
     }
 }
