@@ -137,24 +137,41 @@ impl<T: Zeroable> HugePageArray<T> {
     }
 }
 
-/// Tests make the calling thread's next `zeroed` fail, as it does when the
-/// system is out of memory, to check that a failed allocation changes nothing.
+/// Tests make one of the calling thread's `zeroed` calls fail, as it does
+/// when the system is out of memory, to check that a failed allocation
+/// changes nothing.
 #[cfg(test)]
 pub(crate) mod allocation_failure {
     use std::cell::Cell;
 
     thread_local! {
-        static ARMED: Cell<bool> = const { Cell::new(false) };
+        /// Allocations of this thread to let through before one fails.
+        static SUCCESSES_BEFORE_FAILURE: Cell<Option<usize>> = const { Cell::new(None) };
     }
 
-    /// Makes this thread's next `HugePageArray::zeroed` return `None`.
-    pub(crate) fn arm() {
-        ARMED.set(true);
+    /// Lets this thread's next `successes` calls of `HugePageArray::zeroed`
+    /// allocate and makes the one after return `None`, until the returned
+    /// guard is dropped.
+    #[must_use]
+    pub(crate) fn arm(successes: usize) -> Armed {
+        SUCCESSES_BEFORE_FAILURE.set(Some(successes));
+        Armed
     }
 
-    /// Whether this thread's allocation is to fail; disarms.
+    /// Disarms when dropped.
+    pub(crate) struct Armed;
+
+    impl Drop for Armed {
+        fn drop(&mut self) {
+            SUCCESSES_BEFORE_FAILURE.set(None);
+        }
+    }
+
+    /// Whether this thread's allocation is the one to fail; disarms when so.
     pub(crate) fn take() -> bool {
-        ARMED.replace(false)
+        let left = SUCCESSES_BEFORE_FAILURE.get();
+        SUCCESSES_BEFORE_FAILURE.set(left.and_then(|left| left.checked_sub(1)));
+        left == Some(0)
     }
 }
 

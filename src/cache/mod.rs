@@ -1542,46 +1542,129 @@ mod tests {
         });
     }
 
-    /// A capacity publish that needs both an eviction and a new chunk, whose
-    /// allocation fails: it reports the failure and changes nothing (before
-    /// it allocated first, it had evicted two rows).
+    /// Rows of `width` bytes for `ids`, each filled with its id's low byte.
+    fn rows_of(ids: &[i64], width: usize) -> Vec<u8> {
+        ids.iter().flat_map(|&id| vec![id as u8; width]).collect()
+    }
+
+    /// Asserts that `cache` holds the rows `rows_of` gives `stored`, and none
+    /// of `absent`.
+    fn assert_holds(cache: &Cache, stored: &[i64], absent: &[i64]) {
+        let width = cache.row_bytes;
+        let mut out = vec![0; stored.len() * width];
+        let mut hits = vec![0; stored.len()];
+        cache.batch_get(stored, &mut out, Some(&mut hits)).unwrap();
+        assert!(hits.iter().all(|&hit| hit == 1));
+        assert!(out == rows_of(stored, width));
+        let mut out = vec![0; absent.len() * width];
+        let mut hits = vec![0; absent.len()];
+        cache.batch_get(absent, &mut out, Some(&mut hits)).unwrap();
+        assert!(hits.iter().all(|&hit| hit == 0));
+    }
+
+    /// Asserts that `cache`'s info is `before` but for the memory, which an
+    /// operation that failed may keep allocated.
+    fn assert_info_as_before(cache: &Cache, before: &CacheInfo) {
+        let memory_bytes = before.memory_bytes;
+        assert_eq!(
+            CacheInfo {
+                memory_bytes,
+                ..cache.info()
+            },
+            *before
+        );
+    }
+
+    /// Runs `operation` with each of its allocations failing in turn, checking
+    /// each failure with `unchanged`, until it succeeds. Returns how many
+    /// allocations it made, every one of which was failed once.
+    fn fail_each_allocation<T>(
+        mut operation: impl FnMut() -> Result<T, Error>,
+        unchanged: impl Fn(),
+    ) -> usize {
+        let mut successes = 0;
+        loop {
+            let armed = crate::huge_pages::allocation_failure::arm(successes);
+            let result = operation();
+            drop(armed);
+            match result {
+                Ok(_) => return successes,
+                Err(error) => {
+                    assert_eq!(error.kind(), ErrorKind::OutOfMemory, "{error}");
+                    unchanged();
+                }
+            }
+            successes += 1;
+        }
+    }
+
+    /// A capacity publish that needs both an eviction and a new chunk: while
+    /// it cannot allocate, it evicts nothing (before it allocated first, it
+    /// had evicted two rows).
     #[test]
-    fn a_capacity_publish_whose_allocation_fails_evicts_nothing() {
-        const WIDTH: usize = 1024;
+    fn a_capacity_publish_that_cannot_allocate_evicts_nothing() {
         let cache = Cache::new(CacheConfig {
             num_shards: 1,
             max_rows: Some(10),
             eviction_policy: EvictionPolicy::OldestTimestamp,
-            ..CacheConfig::new(WIDTH)
+            ..CacheConfig::new(1024)
         })
         .unwrap();
-        let row_of = |id: i64| vec![id as u8; WIDTH];
         // Two 4 KiB chunks of four rows, both full.
         let stored: Vec<i64> = (0..8).collect();
-        for &id in &stored {
-            cache.batch_set(&[id], &row_of(id), id as u32).unwrap();
+        for id in &stored {
+            let id = std::slice::from_ref(id);
+            cache
+                .batch_set(id, &rows_of(id, 1024), id[0] as u32)
+                .unwrap();
         }
         assert!(!cache.shards[0].read().has_room_for(1));
         let before = cache.info();
-
         let new_ids: Vec<i64> = (100..104).collect();
-        let rows: Vec<u8> = new_ids.iter().flat_map(|&id| row_of(id)).collect();
-        crate::huge_pages::allocation_failure::arm();
-        let error = cache.batch_set(&new_ids, &rows, 100).unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::OutOfMemory);
-        assert_eq!(cache.info(), before);
-        let mut out = vec![0; stored.len() * WIDTH];
-        let mut hits = vec![0; stored.len()];
-        cache.batch_get(&stored, &mut out, Some(&mut hits)).unwrap();
-        assert_eq!(hits, vec![1; stored.len()]);
-        assert_eq!(
-            out,
-            stored.iter().flat_map(|&id| row_of(id)).collect::<Vec<_>>()
+        let rows = rows_of(&new_ids, 1024);
+        let allocations = fail_each_allocation(
+            || cache.batch_set(&new_ids, &rows, 100),
+            || {
+                assert_info_as_before(&cache, &before);
+                assert_holds(&cache, &stored, &new_ids);
+            },
         );
+        assert!(allocations > 0);
+        // Once it can, it evicts the two oldest rows.
+        assert_holds(&cache, &[&stored[2..], &new_ids].concat(), &stored[..2]);
+    }
 
-        // With memory to be had, the same publish evicts the two oldest rows.
-        cache.batch_set(&new_ids, &rows, 100).unwrap();
-        cache.batch_get(&stored, &mut out, Some(&mut hits)).unwrap();
-        assert_eq!(hits, [0, 0, 1, 1, 1, 1, 1, 1]);
+    /// A publish that grows every shard, and a `compact`, failing at each of
+    /// their allocations in turn, some after other shards have grown or been
+    /// compacted: each failure leaves every row and counter as it was.
+    #[test]
+    fn failed_allocations_leave_every_row_as_it_was() {
+        let cache = eight_shards_of_8_byte_rows();
+        let stored: Vec<i64> = (0..1000).collect();
+        cache.batch_set(&stored, &rows_of(&stored, 8), 1).unwrap();
+        let publish: Vec<i64> = (1000..50_000).collect();
+        let rows = rows_of(&publish, 8);
+        let before = cache.info();
+        let allocations = fail_each_allocation(
+            || cache.batch_set(&publish, &rows, 2),
+            || {
+                assert_info_as_before(&cache, &before);
+                assert_holds(&cache, &stored, &publish[..1000]);
+            },
+        );
+        assert!(allocations > 8);
+        assert_holds(&cache, &[&stored, &publish[..]].concat(), &[]);
+
+        let removed: Vec<i64> = (0..40_000).collect();
+        let kept: Vec<i64> = (40_000..50_000).collect();
+        cache.batch_remove(&removed).unwrap();
+        let memory = cache.info().memory_bytes;
+        let allocations = fail_each_allocation(
+            || cache.compact(),
+            || assert_holds(&cache, &kept, &removed[..1000]),
+        );
+        assert!(allocations > 8);
+        assert!(cache.info().memory_bytes < memory);
+        assert_holds(&cache, &kept, &removed[..1000]);
     }
 }
