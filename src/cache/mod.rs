@@ -1575,10 +1575,12 @@ mod tests {
         );
     }
 
-    /// Runs `operation` with each of its allocations failing in turn, checking
-    /// each failure with `unchanged`, until it succeeds. Returns how many
-    /// allocations it made, every one of which was failed once.
-    fn fail_each_allocation<T>(
+    /// Runs `operation` again and again, the first attempt's first allocation
+    /// failing, each later attempt's one allocation later, and checks each
+    /// failure with `unchanged`, until an attempt succeeds. Returns how many
+    /// failed. (What an attempt allocated before it failed may stay, and the
+    /// next attempt then does not allocate it again.)
+    fn fail_allocations_in_turn<T>(
         mut operation: impl FnMut() -> Result<T, Error>,
         unchanged: impl Fn(),
     ) -> usize {
@@ -1622,21 +1624,22 @@ mod tests {
         let before = cache.info();
         let new_ids: Vec<i64> = (100..104).collect();
         let rows = rows_of(&new_ids, 1024);
-        let allocations = fail_each_allocation(
+        let failures = fail_allocations_in_turn(
             || cache.batch_set(&new_ids, &rows, 100),
             || {
                 assert_info_as_before(&cache, &before);
                 assert_holds(&cache, &stored, &new_ids);
             },
         );
-        assert!(allocations > 0);
+        assert!(failures > 0);
         // Once it can, it evicts the two oldest rows.
         assert_holds(&cache, &[&stored[2..], &new_ids].concat(), &stored[..2]);
     }
 
-    /// A publish that grows every shard, and a `compact`, failing at each of
-    /// their allocations in turn, some after other shards have grown or been
-    /// compacted: each failure leaves every row and counter as it was.
+    /// A publish that grows every shard, a `reserve` and a `compact`, failing
+    /// at each of their allocations in turn, some after other shards have
+    /// grown or been compacted: each failure leaves every row and counter as
+    /// it was.
     #[test]
     fn failed_allocations_leave_every_row_as_it_was() {
         let cache = eight_shards_of_8_byte_rows();
@@ -1645,25 +1648,35 @@ mod tests {
         let publish: Vec<i64> = (1000..50_000).collect();
         let rows = rows_of(&publish, 8);
         let before = cache.info();
-        let allocations = fail_each_allocation(
+        let failures = fail_allocations_in_turn(
             || cache.batch_set(&publish, &rows, 2),
             || {
                 assert_info_as_before(&cache, &before);
                 assert_holds(&cache, &stored, &publish[..1000]);
             },
         );
-        assert!(allocations > 8);
+        assert!(failures > 8);
         assert_holds(&cache, &[&stored, &publish[..]].concat(), &[]);
+
+        let before = cache.info();
+        let failures = fail_allocations_in_turn(
+            || cache.reserve(200_000),
+            || {
+                assert_info_as_before(&cache, &before);
+                assert_holds(&cache, &publish[..1000], &[]);
+            },
+        );
+        assert!(failures > 1);
 
         let removed: Vec<i64> = (0..40_000).collect();
         let kept: Vec<i64> = (40_000..50_000).collect();
         cache.batch_remove(&removed).unwrap();
         let memory = cache.info().memory_bytes;
-        let allocations = fail_each_allocation(
+        let failures = fail_allocations_in_turn(
             || cache.compact(),
             || assert_holds(&cache, &kept, &removed[..1000]),
         );
-        assert!(allocations > 8);
+        assert!(failures > 8);
         assert!(cache.info().memory_bytes < memory);
         assert_holds(&cache, &kept, &removed[..1000]);
     }
