@@ -395,8 +395,10 @@ void kvzch_cache_destroy(struct kvzch_cache *cache);
  * Inserts or overwrites `n` rows, stamping each with `timestamp`. Row `i` is
  * `rows + i * row_bytes`; `rows_len` is the buffer's length in bytes. The last
  * occurrence of a duplicate id wins. With `max_rows` / `max_memory_bytes` set
- * and no room: `KVZCH_STATUS_CAPACITY_EXCEEDED`, and nothing is stored.
- * Concurrent readers see every row whole, old or new.
+ * and no room: `KVZCH_STATUS_CAPACITY_EXCEEDED`, and nothing is stored. When
+ * memory cannot be allocated: `KVZCH_STATUS_OUT_OF_MEMORY`, and nothing is
+ * stored or, under an eviction policy, evicted. Concurrent readers see every
+ * row whole, old or new.
  */
 enum kvzch_status kvzch_cache_batch_set(struct kvzch_cache *cache,
                                         const int64_t *ids,

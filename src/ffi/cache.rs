@@ -237,8 +237,10 @@ fn rows_bytes(cache: &Cache, n: usize, len: usize, what: &str) -> Result<usize, 
 /// Inserts or overwrites `n` rows, stamping each with `timestamp`. Row `i` is
 /// `rows + i * row_bytes`; `rows_len` is the buffer's length in bytes. The last
 /// occurrence of a duplicate id wins. With `max_rows` / `max_memory_bytes` set
-/// and no room: `KVZCH_STATUS_CAPACITY_EXCEEDED`, and nothing is stored.
-/// Concurrent readers see every row whole, old or new.
+/// and no room: `KVZCH_STATUS_CAPACITY_EXCEEDED`, and nothing is stored. When
+/// memory cannot be allocated: `KVZCH_STATUS_OUT_OF_MEMORY`, and nothing is
+/// stored or, under an eviction policy, evicted. Concurrent readers see every
+/// row whole, old or new.
 #[no_mangle]
 pub extern "C" fn kvzch_cache_batch_set(
     cache: *mut kvzch_cache,
@@ -518,4 +520,82 @@ pub extern "C" fn kvzch_cache_get_cumulative_read_stats(
         *out = cache.cumulative_read_stats().into();
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::c_char;
+
+    use crate::ffi::version::kvzch_last_error_message;
+    use crate::huge_pages::allocation_failure;
+
+    /// This thread's last error message.
+    fn last_error() -> String {
+        let mut buf = [0 as c_char; 256];
+        let len = kvzch_last_error_message(buf.as_mut_ptr(), buf.len());
+        let bytes: Vec<u8> = buf[..len.min(255)].iter().map(|&c| c as u8).collect();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn rows_stored(cache: *const kvzch_cache) -> u64 {
+        let mut info = kvzch_cache_info {
+            struct_size: size_of::<kvzch_cache_info>() as u32,
+            ..Default::default()
+        };
+        assert_eq!(
+            kvzch_cache_get_info(cache, &mut info),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+        info.rows
+    }
+
+    /// An allocation that fails inside a publish reaches the host as
+    /// `KVZCH_STATUS_OUT_OF_MEMORY`, with a message that names the call and
+    /// what could not be allocated, and stores nothing.
+    #[test]
+    fn a_failed_allocation_is_out_of_memory_and_stores_nothing() {
+        let options = kvzch_options {
+            struct_size: size_of::<kvzch_options>() as u32,
+            row_bytes: 8,
+            num_shards: 8,
+            miss_policy: 0,
+            max_rows: 0,
+            max_memory_bytes: 0,
+            name: std::ptr::null(),
+            eviction_policy: 0,
+            reserved1: 0,
+        };
+        let mut cache = std::ptr::null_mut();
+        assert_eq!(
+            kvzch_cache_create(&options, &mut cache),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+        let publish = |ids: &[i64]| {
+            let rows = vec![7u8; ids.len() * 8];
+            kvzch_cache_batch_set(
+                cache,
+                ids.as_ptr(),
+                ids.len(),
+                rows.as_ptr().cast(),
+                rows.len(),
+                1,
+            )
+        };
+        let stored: Vec<i64> = (0..1000).collect();
+        assert_eq!(publish(&stored), kvzch_status::KVZCH_STATUS_OK);
+
+        let armed = allocation_failure::arm(0);
+        let status = publish(&(1000..50_000).collect::<Vec<_>>());
+        drop(armed);
+        assert_eq!(status, kvzch_status::KVZCH_STATUS_OUT_OF_MEMORY);
+        let message = last_error();
+        assert!(message.starts_with("kvzch_cache_batch_set: "), "{message}");
+        assert!(
+            message.contains("index of") || message.contains("row chunk of"),
+            "{message}"
+        );
+        assert_eq!(rows_stored(cache), 1000);
+        kvzch_cache_destroy(cache);
+    }
 }
