@@ -534,7 +534,8 @@ mod tests {
     fn last_error() -> String {
         let mut buf = [0 as c_char; 256];
         let len = kvzch_last_error_message(buf.as_mut_ptr(), buf.len());
-        let bytes: Vec<u8> = buf[..len.min(255)].iter().map(|&c| c as u8).collect();
+        let copied = len.min(buf.len() - 1);
+        let bytes: Vec<u8> = buf[..copied].iter().map(|&c| c as u8).collect();
         String::from_utf8(bytes).unwrap()
     }
 
@@ -556,15 +557,9 @@ mod tests {
     #[test]
     fn a_failed_allocation_is_out_of_memory_and_stores_nothing() {
         let options = kvzch_options {
-            struct_size: size_of::<kvzch_options>() as u32,
             row_bytes: 8,
             num_shards: 8,
-            miss_policy: 0,
-            max_rows: 0,
-            max_memory_bytes: 0,
-            name: std::ptr::null(),
-            eviction_policy: 0,
-            reserved1: 0,
+            ..default_options(size_of::<kvzch_options>())
         };
         let mut cache = std::ptr::null_mut();
         assert_eq!(
