@@ -415,7 +415,9 @@ enum kvzch_status kvzch_cache_batch_set(struct kvzch_cache *cache,
  * this order: adds the batch's hits and misses to the cache's counters in one
  * indivisible step, writes `*stats` (optional), and calls every sink of the
  * cache and every global sink once (none when `n == 0`). Never changes the
- * cache's contents. `out`, `ids` and `hit_mask` must not overlap.
+ * cache's contents. `out`, `ids` and `hit_mask` must not overlap. When its
+ * scratch (28 bytes an id, up to 2048 ids) cannot be allocated:
+ * `KVZCH_STATUS_OUT_OF_MEMORY`, with nothing written, counted or called.
  */
 enum kvzch_status kvzch_cache_batch_get(struct kvzch_cache *cache,
                                         const int64_t *ids,
@@ -426,7 +428,9 @@ enum kvzch_status kvzch_cache_batch_get(struct kvzch_cache *cache,
                                         struct kvzch_batch_stats *stats);
 
 /**
- * Removes `n` ids; `*out_removed` (optional) gets how many were stored.
+ * Removes `n` ids; `*out_removed` (optional) gets how many were stored. When
+ * memory cannot be allocated: `KVZCH_STATUS_OUT_OF_MEMORY`, and nothing is
+ * removed.
  */
 enum kvzch_status kvzch_cache_batch_remove(struct kvzch_cache *cache,
                                            const int64_t *ids,

@@ -126,7 +126,7 @@ impl<T: Zeroable> HugePageArray<T> {
     pub(crate) fn zeroed(len: usize) -> Option<HugePageArray<T>> {
         const { assert!(std::mem::align_of::<T>() <= MAPPING_ALIGN) };
         #[cfg(test)]
-        if allocation_failure::take() {
+        if crate::allocation_failure::take() {
             return None;
         }
         let bytes = len.checked_mul(std::mem::size_of::<T>())?;
@@ -134,44 +134,6 @@ impl<T: Zeroable> HugePageArray<T> {
             return HugePageArray::new(len, T::zero);
         }
         Some(HugePageArray::mapped(map_for(bytes)?, len))
-    }
-}
-
-/// Tests make one of the calling thread's `zeroed` calls fail, as it does
-/// when the system is out of memory, to check that a failed allocation
-/// changes nothing.
-#[cfg(test)]
-pub(crate) mod allocation_failure {
-    use std::cell::Cell;
-
-    thread_local! {
-        /// Allocations of this thread to let through before one fails.
-        static SUCCESSES_BEFORE_FAILURE: Cell<Option<usize>> = const { Cell::new(None) };
-    }
-
-    /// Lets this thread's next `successes` calls of `HugePageArray::zeroed`
-    /// allocate and makes the one after return `None`, until the returned
-    /// guard is dropped.
-    #[must_use]
-    pub(crate) fn arm(successes: usize) -> Armed {
-        SUCCESSES_BEFORE_FAILURE.set(Some(successes));
-        Armed
-    }
-
-    /// Disarms when dropped.
-    pub(crate) struct Armed;
-
-    impl Drop for Armed {
-        fn drop(&mut self) {
-            SUCCESSES_BEFORE_FAILURE.set(None);
-        }
-    }
-
-    /// Whether this thread's allocation is the one to fail; disarms when so.
-    pub(crate) fn take() -> bool {
-        let left = SUCCESSES_BEFORE_FAILURE.get();
-        SUCCESSES_BEFORE_FAILURE.set(left.and_then(|left| left.checked_sub(1)));
-        left == Some(0)
     }
 }
 

@@ -10,6 +10,8 @@
 //! The same engine is exported to C and C++ through the `kvzch_*` functions of
 //! `include/kvzch.h` (see `ffi`).
 
+#[cfg(test)]
+mod allocation_failure;
 pub mod cache;
 pub mod ffi;
 mod huge_pages;

@@ -14,9 +14,14 @@
 //! when the rows read fit in the L3 cache).
 //!
 //! The buffers live in a thread-local and are reused, so a batch allocates
-//! nothing once a thread has seen a batch of that size.
+//! nothing once a thread has seen a batch of that size. A call reserves them
+//! for its batch first (`reserve`), so that memory it cannot have fails the
+//! call before it changes anything.
 
 use std::cell::RefCell;
+
+use super::fallible::reserve_to;
+use super::Error;
 
 /// Scratch kept per thread beyond this many ids is released after the batch,
 /// so one huge publish does not pin memory in every thread that made one.
@@ -48,8 +53,34 @@ pub(crate) struct Grouping {
 }
 
 impl Grouping {
-    /// Groups `ids` (at most `u32::MAX` of them) by the shard `shard_of` picks from
-    /// the hash.
+    /// Makes room to group, or hash in order, batches of up to `ids` ids over
+    /// `shards` shards without allocating.
+    pub(crate) fn reserve(&mut self, ids: usize, shards: usize) -> Result<(), Error> {
+        let what = || format!("scratch for a batch of {ids} ids");
+        reserve_to(&mut self.hashes, ids, what)?;
+        reserve_to(&mut self.order, ids, what)?;
+        reserve_to(&mut self.keys, ids, what)?;
+        reserve_to(&mut self.starts, shards + 1, what)?;
+        reserve_to(&mut self.shard_counts, shards, what)?;
+        reserve_to(&mut self.busy_shards, shards, what)
+    }
+
+    /// Whether `reserve` made room for `ids` ids over `shards` shards.
+    fn has_room_for(&self, ids: usize, shards: usize) -> bool {
+        [
+            self.hashes.capacity(),
+            self.order.capacity(),
+            self.keys.capacity(),
+        ]
+        .iter()
+        .all(|&capacity| capacity >= ids)
+            && self.starts.capacity() > shards
+            && self.shard_counts.capacity() >= shards
+            && self.busy_shards.capacity() >= shards
+    }
+
+    /// Groups `ids` (at most `u32::MAX` of them, room reserved) by the shard
+    /// `shard_of` picks from the hash.
     pub(crate) fn group(
         &mut self,
         ids: &[i64],
@@ -58,6 +89,7 @@ impl Grouping {
         shard_of: impl Fn(u64) -> usize,
     ) {
         debug_assert!(u32::try_from(ids.len()).is_ok());
+        debug_assert!(self.has_room_for(ids.len(), shards));
         self.hashes.clear();
         self.hashes.extend(ids.iter().map(|&id| hash(id)));
         self.starts.clear();
@@ -87,15 +119,17 @@ impl Grouping {
         self.starts[0] = 0;
     }
 
-    /// Copies `ids` with their hashes into `keys`, in batch order: a lookup
-    /// that holds every shard it reads at once takes them so. Returns the
-    /// shards they touch, bit `s` for shard `s` (`shard_of` picks below 64).
+    /// Copies `ids` (room reserved) with their hashes into `keys`, in batch
+    /// order: a lookup that holds every shard it reads at once takes them so.
+    /// Returns the shards they touch, bit `s` for shard `s` (`shard_of` picks
+    /// below 64).
     pub(crate) fn hash_in_order(
         &mut self,
         ids: &[i64],
         hash: impl Fn(i64) -> u64,
         shard_of: impl Fn(u64) -> usize,
     ) -> u64 {
+        debug_assert!(self.keys.capacity() >= ids.len());
         self.keys.clear();
         let mut touched = 0u64;
         self.keys.extend(ids.iter().map(|&id| {
@@ -156,6 +190,7 @@ mod tests {
     fn grouping_is_a_stable_partition_by_shard() {
         let ids: Vec<i64> = (0..1000).map(|i| (i * 37) % 101).collect();
         let mut grouping = Grouping::default();
+        grouping.reserve(ids.len(), 8).unwrap();
         grouping.group(&ids, 8, |id| id as u64, |h| (h % 8) as usize);
         let mut seen = vec![false; ids.len()];
         let mut last_shard = None;
@@ -179,6 +214,7 @@ mod tests {
     #[test]
     fn hashing_in_order_keeps_the_batch_order_and_names_the_shards_touched() {
         let mut grouping = Grouping::default();
+        grouping.reserve(50, 8).unwrap();
         // Left over from an earlier, longer batch.
         grouping.group(&[9; 50], 8, |id| id as u64, |h| (h % 8) as usize);
         let ids = [12, 5, 21, 5];
@@ -191,8 +227,10 @@ mod tests {
     #[test]
     fn nested_use_gets_its_own_scratch() {
         with_scratch(|outer| {
+            outer.reserve(3, 2).unwrap();
             outer.group(&[1, 2, 3], 2, |id| id as u64, |h| (h % 2) as usize);
             with_scratch(|inner| {
+                inner.reserve(1, 2).unwrap();
                 inner.group(&[5], 2, |id| id as u64, |h| (h % 2) as usize);
                 assert_eq!(inner.order, [0]);
             });

@@ -50,6 +50,7 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::fallible::reserve_to;
 use super::hash::IdHasher;
 use super::Error;
 use crate::huge_pages::HugePageArray;
@@ -1047,8 +1048,8 @@ impl Rebuilding {
         let bucket_count = index.buckets.len();
         let counts = || {
             let mut counts = Vec::new();
-            counts.try_reserve_exact(bucket_count).map_err(|_| {
-                Error::out_of_memory(format!("fill counts of {bucket_count} buckets"))
+            reserve_to(&mut counts, bucket_count, || {
+                format!("fill counts of {bucket_count} buckets")
             })?;
             counts.resize(bucket_count, 0u8);
             Ok::<_, Error>(counts)
@@ -1057,9 +1058,7 @@ impl Rebuilding {
         // this room, entries are displaced into place as they come.
         let room = entries / 16 + BUCKET_WIDTH;
         let mut deferred = Vec::new();
-        deferred
-            .try_reserve_exact(room)
-            .map_err(|_| Error::out_of_memory(format!("{room} deferred entries")))?;
+        reserve_to(&mut deferred, room, || format!("{room} deferred entries"))?;
         Ok(Rebuilding {
             taken: counts()?,
             spills: counts()?,

@@ -38,6 +38,7 @@
 mod batch;
 mod config;
 mod error;
+mod fallible;
 mod hash;
 pub(crate) mod index;
 mod rows;
@@ -58,6 +59,7 @@ use crate::stats::{
     self, BatchEvent, BatchStats, ReadCounters, ReadStats, Sink, SinkId, SinkRegistry,
 };
 use batch::{with_scratch, Grouping, HashedId};
+use fallible::reserve_to;
 use hash::IdHasher;
 use index::{FirstProbe, Growth, ShardBits, Sizing, SLOT_LIMIT};
 use shard::{Shard, Sweep};
@@ -116,6 +118,13 @@ const WRITE_STRETCH: usize = 128;
 /// that in buckets, each a cache miss on the clock's scattered walk) capacity
 /// eviction passes, before letting waiting readers in.
 const EVICT_STRETCH: usize = 1024;
+
+/// An empty set with room for `ids` ids.
+fn id_set(ids: usize) -> Result<ahash::HashSet<i64>, Error> {
+    let mut set = ahash::HashSet::default();
+    reserve_to(&mut set, ids, || format!("a set of {ids} ids"))?;
+    Ok(set)
+}
 
 /// The most rows a shard can hold in `bytes` under a capacity policy.
 fn rows_within(row_bytes: usize, bytes: usize) -> usize {
@@ -564,6 +573,13 @@ impl Cache {
         (hash & self.shard_mask) as usize
     }
 
+    /// Groups a whole batch by shard, once its scratch is reserved.
+    fn reserve_and_group(&self, grouping: &mut Grouping, ids: &[i64]) -> Result<(), Error> {
+        grouping.reserve(ids.len(), self.shards.len())?;
+        self.group(grouping, ids);
+        Ok(())
+    }
+
     fn group(&self, grouping: &mut Grouping, ids: &[i64]) {
         grouping.group(
             ids,
@@ -602,7 +618,7 @@ impl Cache {
         }
         let _writer = self.writer.lock();
         with_scratch(|grouping| {
-            self.group(grouping, ids);
+            self.reserve_and_group(grouping, ids)?;
             let dropped = match self.capacity {
                 Some(capacity) => self.make_room(grouping, capacity)?,
                 None => {
@@ -693,13 +709,20 @@ impl Cache {
         // Per shard the batch touches: the batch's ids in it, and those it
         // does not hold yet, from the batch's last to its first.
         let mut plans = Vec::new();
+        // The most ids the publish can drop: the new ids beyond each shard's
+        // growth (eviction may make room for some of them).
+        let mut most_dropped = 0;
         for (shard, range) in grouping.shard_groups() {
+            let keys = &grouping.keys[range];
+            let mut in_batch = id_set(keys.len())?;
+            let mut new_ids = Vec::new();
+            reserve_to(&mut new_ids, keys.len(), || {
+                format!("a list of {} ids", keys.len())
+            })?;
             // Which ids are new is read under the read lock: only writers,
             // serialized by the writer mutex, change the shard's keys.
-            let mut in_batch = ahash::HashSet::default();
-            let mut new_ids = Vec::new();
             let guard = self.shards[shard].read();
-            for key in grouping.keys[range].iter().rev() {
+            for key in keys.iter().rev() {
                 if in_batch.insert(key.id) && !guard.contains(key.hash) {
                     new_ids.push(key.id);
                 }
@@ -709,9 +732,10 @@ impl Cache {
             let growth = new_ids.len().min(capacity.of(shard) - guard.len());
             drop(guard);
             self.reserve_in(shard, growth, growth, Sizing::Publish)?;
+            most_dropped += new_ids.len() - growth;
             plans.push((shard, in_batch, new_ids));
         }
-        let mut dropped = ahash::HashSet::default();
+        let mut dropped = id_set(most_dropped)?;
         for (shard, in_batch, new_ids) in plans {
             let mut guard = self.shards[shard].write();
             let mut room = capacity.of(shard) - guard.len();
@@ -767,39 +791,41 @@ impl Cache {
         // many. When it has not, the new ids are counted: a publish that mostly
         // overwrites, a republish say, must not grow a shard that holds its ids
         // already (a republish of a reserved table grew every index by 15%).
-        let new_rows_of = |shard: &Shard, keys: &[HashedId]| -> usize {
+        let new_rows_of = |shard: &Shard, keys: &[HashedId]| -> Result<usize, Error> {
             if !bounded && shard.has_room_for(keys.len()) {
-                return keys.len();
+                return Ok(keys.len());
             }
-            let mut new_ids = ahash::HashSet::default();
+            let mut new_ids = id_set(keys.len())?;
             for key in keys {
                 if !shard.contains(key.hash) {
                     new_ids.insert(key.id);
                 }
             }
-            new_ids.len()
+            Ok(new_ids.len())
         };
         let mut needs = std::mem::take(&mut grouping.shard_counts);
-        needs.clear();
-        needs.resize(self.shards.len(), 0);
-        let mut new_rows = 0u64;
-        let mut added_bytes = 0u64;
-        for (shard, range) in grouping.shard_groups() {
-            let guard = self.shards[shard].read();
-            let need = new_rows_of(&guard, &grouping.keys[range]);
-            needs[shard] = need as u32;
-            new_rows += need as u64;
-            if bounded {
-                added_bytes += guard.growth_for(need) as u64;
+        let plan = |needs: &mut Vec<u32>| {
+            needs.clear();
+            needs.resize(self.shards.len(), 0);
+            let mut new_rows = 0u64;
+            let mut added_bytes = 0u64;
+            for (shard, range) in grouping.shard_groups() {
+                let guard = self.shards[shard].read();
+                let need = new_rows_of(&guard, &grouping.keys[range])?;
+                needs[shard] = need as u32;
+                new_rows += need as u64;
+                if bounded {
+                    added_bytes += guard.growth_for(need) as u64;
+                }
             }
-        }
-        let result = self.check_capacity(new_rows, added_bytes).and_then(|()| {
+            self.check_capacity(new_rows, added_bytes)?;
             for (shard, _) in grouping.shard_groups() {
                 let need = needs[shard] as usize;
                 self.reserve_in(shard, need, need, Sizing::Publish)?;
             }
             Ok(())
-        });
+        };
+        let result = plan(&mut needs);
         grouping.shard_counts = needs;
         result
     }
@@ -827,7 +853,8 @@ impl Cache {
 
     /// Looks up `ids`, copying each hit into `out[i * row_bytes..]` and applying
     /// the miss policy to each miss; `hit_mask[i]` is set to 1 or 0 when given.
-    /// Counts the batch and calls the sinks.
+    /// Counts the batch and calls the sinks. Fails with `OutOfMemory`, having
+    /// written, counted and called nothing, when its scratch cannot be had.
     pub fn batch_get(
         &self,
         ids: &[i64],
@@ -865,6 +892,7 @@ impl Cache {
         let started = Instant::now();
         let mut hits = 0u64;
         with_scratch(|grouping| {
+            grouping.reserve(ids.len().min(LOOKUP_WINDOW), self.shards.len())?;
             let window_bytes = LOOKUP_WINDOW * self.row_bytes;
             for (window, (ids, out)) in ids
                 .chunks(LOOKUP_WINDOW)
@@ -876,7 +904,8 @@ impl Cache {
                     .map(|mask| &mut mask[window * LOOKUP_WINDOW..][..ids.len()]);
                 hits += self.lookup_window(grouping, ids, out, mask);
             }
-        });
+            Ok::<_, Error>(())
+        })?;
         let stats = BatchStats {
             hits,
             misses: ids.len() as u64 - hits,
@@ -1141,7 +1170,8 @@ impl Cache {
         hits
     }
 
-    /// Removes `ids`; returns how many were stored.
+    /// Removes `ids`; returns how many were stored. On error nothing is
+    /// removed.
     pub fn batch_remove(&self, ids: &[i64]) -> Result<u64, Error> {
         if u32::try_from(ids.len()).is_err() {
             return Err(Error::invalid_argument(format!(
@@ -1155,15 +1185,15 @@ impl Cache {
         }
         let _writer = self.writer.lock();
         let removed = with_scratch(|grouping| {
-            self.group(grouping, ids);
+            self.reserve_and_group(grouping, ids)?;
             let mut removed = 0u64;
             for (shard, range) in grouping.shard_groups() {
                 self.write_each(shard, &grouping.keys[range], |guard, _, key| {
                     removed += u64::from(guard.remove(key.hash));
                 });
             }
-            removed
-        });
+            Ok::<_, Error>(removed)
+        })?;
         self.rows.fetch_sub(removed, Ordering::Relaxed);
         self.writes.removals.fetch_add(removed, Ordering::Relaxed);
         Ok(removed)
@@ -1575,29 +1605,84 @@ mod tests {
         );
     }
 
-    /// Runs `operation` again and again, the first attempt's first allocation
-    /// failing, each later attempt's one allocation later, and checks each
-    /// failure with `unchanged`, until an attempt succeeds. Returns how many
-    /// failed. (What an attempt allocated before it failed may stay, and the
-    /// next attempt then does not allocate it again.)
+    /// Fails each of `operation`'s allocations in turn: runs it on a cache
+    /// that `setup` makes, its first allocation failing, checks that the
+    /// failure is `OutOfMemory` and left the rows and counts as they were
+    /// (`unchanged` checks the rest), and starts over on a fresh cache, with
+    /// one allocation more let through each time, until an attempt succeeds.
+    /// Each attempt starts from the same state, so none skips an allocation
+    /// that an earlier one made and kept. Returns how many attempts failed,
+    /// and the cache the last one changed.
     fn fail_allocations_in_turn<T>(
-        mut operation: impl FnMut() -> Result<T, Error>,
-        unchanged: impl Fn(),
-    ) -> usize {
-        let mut successes = 0;
-        loop {
-            let armed = crate::huge_pages::allocation_failure::arm(successes);
-            let result = operation();
+        setup: impl Fn() -> Cache,
+        operation: impl Fn(&Cache) -> Result<T, Error>,
+        unchanged: impl Fn(&Cache),
+    ) -> (usize, Cache) {
+        for successes in 0.. {
+            let cache = setup();
+            let before = cache.info();
+            let armed = crate::allocation_failure::arm(successes);
+            let result = operation(&cache);
             drop(armed);
             match result {
-                Ok(_) => return successes,
+                Ok(_) => return (successes, cache),
                 Err(error) => {
                     assert_eq!(error.kind(), ErrorKind::OutOfMemory, "{error}");
-                    unchanged();
+                    assert_info_as_before(&cache, &before);
+                    unchanged(&cache);
                 }
             }
-            successes += 1;
         }
+        unreachable!("an attempt succeeds once every allocation is let through")
+    }
+
+    /// A cache of eight shards holding `rows_of(ids, 8)`.
+    fn eight_shards_holding(ids: &[i64]) -> Cache {
+        let cache = eight_shards_of_8_byte_rows();
+        cache.batch_set(ids, &rows_of(ids, 8), 1).unwrap();
+        cache
+    }
+
+    /// A lookup and a removal that cannot allocate their scratch fail before
+    /// they change anything: the lookup writes no output, counts nothing and
+    /// calls no sink; the removal removes nothing.
+    #[test]
+    fn a_lookup_or_removal_that_cannot_allocate_changes_nothing() {
+        let stored: Vec<i64> = (0..10_000).collect();
+        let sink_calls = std::sync::Arc::new(AtomicU64::new(0));
+        let with_sink = || {
+            let cache = eight_shards_holding(&stored);
+            sink_calls.store(0, Ordering::Relaxed);
+            let calls = sink_calls.clone();
+            cache.register_stat_sink(Box::new(move |_| {
+                calls.fetch_add(1, Ordering::Relaxed);
+            }));
+            cache
+        };
+        // Several windows, half of them misses.
+        let lookup: Vec<i64> = (5_000..15_000).collect();
+        let out = std::cell::RefCell::new(vec![0xaa; lookup.len() * 8]);
+        let (failures, cache) = fail_allocations_in_turn(
+            with_sink,
+            |cache| cache.batch_get(&lookup, &mut out.borrow_mut(), None),
+            |cache| {
+                assert!(out.borrow().iter().all(|&byte| byte == 0xaa));
+                assert_eq!(cache.cumulative_read_stats(), ReadStats::default());
+                assert_eq!(sink_calls.load(Ordering::Relaxed), 0);
+            },
+        );
+        assert!(failures > 0);
+        assert_eq!(cache.cumulative_read_stats().hits, 5_000);
+        assert_eq!(sink_calls.load(Ordering::Relaxed), 1);
+
+        let (removed, kept) = stored.split_at(5_000);
+        let (failures, cache) = fail_allocations_in_turn(
+            || eight_shards_holding(&stored),
+            |cache| cache.batch_remove(removed),
+            |cache| assert_holds(cache, &stored, &[]),
+        );
+        assert!(failures > 0);
+        assert_holds(&cache, kept, removed);
     }
 
     /// A capacity publish that needs both an eviction and a new chunk: while
@@ -1605,31 +1690,31 @@ mod tests {
     /// had evicted two rows).
     #[test]
     fn a_capacity_publish_that_cannot_allocate_evicts_nothing() {
-        let cache = Cache::new(CacheConfig {
-            num_shards: 1,
-            max_rows: Some(10),
-            eviction_policy: EvictionPolicy::OldestTimestamp,
-            ..CacheConfig::new(1024)
-        })
-        .unwrap();
         // Two 4 KiB chunks of four rows, both full.
         let stored: Vec<i64> = (0..8).collect();
-        for id in &stored {
-            let id = std::slice::from_ref(id);
+        let full = || {
+            let cache = Cache::new(CacheConfig {
+                num_shards: 1,
+                max_rows: Some(10),
+                eviction_policy: EvictionPolicy::OldestTimestamp,
+                ..CacheConfig::new(1024)
+            })
+            .unwrap();
+            for id in &stored {
+                let id = std::slice::from_ref(id);
+                cache
+                    .batch_set(id, &rows_of(id, 1024), id[0] as u32)
+                    .unwrap();
+            }
+            assert!(!cache.shards[0].read().has_room_for(1));
             cache
-                .batch_set(id, &rows_of(id, 1024), id[0] as u32)
-                .unwrap();
-        }
-        assert!(!cache.shards[0].read().has_room_for(1));
-        let before = cache.info();
+        };
         let new_ids: Vec<i64> = (100..104).collect();
         let rows = rows_of(&new_ids, 1024);
-        let failures = fail_allocations_in_turn(
-            || cache.batch_set(&new_ids, &rows, 100),
-            || {
-                assert_info_as_before(&cache, &before);
-                assert_holds(&cache, &stored, &new_ids);
-            },
+        let (failures, cache) = fail_allocations_in_turn(
+            full,
+            |cache| cache.batch_set(&new_ids, &rows, 100),
+            |cache| assert_holds(cache, &stored, &new_ids),
         );
         assert!(failures > 0);
         // Once it can, it evicts the two oldest rows.
@@ -1642,45 +1727,37 @@ mod tests {
     /// it was.
     #[test]
     fn failed_allocations_leave_every_row_as_it_was() {
-        let cache = eight_shards_of_8_byte_rows();
         let stored: Vec<i64> = (0..1000).collect();
-        cache.batch_set(&stored, &rows_of(&stored, 8), 1).unwrap();
         let publish: Vec<i64> = (1000..50_000).collect();
         let rows = rows_of(&publish, 8);
-        let before = cache.info();
-        let failures = fail_allocations_in_turn(
-            || cache.batch_set(&publish, &rows, 2),
-            || {
-                assert_info_as_before(&cache, &before);
-                assert_holds(&cache, &stored, &publish[..1000]);
-            },
+        let (failures, _) = fail_allocations_in_turn(
+            || eight_shards_holding(&stored),
+            |cache| cache.batch_set(&publish, &rows, 2),
+            |cache| assert_holds(cache, &stored, &publish[..1000]),
         );
         assert!(failures > 8);
-        assert_holds(&cache, &[&stored, &publish[..]].concat(), &[]);
 
-        let before = cache.info();
-        let failures = fail_allocations_in_turn(
-            || cache.reserve(200_000),
-            || {
-                assert_info_as_before(&cache, &before);
-                assert_holds(&cache, &publish[..1000], &[]);
-            },
-        );
-        assert!(failures > 1);
-
-        let removed: Vec<i64> = (0..40_000).collect();
-        let kept: Vec<i64> = (40_000..50_000).collect();
-        cache.batch_remove(&removed).unwrap();
-        let before = cache.info();
-        let failures = fail_allocations_in_turn(
-            || cache.compact(),
-            || {
-                assert_info_as_before(&cache, &before);
-                assert_holds(&cache, &kept, &removed[..1000]);
-            },
+        let all: Vec<i64> = (0..50_000).collect();
+        let (failures, _) = fail_allocations_in_turn(
+            || eight_shards_holding(&all),
+            |cache| cache.reserve(200_000),
+            |cache| assert_holds(cache, &all, &[]),
         );
         assert!(failures > 8);
-        assert!(cache.info().memory_bytes < before.memory_bytes);
-        assert_holds(&cache, &kept, &removed[..1000]);
+
+        let (removed, kept) = all.split_at(40_000);
+        let sparse = || {
+            let cache = eight_shards_holding(&all);
+            cache.batch_remove(removed).unwrap();
+            cache
+        };
+        let (failures, cache) = fail_allocations_in_turn(
+            sparse,
+            |cache| cache.compact(),
+            |cache| assert_holds(cache, kept, &removed[..1000]),
+        );
+        assert!(failures > 8);
+        assert!(cache.info().memory_bytes < sparse().info().memory_bytes);
+        assert_holds(&cache, kept, &removed[..1000]);
     }
 }

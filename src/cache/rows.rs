@@ -14,6 +14,7 @@
 //! Freed slots form a linked list threaded through their timestamp words, so the
 //! free list costs no memory of its own.
 
+use super::fallible::reserve_to;
 use super::index::SLOT_LIMIT;
 use super::Error;
 use crate::huge_pages::HugePageArray;
@@ -213,15 +214,11 @@ impl RowArena {
     /// memory; on failure the arena holds the same rows.
     pub(crate) fn reserve(&mut self, additional: usize) -> Result<(), Error> {
         let added = self.addressable_chunks_for(additional)?;
-        self.chunks
-            .try_reserve_exact(added.end - added.start)
-            .map_err(|_| Error::out_of_memory("chunk table".to_string()))?;
+        reserve_to(&mut self.chunks, added.end, || "chunk table".to_string())?;
         for chunk in added.start..added.end {
             let rows = self.plan.rows_in_chunk(chunk);
             let mut stamps = Vec::new();
-            stamps
-                .try_reserve_exact(rows)
-                .map_err(|_| Error::out_of_memory(format!("timestamps of {rows} rows")))?;
+            reserve_to(&mut stamps, rows, || format!("timestamps of {rows} rows"))?;
             stamps.resize(rows, 0);
             self.chunks.push(Chunk {
                 rows: HugePageArray::zeroed(rows * self.row_bytes)
