@@ -1,7 +1,10 @@
 //! Room in a collection reserved so that a failed allocation is an
 //! `OutOfMemory` error, not an aborted process: every collection whose size
 //! follows a batch, a shard or a table is reserved so before it is filled.
-//! (Those sized by the shard count, at most `MAX_SHARDS` entries, are not.)
+//! Three small kinds are not: those sized by the shard count (at most
+//! `MAX_SHARDS` entries), a shard's map of row counts by timestamp (a node
+//! per few distinct timestamps) and the index's overflow list (empty but for
+//! ids that defeat the hash).
 
 use std::collections::{HashSet, TryReserveError};
 use std::hash::{BuildHasher, Hash};
