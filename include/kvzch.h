@@ -474,7 +474,10 @@ enum kvzch_status kvzch_cache_reserve(struct kvzch_cache *cache, uint64_t additi
 /**
  * Fills `*out` with what the cache holds now. The host sets `out->struct_size`
  * (at least the 1.0 size, 32); the library fills at most that many bytes and
- * sets `struct_size` to the number it filled.
+ * sets `struct_size` to the number it filled. The counts are one snapshot,
+ * taken between two of a writer's changes to them, never amid one: without
+ * a capacity policy, `rows == inserts - removals - expirations` in every
+ * one, also while other threads publish, remove and evict.
  */
 enum kvzch_status kvzch_cache_get_info(const struct kvzch_cache *cache,
                                        struct kvzch_cache_info *out);

@@ -45,7 +45,6 @@ mod rows;
 mod shard;
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
@@ -361,7 +360,7 @@ impl<'s> Waiting<'s> {
     }
 }
 
-/// What a cache holds now.
+/// What a cache holds now: one snapshot of its counts (see [`Cache::info`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CacheInfo {
     pub row_bytes: usize,
@@ -383,14 +382,18 @@ pub struct CacheInfo {
     pub capacity_evictions: u64,
 }
 
-/// The exact event counts behind [`CacheInfo`]; changed only by writers.
-#[derive(Default)]
-struct WriteCounters {
-    inserts: AtomicU64,
-    updates: AtomicU64,
-    removals: AtomicU64,
-    expirations: AtomicU64,
-    capacity_evictions: AtomicU64,
+/// The counts behind [`CacheInfo`]. Writers change them under one lock, each
+/// change whole (rows stored with the inserts that added them, say), and
+/// `info` copies them under it: a snapshot, never a mix of before and after.
+#[derive(Clone, Copy)]
+struct Counts {
+    rows: u64,
+    memory_bytes: u64,
+    inserts: u64,
+    updates: u64,
+    removals: u64,
+    expirations: u64,
+    capacity_evictions: u64,
 }
 
 /// How many rows each shard may hold under a capacity eviction policy.
@@ -423,9 +426,7 @@ pub struct Cache {
     shard_mask: u64,
     shards: Box<[CachePadded<RwLock<Shard>>]>,
     writer: Mutex<()>,
-    rows: AtomicU64,
-    memory_bytes: AtomicU64,
-    writes: WriteCounters,
+    counts: Mutex<Counts>,
     counters: ReadCounters,
     sinks: SinkRegistry,
 }
@@ -513,9 +514,15 @@ impl Cache {
             shard_mask: num_shards as u64 - 1,
             shards,
             writer: Mutex::new(()),
-            rows: AtomicU64::new(0),
-            memory_bytes: AtomicU64::new(footprint as u64),
-            writes: WriteCounters::default(),
+            counts: Mutex::new(Counts {
+                rows: 0,
+                memory_bytes: footprint as u64,
+                inserts: 0,
+                updates: 0,
+                removals: 0,
+                expirations: 0,
+                capacity_evictions: 0,
+            }),
             counters: ReadCounters::new(),
             sinks: SinkRegistry::new(),
         })
@@ -537,30 +544,33 @@ impl Cache {
         self.eviction_policy
     }
 
+    /// The cache's size and counts, as one snapshot: taken between two of a
+    /// writer's changes to them, never amid one.
     pub fn info(&self) -> CacheInfo {
-        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let counts = *self.counts.lock();
         CacheInfo {
             row_bytes: self.row_bytes,
             num_shards: self.shards.len(),
-            rows: count(&self.rows),
-            memory_bytes: count(&self.memory_bytes),
-            inserts: count(&self.writes.inserts),
-            updates: count(&self.writes.updates),
-            removals: count(&self.writes.removals),
-            expirations: count(&self.writes.expirations),
-            capacity_evictions: count(&self.writes.capacity_evictions),
+            rows: counts.rows,
+            memory_bytes: counts.memory_bytes,
+            inserts: counts.inserts,
+            updates: counts.updates,
+            removals: counts.removals,
+            expirations: counts.expirations,
+            capacity_evictions: counts.capacity_evictions,
         }
+    }
+
+    /// Makes one whole change to the counts.
+    fn count(&self, change: impl FnOnce(&mut Counts)) {
+        change(&mut self.counts.lock());
     }
 
     /// Applies a change of a shard's memory to the cache's total.
     fn account_memory(&self, before: usize, after: usize) {
-        if after >= before {
-            self.memory_bytes
-                .fetch_add((after - before) as u64, Ordering::Relaxed);
-        } else {
-            self.memory_bytes
-                .fetch_sub((before - after) as u64, Ordering::Relaxed);
-        }
+        self.count(|counts| {
+            counts.memory_bytes = counts.memory_bytes + after as u64 - before as u64
+        });
     }
 
     #[inline]
@@ -642,9 +652,11 @@ impl Cache {
                     }
                 });
             }
-            self.rows.fetch_add(inserted, Ordering::Relaxed);
-            self.writes.inserts.fetch_add(inserted, Ordering::Relaxed);
-            self.writes.updates.fetch_add(updated, Ordering::Relaxed);
+            self.count(|counts| {
+                counts.rows += inserted;
+                counts.inserts += inserted;
+                counts.updates += updated;
+            });
             Ok(())
         })
     }
@@ -746,17 +758,15 @@ impl Cache {
                         in_batch.contains(&id)
                     });
                 room += evicted;
-                self.rows.fetch_sub(evicted as u64, Ordering::Relaxed);
-                self.writes
-                    .capacity_evictions
-                    .fetch_add(evicted as u64, Ordering::Relaxed);
+                self.count(|counts| {
+                    counts.rows -= evicted as u64;
+                    counts.capacity_evictions += evicted as u64;
+                });
                 RwLockWriteGuard::bump(&mut guard);
             }
             let kept = new_ids.len().min(room);
             dropped.extend(&new_ids[kept..]);
-            self.writes
-                .capacity_evictions
-                .fetch_add((new_ids.len() - kept) as u64, Ordering::Relaxed);
+            self.count(|counts| counts.capacity_evictions += (new_ids.len() - kept) as u64);
         }
         Ok(dropped)
     }
@@ -1194,8 +1204,10 @@ impl Cache {
             }
             Ok::<_, Error>(removed)
         })?;
-        self.rows.fetch_sub(removed, Ordering::Relaxed);
-        self.writes.removals.fetch_add(removed, Ordering::Relaxed);
+        self.count(|counts| {
+            counts.rows -= removed;
+            counts.removals += removed;
+        });
         Ok(removed)
     }
 
@@ -1238,10 +1250,10 @@ impl Cache {
                 start = end;
             }
         }
-        self.rows.fetch_sub(evicted, Ordering::Relaxed);
-        self.writes
-            .expirations
-            .fetch_add(evicted, Ordering::Relaxed);
+        self.count(|counts| {
+            counts.rows -= evicted;
+            counts.expirations += evicted;
+        });
         evicted
     }
 
@@ -1307,6 +1319,7 @@ pub mod fault_injection {
 mod tests {
     use super::index::BUCKET_WIDTH;
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     fn index_sizes(cache: &Cache) -> Vec<usize> {
         cache

@@ -449,7 +449,10 @@ pub extern "C" fn kvzch_cache_reserve(
 
 /// Fills `*out` with what the cache holds now. The host sets `out->struct_size`
 /// (at least the 1.0 size, 32); the library fills at most that many bytes and
-/// sets `struct_size` to the number it filled.
+/// sets `struct_size` to the number it filled. The counts are one snapshot,
+/// taken between two of a writer's changes to them, never amid one: without
+/// a capacity policy, `rows == inserts - removals - expirations` in every
+/// one, also while other threads publish, remove and evict.
 #[no_mangle]
 pub extern "C" fn kvzch_cache_get_info(
     cache: *const kvzch_cache,
