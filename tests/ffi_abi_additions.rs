@@ -5,6 +5,10 @@ use std::ptr;
 
 use kvzch::ffi::*;
 
+#[path = "common/ffi.rs"]
+mod ffi_calls;
+use ffi_calls::{info, last_error};
+
 const OPTIONS_1_0: usize = 40;
 const INFO_1_0: usize = 32;
 
@@ -190,24 +194,6 @@ fn reserve_is_in_the_plugin_table_and_features_of_1_2() {
         kvzch_status::KVZCH_STATUS_NULL_ARGUMENT
     );
     assert!(last_error().starts_with("kvzch_cache_reserve"));
-}
-
-fn info(cache: *const kvzch_cache) -> kvzch_cache_info {
-    let mut info = kvzch_cache_info {
-        struct_size: size_of::<kvzch_cache_info>() as u32,
-        ..kvzch_cache_info::default()
-    };
-    assert_eq!(
-        kvzch_cache_get_info(cache, &mut info),
-        kvzch_status::KVZCH_STATUS_OK
-    );
-    info
-}
-
-fn last_error() -> String {
-    let mut buf = [0u8; 256];
-    let len = kvzch_last_error_message(buf.as_mut_ptr().cast(), buf.len());
-    String::from_utf8_lossy(&buf[..len.min(buf.len() - 1)]).into_owned()
 }
 
 #[test]

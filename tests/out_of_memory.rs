@@ -8,10 +8,13 @@
 //! test-only hook; this one takes no hook.)
 #![cfg(target_os = "linux")]
 
-use std::ffi::c_char;
 use std::process::Command;
 
 use kvzch::ffi::*;
+
+#[path = "common/ffi.rs"]
+mod ffi_calls;
+use ffi_calls::{batch_get, batch_set, info, last_error};
 
 /// Set in the child's environment.
 const CHILD: &str = "KVZCH_OUT_OF_MEMORY_CHILD";
@@ -58,16 +61,7 @@ fn publish_under_a_capped_address_space() {
         kvzch_cache_create(&options, &mut cache),
         kvzch_status::KVZCH_STATUS_OK
     );
-    let publish = |ids: &[i64], rows: &[u8]| {
-        kvzch_cache_batch_set(
-            cache,
-            ids.as_ptr(),
-            ids.len(),
-            rows.as_ptr().cast(),
-            rows.len(),
-            1,
-        )
-    };
+    let publish = |ids: &[i64], rows: &[u8]| batch_set(cache, ids, rows, 1);
     let stored: Vec<i64> = (0..1000).collect();
     assert_eq!(
         publish(&stored, &rows_of(&stored)),
@@ -94,10 +88,10 @@ fn publish_under_a_capped_address_space() {
             "kvzch_cache_batch_set: could not allocate scratch for a batch of {PUBLISH_IDS} ids"
         )
     );
-    assert_eq!(rows_stored(cache), 1000);
+    assert_eq!(info(cache).rows, 1000);
     // With the memory back, the same publish stores every row.
     assert_eq!(publish(&large, &large_rows), kvzch_status::KVZCH_STATUS_OK);
-    assert_eq!(rows_stored(cache), 1000 + PUBLISH_IDS as u64);
+    assert_eq!(info(cache).rows, 1000 + PUBLISH_IDS as u64);
     assert_eq!(hits(cache, &large[..4096]), 4096);
     kvzch_cache_destroy(cache);
 }
@@ -113,41 +107,11 @@ fn hits(cache: *mut kvzch_cache, ids: &[i64]) -> usize {
     let mut out = vec![0u8; ids.len() * ROW_BYTES];
     let mut stats = kvzch_batch_stats::default();
     assert_eq!(
-        kvzch_cache_batch_get(
-            cache,
-            ids.as_ptr(),
-            ids.len(),
-            out.as_mut_ptr().cast(),
-            out.len(),
-            std::ptr::null_mut(),
-            &mut stats,
-        ),
+        batch_get(cache, ids, &mut out, Some(&mut stats)),
         kvzch_status::KVZCH_STATUS_OK
     );
     assert_eq!(out, rows_of(ids));
     stats.hits as usize
-}
-
-fn rows_stored(cache: *mut kvzch_cache) -> u64 {
-    let mut info = kvzch_cache_info {
-        struct_size: size_of::<kvzch_cache_info>() as u32,
-        ..Default::default()
-    };
-    assert_eq!(
-        kvzch_cache_get_info(cache, &mut info),
-        kvzch_status::KVZCH_STATUS_OK
-    );
-    info.rows
-}
-
-fn last_error() -> String {
-    let mut buf = [0 as c_char; 256];
-    let len = kvzch_last_error_message(buf.as_mut_ptr(), buf.len());
-    let bytes: Vec<u8> = buf[..len.min(buf.len() - 1)]
-        .iter()
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8(bytes).unwrap()
 }
 
 /// The process's address space now, in bytes (`VmSize`).

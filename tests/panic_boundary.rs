@@ -13,29 +13,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use kvzch::cache::fault_injection::{PANICKING_ID, PANICKING_TABLE};
 use kvzch::ffi::*;
 
+#[path = "common/ffi.rs"]
+mod ffi_calls;
+use ffi_calls::{batch_get, batch_set, last_error};
+
 static SINK_CALLS: AtomicU64 = AtomicU64::new(0);
 
 unsafe extern "C" fn count_calls(_: *mut c_void, _: *const kvzch_batch_event) {
     SINK_CALLS.fetch_add(1, Ordering::SeqCst);
-}
-
-fn last_error() -> String {
-    let mut buf = vec![0u8; 512];
-    let len = kvzch_last_error_message(buf.as_mut_ptr().cast(), buf.len());
-    buf.truncate(len.min(511));
-    String::from_utf8(buf).unwrap()
-}
-
-fn get(cache: *mut kvzch_cache, ids: &[i64], out: &mut [u8]) -> kvzch_status {
-    kvzch_cache_batch_get(
-        cache,
-        ids.as_ptr(),
-        ids.len(),
-        out.as_mut_ptr().cast(),
-        out.len(),
-        ptr::null_mut(),
-        ptr::null_mut(),
-    )
 }
 
 #[test]
@@ -58,7 +43,7 @@ fn a_panic_is_internal_and_the_cache_stays_usable() {
     let ids = [1i64, 2, 3];
     let rows = [7u8; 24];
     assert_eq!(
-        kvzch_cache_batch_set(cache, ids.as_ptr(), 3, rows.as_ptr().cast(), 24, 1),
+        batch_set(cache, &ids, &rows, 1),
         kvzch_status::KVZCH_STATUS_OK
     );
     let mut sink_id = 0;
@@ -69,7 +54,7 @@ fn a_panic_is_internal_and_the_cache_stays_usable() {
 
     let mut out = [0u8; 32];
     for _ in 0..3 {
-        let status = get(cache, &[1, PANICKING_ID, 2, 3], &mut out);
+        let status = batch_get(cache, &[1, PANICKING_ID, 2, 3], &mut out, None);
         assert_eq!(status, kvzch_status::KVZCH_STATUS_INTERNAL);
         let message = last_error();
         assert!(
@@ -94,13 +79,12 @@ fn a_panic_is_internal_and_the_cache_stays_usable() {
     );
 
     // The shard's read lock was released during unwinding: a writer gets it.
-    let more = [4i64];
     assert_eq!(
-        kvzch_cache_batch_set(cache, more.as_ptr(), 1, [9u8; 8].as_ptr().cast(), 8, 2),
+        batch_set(cache, &[4], &[9; 8], 2),
         kvzch_status::KVZCH_STATUS_OK
     );
     assert_eq!(
-        get(cache, &[1, 2, 3, 4], &mut out),
+        batch_get(cache, &[1, 2, 3, 4], &mut out, None),
         kvzch_status::KVZCH_STATUS_OK
     );
     assert_eq!(out[..24], [7u8; 24]);

@@ -41,6 +41,9 @@ use kvzch::ffi::*;
 
 mod common;
 use common::{splitmix, Rng};
+#[path = "common/ffi.rs"]
+mod ffi_calls;
+use ffi_calls::{batch_set, last_error};
 
 const ROW_BYTES: usize = 200;
 const WORDS: usize = ROW_BYTES / 8;
@@ -147,15 +150,6 @@ fn stopped() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
-fn last_error() -> String {
-    let mut buf = [0u8; 512];
-    unsafe { kvzch_last_error_message(buf.as_mut_ptr().cast(), buf.len()) };
-    CStr::from_bytes_until_nul(&buf)
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
-}
-
 fn check(status: kvzch_status, what: &str) -> bool {
     if status != kvzch_status::KVZCH_STATUS_OK {
         fail(format!("{what}: {status:?}: {}", last_error()));
@@ -168,19 +162,7 @@ fn check(status: kvzch_status, what: &str) -> bool {
 /// failure reported) when the call fails.
 fn publish(cache: *mut kvzch_cache, ids: &[i64], version: u64, timestamp: u32, what: &str) -> bool {
     let rows = rows_for(ids, &vec![version; ids.len()]);
-    // SAFETY: `cache` is live until every thread is joined; the buffers hold
-    // `ids.len()` ids and `rows.len()` bytes for the duration of the call.
-    let status = unsafe {
-        kvzch_cache_batch_set(
-            cache,
-            ids.as_ptr(),
-            ids.len(),
-            rows.as_ptr().cast(),
-            rows.len(),
-            timestamp,
-        )
-    };
-    check(status, what)
+    check(batch_set(cache, ids, &rows, timestamp), what)
 }
 
 // ------------------------------------------------------------ sinks
