@@ -67,13 +67,12 @@ impl Grouping {
 
     /// Whether `reserve` made room for `ids` ids over `shards` shards.
     fn has_room_for(&self, ids: usize, shards: usize) -> bool {
-        [
-            self.hashes.capacity(),
-            self.order.capacity(),
-            self.keys.capacity(),
-        ]
-        .iter()
-        .all(|&capacity| capacity >= ids)
+        let per_id = self
+            .hashes
+            .capacity()
+            .min(self.order.capacity())
+            .min(self.keys.capacity());
+        per_id >= ids
             && self.starts.capacity() > shards
             && self.shard_counts.capacity() >= shards
             && self.busy_shards.capacity() >= shards
