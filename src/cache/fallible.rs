@@ -1,10 +1,11 @@
 //! Room in a collection reserved so that a failed allocation is an
-//! `OutOfMemory` error, not an aborted process: every collection whose size
-//! follows a batch, a shard or a table is reserved so before it is filled.
-//! Three small kinds are not: those sized by the shard count (at most
-//! `MAX_SHARDS` entries), a shard's map of row counts by timestamp (a node
-//! per few distinct timestamps) and the index's overflow list (empty but for
-//! ids that defeat the hash).
+//! `OutOfMemory` error, not an aborted process: every collection that a call
+//! on a cache fills, sized by its batch, the shard count, a shard or a table,
+//! is reserved so before it is filled. Two small ones are not: a shard's map
+//! of row counts by timestamp (a node per few distinct timestamps), which has
+//! no fallible insert, and the index's overflow list (empty but for ids that
+//! defeat the hash), which grows amid a write. Nor is creating a cache, a few
+//! hundred bytes a shard.
 
 use std::collections::{HashSet, TryReserveError};
 use std::hash::{BuildHasher, Hash};

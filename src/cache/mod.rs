@@ -686,7 +686,10 @@ impl Cache {
             )));
         }
         let _writer = self.writer.lock();
-        let mut rooms = Vec::with_capacity(self.shards.len());
+        let mut rooms = Vec::new();
+        reserve_to(&mut rooms, self.shards.len(), || {
+            "a room per shard".to_string()
+        })?;
         let mut added_bytes = 0u64;
         for (shard, lock) in self.shards.iter().enumerate() {
             let guard = lock.read();
@@ -721,6 +724,9 @@ impl Cache {
         // Per shard the batch touches: the batch's ids in it, and those it
         // does not hold yet, from the batch's last to its first.
         let mut plans = Vec::new();
+        reserve_to(&mut plans, self.shards.len(), || {
+            "a plan per shard".to_string()
+        })?;
         // The most ids the publish can drop: the new ids beyond each shard's
         // growth (eviction may make room for some of them).
         let mut most_dropped = 0;
