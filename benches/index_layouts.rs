@@ -23,17 +23,24 @@
 //!   remainders compared one by one, as the compiler writes the loop, and two
 //!   to an SSE2 compare. The study's map takes a remainder match for the id;
 //!   kvzch's index (`src/cache/index.rs`) keeps exact remainders, seven to a
-//!   line with two choices, and is not among the layouts here.
+//!   line with two choices;
+//! - kvzch itself, through its Rust API, with rows of its own: the engine,
+//!   its index, shards, locks and row arena, against the layouts' bounds.
 //!
 //! Every layout runs the lookup suite's pipeline over the same uniform batches
-//! (`indexed_limit`) and finds the limit's own rows, held once (`over`): a
-//! copy of the rows per layout held 17 GiB at 4M rows. The rows each returns
-//! for the first batches are checked against the limit's. Layouts take turns
-//! within each round, and each reports its rate over the limit's in the same
-//! round: the median and quartiles over rounds. BENCHMARKS.md ("What the
-//! design leaves") has what this machine measured.
+//! (`indexed_limit`) and finds rows held twice, the limit's and one copy of
+//! them (`over`): a copy per layout held 17 GiB at 4M rows. The rows each
+//! returns for the first batches are checked against the limit's. Layouts take
+//! turns within each round, always in the same order, each over the copy of
+//! the rows its predecessor did not read. A turn over the rows the turn before
+//! it read ran faster here than one after a turn over other rows (1.16x and
+//! 1.24x for the same layout in two runs), which favoured the layouts, all
+//! over the limit's rows, over kvzch, whose rows are its own. Each reports
+//! its rate over the limit's in the same round: the median and quartiles over
+//! rounds. BENCHMARKS.md ("What the design leaves") has what this machine
+//! measured.
 //!
-//! `cargo bench --bench index_layouts` (15 to 25 s here; maps about 2 GiB),
+//! `cargo bench --bench index_layouts` (20 to 40 s here; maps about 4 GiB),
 //! or `-- --quick` for a small table.
 
 // The lookup suite's contender trait: this study fills and reads its layouts
@@ -47,6 +54,11 @@ mod huge_map;
 mod indexed_limit;
 #[path = "lookup/key_buckets.rs"]
 mod key_buckets;
+// The lookup suite's kvzch contenders: this study reads kvzch through its Rust
+// API and leaves the C ABI's contender unused.
+#[allow(dead_code)]
+#[path = "lookup/kvzch_rows.rs"]
+mod kvzch_rows;
 #[path = "lookup/limit.rs"]
 mod limit;
 #[path = "lookup/prefetch.rs"]
@@ -65,6 +77,7 @@ use contender::Contender;
 use huge_map::HugeMap;
 use indexed_limit::{IndexedLimit, Profile, RowIndex, TWO_CHOICE_FILL};
 use key_buckets::{BucketTable, KeyBuckets, PlainBucket};
+use kvzch_rows::KvzchRust;
 use limit::Limit;
 use prefetch::{prefetch, prefetch_row};
 use two_choice::TwoChoiceBuckets;
@@ -544,51 +557,67 @@ impl Layout {
     }
 }
 
-/// The limit, whose rows are filled, and every layout over its rows.
-fn layouts(limit: &Limit, rows: usize) -> Vec<Layout> {
+/// The turns of a round, in order: the limit's, then each layout's over the
+/// copy of the rows the turn before did not read.
+struct Turns<'a> {
+    /// The limit's rows and a copy of them, both filled.
+    rows: [&'a Limit; 2],
+    layouts: Vec<Layout>,
+}
+
+impl Turns<'_> {
+    /// Adds a layout that finds its rows through `index`.
+    fn through<I: RowIndex + 'static>(&mut self, name: String, index: I, finds_all: bool) {
+        let rows = self.rows[self.layouts.len() % 2];
+        let layout = Layout::through(name, rows, index, finds_all);
+        self.layouts.push(layout);
+    }
+}
+
+/// The limit, every layout over its rows or their copy (both filled), and
+/// kvzch, last: the limit's turn follows kvzch's, over rows of kvzch's own.
+fn layouts(limit: &Limit, copy: &Limit, rows: usize) -> Vec<Layout> {
     let percent = |fill: f64| fill * 100.0;
-    let mut layouts = vec![
-        Layout::new("limit".into(), Box::new(limit.share()), true),
-        Layout::through(
-            "one line per id (a bound, not a map)".into(),
-            limit,
-            OneLine::new(rows),
-            true,
+    let mut turns = Turns {
+        rows: [limit, copy],
+        layouts: vec![Layout::new("limit".into(), Box::new(limit.share()), true)],
+    };
+    turns.through(
+        "one line per id (a bound, not a map)".into(),
+        OneLine::new(rows),
+        true,
+    );
+    turns.through(
+        format!(
+            "linear probing, home bucket only, {:.0}% full, the rest missed (a bound, not a map)",
+            percent(TWO_CHOICE_FILL)
         ),
-        Layout::through(
-            format!(
-                "linear probing, home bucket only, {:.0}% full, the rest missed (a bound, not a map)",
-                percent(TWO_CHOICE_FILL)
-            ),
-            limit,
-            HomeBucket::<false>(KeyBuckets::new(rows, TWO_CHOICE_FILL)),
-            false,
+        HomeBucket::<false>(KeyBuckets::new(rows, TWO_CHOICE_FILL)),
+        false,
+    );
+    turns.through(
+        format!(
+            "linear probing, home bucket only, {:.0}% full, the rest by row number (a bound, not a map)",
+            percent(TWO_CHOICE_FILL)
         ),
-        Layout::through(
-            format!(
-                "linear probing, home bucket only, {:.0}% full, the rest by row number (a bound, not a map)",
-                percent(TWO_CHOICE_FILL)
-            ),
-            limit,
-            HomeBucket::<true>(KeyBuckets::new(rows, TWO_CHOICE_FILL)),
-            true,
-        ),
-    ];
-    layouts.extend([0.6, 0.7, TWO_CHOICE_FILL, 0.9].map(|fill| {
+        HomeBucket::<true>(KeyBuckets::new(rows, TWO_CHOICE_FILL)),
+        true,
+    );
+    for fill in [0.6, 0.7, TWO_CHOICE_FILL, 0.9] {
         let name = format!("linear probing: 5 ids per line, {:.0}% full", percent(fill));
-        Layout::through(name, limit, KeyBuckets::new(rows, fill), true)
-    }));
-    layouts.extend([TWO_CHOICE_FILL, 0.9].map(|fill| {
+        turns.through(name, KeyBuckets::new(rows, fill), true);
+    }
+    for fill in [TWO_CHOICE_FILL, 0.9] {
         let name = format!(
             "two choices (kvzch's until 598b97e): 5 ids per line, {:.0}% full",
             percent(fill)
         );
-        Layout::through(name, limit, TwoChoiceBuckets::new(rows, fill), true)
-    }));
-    layouts.extend([TWO_CHOICE_FILL, 0.9].map(|fill| {
+        turns.through(name, TwoChoiceBuckets::new(rows, fill), true);
+    }
+    for fill in [TWO_CHOICE_FILL, 0.9] {
         let name = format!("10 tags per line + ids by row, {:.0}% full", percent(fill));
-        Layout::through(name, limit, TagBuckets::new(rows, fill), true)
-    }));
+        turns.through(name, TagBuckets::new(rows, fill), true);
+    }
     for fill in [0.5, 0.67] {
         let name = |compare: &str| {
             format!(
@@ -596,19 +625,24 @@ fn layouts(limit: &Limit, rows: usize) -> Vec<Layout> {
                 percent(fill)
             )
         };
-        layouts.push(Layout::through(
+        turns.through(
             name("compared one by one"),
-            limit,
             RemainderBuckets::<false>::new(rows, fill),
             true,
-        ));
-        layouts.push(Layout::through(
+        );
+        turns.through(
             name("two to an SSE2 compare"),
-            limit,
             RemainderBuckets::<true>::new(rows, fill),
             true,
-        ));
+        );
     }
+    let kvzch = KvzchRust::new(limit.row_bytes());
+    let mut layouts = turns.layouts;
+    layouts.push(Layout::new(
+        "kvzch itself (its Rust API, rows of its own)".into(),
+        Box::new(kvzch),
+        true,
+    ));
     layouts
 }
 
@@ -642,7 +676,9 @@ fn main() {
     let pool = workload::uniform(&universe, BATCH, pool_batches, 0x1a70_75e5);
     let mut limit = Limit::new(config.rows, config.row_bytes);
     fill(&mut limit, &universe);
-    let mut layouts = layouts(&limit, config.rows);
+    let mut copy = Limit::new(config.rows, config.row_bytes);
+    fill(&mut copy, &universe);
+    let mut layouts = layouts(&limit, &copy, config.rows);
     for layout in &mut layouts[1..] {
         fill(layout.contender.as_mut(), &universe);
     }
@@ -682,18 +718,19 @@ fn main() {
     let per_round = config.batches_per_round.min(pool.batches());
     for round in 0..config.rounds {
         let first = round * per_round % pool.batches();
-        let count = layouts.len();
-        let mut rates = vec![0.0; count];
-        // Each round starts with another layout, so none always follows the same one.
-        for turn in 0..count {
-            let k = (round + turn) % count;
-            let started = Instant::now();
-            for b in first..first + per_round {
-                let (ids, slots, _) = pool.batch(b % pool.batches());
-                layouts[k].contender.get(ids, slots, &mut out);
-            }
-            rates[k] = (per_round * BATCH) as f64 / started.elapsed().as_secs_f64();
-        }
+        // In the same order every round, so that every turn follows a turn
+        // over other rows (see `Turns`).
+        let rates: Vec<f64> = layouts
+            .iter()
+            .map(|layout| {
+                let started = Instant::now();
+                for b in first..first + per_round {
+                    let (ids, slots, _) = pool.batch(b % pool.batches());
+                    layout.contender.get(ids, slots, &mut out);
+                }
+                (per_round * BATCH) as f64 / started.elapsed().as_secs_f64()
+            })
+            .collect();
         for (layout, &rate) in layouts.iter_mut().zip(&rates) {
             layout.ratios.push(rate / rates[0]);
             layout.rates.push(rate);
