@@ -33,8 +33,8 @@
 //! returns for the first batches are checked against the limit's. Layouts take
 //! turns within each round, always in the same order, each over the copy of
 //! the rows its predecessor did not read. A turn over the rows the turn before
-//! it read ran faster here than one after a turn over other rows (1.16x and
-//! 1.24x for the same layout in two runs), which favoured the layouts, all
+//! it read ran faster here than one after a turn over other rows (1.30x and
+//! 1.12x for the same layout in two runs), which favoured the layouts, all
 //! over the limit's rows, over kvzch, whose rows are its own. Each reports
 //! its rate over the limit's in the same round: the median and quartiles over
 //! rounds. BENCHMARKS.md ("What the design leaves") has what this machine
