@@ -448,8 +448,8 @@ enum kvzch_status kvzch_cache_evict_older_than(struct kvzch_cache *cache,
 
 /**
  * 1.1: returns free memory to the operating system: packs each shard's rows
- * into as few chunks as they need and rebuilds its index for the rows it
- * holds. Readers of a shard wait while that shard is packed.
+ * into an arena no larger than they need and rebuilds its index for the rows
+ * it holds. Readers of a shard wait while that shard is packed.
  */
 enum kvzch_status kvzch_cache_compact(struct kvzch_cache *cache);
 

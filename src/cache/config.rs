@@ -125,8 +125,8 @@ impl CacheConfig {
 
 /// Enough shards that writers rarely block readers of the same shard and that
 /// a shard's eviction pass is short, few enough that a batch's per-shard
-/// grouping and each shard's partly filled last chunk stay cheap. That chunk
-/// is a huge page, half empty on average: at 4M rows of 256 bytes, 16 shards
+/// grouping and each shard's partly filled last huge page of rows stay cheap.
+/// That page is half empty on average: at 4M rows of 256 bytes, 16 shards
 /// held 4.1 bytes per row in them and 8 shards hold 2, with lookups, and
 /// lookups during a republish, as fast (measured on 2 cores).
 fn default_shard_count() -> usize {

@@ -667,7 +667,8 @@ impl Cache {
     /// fill rebuilds each shard's index every time it grows by 30% (15% in a
     /// cache that caps its memory), steps that keep memory within 24 bytes per
     /// row, and moves each id about four times on the way (eight in 15% steps).
-    /// Row memory is still allocated as rows arrive, in chunks never copied.
+    /// Row memory is still allocated as rows arrive, a huge page's worth at a
+    /// time.
     ///
     /// The room is split evenly over the shards, as ids are. It counts in
     /// `memory_bytes` from now on, and `compact` gives back what is unused.
@@ -777,7 +778,7 @@ impl Cache {
         Ok(dropped)
     }
 
-    /// Makes room in a shard's chunks for `new_rows` rows and in its index for
+    /// Makes room in a shard's row arena for `new_rows` rows and in its index for
     /// `index_room` keys, a table grown as `sizing` says. A grown index is built
     /// under the read lock, so readers of the shard wait only for the swap.
     /// Runs under the writer mutex, which keeps the shard's keys as they were
@@ -1264,8 +1265,8 @@ impl Cache {
     }
 
     /// Returns free memory to the operating system: each shard's rows are
-    /// packed into as few chunks as they need and its index is rebuilt for the
-    /// rows it holds. A shard is write-locked while it is
+    /// packed into an arena no larger than they need and its index is rebuilt
+    /// for the rows it holds. A shard is write-locked while it is
     /// packed, so its readers wait for that shard only.
     pub fn compact(&self) -> Result<(), Error> {
         let _writer = self.writer.lock();
@@ -1704,12 +1705,12 @@ mod tests {
         assert_holds(&cache, kept, removed);
     }
 
-    /// A capacity publish that needs both an eviction and a new chunk: while
+    /// A capacity publish that needs both an eviction and a larger arena: while
     /// it cannot allocate, it evicts nothing (before it allocated first, it
     /// had evicted two rows).
     #[test]
     fn a_capacity_publish_that_cannot_allocate_evicts_nothing() {
-        // Two 4 KiB chunks of four rows, both full.
+        // An arena of eight 1 KiB rows, full.
         let stored: Vec<i64> = (0..8).collect();
         let full = || {
             let cache = Cache::new(CacheConfig {

@@ -114,7 +114,8 @@ impl Shard {
 
     /// The most a shard holding at most `rows` rows ever holds in memory under
     /// a capacity policy: the index never grows past the size a rebuild picks
-    /// for that many keys, and the arena never past the chunks that hold them.
+    /// for that many keys, and the arena never past the capacity that holds
+    /// them.
     pub(crate) fn memory_bytes_at_most(row_bytes: usize, rows: usize) -> usize {
         Index::memory_bytes_for(rows) + RowArena::new(row_bytes).memory_bytes_after_reserve(rows)
     }
@@ -156,7 +157,7 @@ impl Shard {
         self.index.get(hash).is_some()
     }
 
-    /// Whether `new_rows` more rows fit in the index and the chunks as they are.
+    /// Whether `new_rows` more rows fit in the index and the arena as they are.
     pub(crate) fn has_room_for(&self, new_rows: usize) -> bool {
         self.index.has_room_for(new_rows) && self.rows.has_room_for(new_rows)
     }
@@ -323,8 +324,8 @@ impl Shard {
         evicted
     }
 
-    /// Packs the rows into as few chunks as they need and rebuilds the index for
-    /// them. On failure (an allocation) the shard is unchanged.
+    /// Packs the rows into an arena no larger than they need and rebuilds the
+    /// index for them. On failure (an allocation) the shard is unchanged.
     pub(crate) fn compact(&mut self, row_bytes: usize) -> Result<(), Error> {
         let mut packed = RowArena::new(row_bytes);
         packed.reserve(self.index.len())?;

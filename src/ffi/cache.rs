@@ -408,8 +408,8 @@ fn optional_out<'a, T>(ptr: *mut T, what: &str) -> Result<Option<&'a mut T>, Ffi
 }
 
 /// 1.1: returns free memory to the operating system: packs each shard's rows
-/// into as few chunks as they need and rebuilds its index for the rows it
-/// holds. Readers of a shard wait while that shard is packed.
+/// into an arena no larger than they need and rebuilds its index for the rows
+/// it holds. Readers of a shard wait while that shard is packed.
 #[no_mangle]
 pub extern "C" fn kvzch_cache_compact(cache: *mut kvzch_cache) -> kvzch_status {
     boundary("kvzch_cache_compact", || {
