@@ -17,11 +17,14 @@
 //! `cargo bench --bench first_touch` (about a minute; maps 1 GiB at a time),
 //! or `-- --quick` (64 MiB, no rest).
 
+#[path = "lookup/flags.rs"]
+mod flags;
 #[path = "lookup/huge_map.rs"]
 mod huge_map;
 
 use std::time::{Duration, Instant};
 
+use flags::number;
 use huge_map::HugeMap;
 use memmap2::{Advice, MmapMut};
 
@@ -40,11 +43,6 @@ fn parse_args() -> Config {
         rounds: 3,
     };
     let mut args = std::env::args().skip(1);
-    let number = |flag: &str, value: Option<String>| -> u64 {
-        value
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{flag} takes a number"))
-    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => {
@@ -52,9 +50,9 @@ fn parse_args() -> Config {
                 config.rest = Duration::ZERO;
                 config.rounds = 1;
             }
-            "--mib" => config.mib = number("--mib", args.next()) as usize,
+            "--mib" => config.mib = number("--mib", args.next()),
             "--rest" => config.rest = Duration::from_secs(number("--rest", args.next())),
-            "--rounds" => config.rounds = number("--rounds", args.next()) as usize,
+            "--rounds" => config.rounds = number("--rounds", args.next()),
             // cargo bench passes this to every bench target.
             "--bench" => {}
             other => {

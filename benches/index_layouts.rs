@@ -48,6 +48,8 @@
 #[allow(dead_code)]
 #[path = "lookup/contender.rs"]
 mod contender;
+#[path = "lookup/flags.rs"]
+mod flags;
 #[path = "lookup/huge_map.rs"]
 mod huge_map;
 #[path = "lookup/indexed_limit.rs"]
@@ -74,6 +76,7 @@ mod workload;
 use std::time::Instant;
 
 use contender::Contender;
+use flags::number;
 use huge_map::HugeMap;
 use indexed_limit::{IndexedLimit, Profile, RowIndex, TWO_CHOICE_FILL};
 use key_buckets::{BucketTable, KeyBuckets, PlainBucket};
@@ -488,11 +491,6 @@ fn parse_args() -> Config {
         batches_per_round: 200,
     };
     let mut args = std::env::args().skip(1);
-    let number = |flag: &str, value: Option<String>| -> usize {
-        value
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{flag} takes a number"))
-    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => {
