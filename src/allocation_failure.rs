@@ -1,7 +1,8 @@
 //! Tests make one of the calling thread's fallible allocations fail, as it
 //! does when the system is out of memory, to check that a failed allocation
-//! changes nothing. `HugePageArray::zeroed` and the engine's reservations
-//! (`cache::fallible`) ask it first.
+//! changes nothing. `HugePageArray::zeroed`, `HugePageVec::grow_to` (when it
+//! needs a larger mapping) and the engine's reservations (`cache::fallible`)
+//! ask it first.
 
 use std::cell::Cell;
 

@@ -1,5 +1,7 @@
-//! Fixed-length arrays that, once large, live in anonymous mappings of their
-//! own, on transparent huge pages as far as they span whole ones.
+//! Arrays that, once large, live in anonymous mappings of their own, on
+//! transparent huge pages as far as they span whole ones: fixed-length ones
+//! for the index's tables (`HugePageArray`), growable ones for a shard's rows
+//! and their stamps (`HugePageVec`).
 //!
 //! A lookup reads one random index bucket and one random row per id, so on
 //! 4 KiB pages nearly every read also misses the TLB, and under a hypervisor
@@ -14,7 +16,8 @@
 //! that happen to be aligned are used). The array's whole huge pages are advised
 //! for THP and its tail stays on small pages, of which only those the array
 //! covers are ever touched, so the array costs its own length in memory and no
-//! more.
+//! more. A `HugePageVec` aligns its mapping to a huge page itself.
+//!
 //! Kept apart from the engine, like `prefetch`, so that `cache/` can forbid
 //! `unsafe` outright.
 
@@ -232,15 +235,15 @@ impl<T: Zeroable + Copy> HugePageVec<T> {
     /// vector unchanged, when the memory cannot be had.
     pub(crate) fn grow_to(&mut self, len: usize) -> Option<()> {
         assert!(len >= self.len, "a HugePageVec only grows");
-        #[cfg(test)]
-        if crate::allocation_failure::take() {
-            return None;
-        }
         let bytes = len.checked_mul(std::mem::size_of::<T>())?;
         if bytes <= self.mapped {
             // Never written since it was mapped: zero.
             self.len = len;
             return Some(());
+        }
+        #[cfg(test)]
+        if crate::allocation_failure::take() {
+            return None;
         }
         let mapped = bytes.max(self.mapped.saturating_mul(2));
         let moved = if self.mapped >= HUGE_PAGE_BYTES {
@@ -310,8 +313,8 @@ impl<T: Zeroable + Copy> HugePageVec<T> {
     }
 }
 
-/// A fresh read-write mapping of `bytes`, starting on a huge page when it
-/// spans one, its whole huge pages advised for THP.
+/// A fresh read-write mapping of `bytes`, starting on a huge page and advised
+/// for THP when it spans one.
 fn map_aligned(bytes: usize) -> Option<NonNull<u8>> {
     let slack = if bytes >= HUGE_PAGE_BYTES {
         HUGE_PAGE_BYTES
@@ -337,9 +340,11 @@ fn map_aligned(bytes: usize) -> Option<NonNull<u8>> {
     let aligned = start.next_multiple_of(slack.max(1));
     // The kernel maps whole small pages.
     let end = (aligned + bytes).next_multiple_of(small_page_bytes());
-    // SAFETY: both ranges lie inside the mapping just made (`aligned - start`
-    // is less than `slack`, and `end` at most `start + length`, which are
-    // whole small pages too) and outside `aligned..end`, which is kept.
+    // SAFETY: both ranges lie inside the mapping just made and outside
+    // `aligned..end`, which is kept: the head is `start..aligned`, less than
+    // `slack` long, and the tail runs from `end` to the mapping's end (the
+    // kernel rounds `start + length` up to a small page), unmapped only when
+    // `end` lies before it.
     unsafe {
         if aligned > start {
             libc::munmap(mapping, aligned - start);

@@ -314,7 +314,8 @@ mod tests {
             arena.row_mut(slot)[..4].copy_from_slice(&slot.to_le_bytes());
         }
         let memory = arena.memory_bytes();
-        // The rows' growth fails after the stamps' succeeded.
+        // The stamps' growth fails, then the rows' after the stamps' succeeded:
+        // both need a larger mapping.
         for successes in [0, 1] {
             let _armed = crate::allocation_failure::arm(successes);
             let error = arena.reserve(1).unwrap_err();
