@@ -199,19 +199,19 @@ impl<T> Drop for HugePageArray<T> {
 /// with the rows in one array, the first rows on huge pages included.)
 ///
 /// Growing keeps the elements and zeroes the new ones, but may move them, so it
-/// takes `&mut self`: a reader never holds an element across it. The mapping
-/// holds twice what the vector outgrew, or more: a vector that grows in small
-/// steps moves a logarithmic number of times, and the pages past its length,
-/// never written, cost address space, not memory. A mapping of less than a
-/// huge page grows by copying into a fresh one, so that the elements come to
-/// lie on huge pages once it spans one (pages first written as small pages
-/// would stay small); a larger one, on Linux, by moving its pages to a larger
-/// mapping (`mremap`), which copies nothing.
+/// takes `&mut self`: a reader never holds an element across it. A mapping of
+/// less than a huge page grows by copying into a fresh one, twice as large or
+/// more, so that a vector growing in small steps copies a logarithmic number of
+/// times and its elements come to lie on huge pages once it spans one (pages
+/// first written as small pages would stay small); the pages past its length,
+/// never written, cost address space, not memory. A larger mapping, on Linux,
+/// grows to the length asked for by moving its pages (`mremap`), which copies
+/// nothing.
 pub(crate) struct HugePageVec<T: Zeroable + Copy> {
     first: NonNull<T>,
     len: usize,
-    /// Bytes of the mapping at `first`, at least `len` elements' worth; none
-    /// before the first growth.
+    /// Bytes of the mapping at `first`, at least `len` elements' worth (more
+    /// only below a huge page); none before the first growth.
     mapped: usize,
 }
 
@@ -245,7 +245,14 @@ impl<T: Zeroable + Copy> HugePageVec<T> {
         if crate::allocation_failure::take() {
             return None;
         }
-        let mapped = bytes.max(self.mapped.saturating_mul(2));
+        // Doubling below a huge page; past it, a move costs a few page table
+        // entries, not a copy, and slack would count against a host that
+        // commits its memory strictly (`vm.overcommit_memory = 2`).
+        let mapped = if self.mapped < HUGE_PAGE_BYTES {
+            bytes.max(self.mapped.saturating_mul(2))
+        } else {
+            bytes
+        };
         let moved = if self.mapped >= HUGE_PAGE_BYTES {
             self.moved_to(mapped)?
         } else {
