@@ -5,7 +5,7 @@
 //! to load between the index's answer and the row's prefetch. (Rows in chunks
 //! of a huge page each, as the arena had them before, took a load of the
 //! chunk's address there, and the first chunks, smaller than a huge page, sat
-//! on small pages: at 4M rows of 256 bytes, lookups ran 1.11x-1.15x faster with
+//! on small pages: at 4M rows of 256 bytes, lookups ran 1.10x-1.13x faster with
 //! one array.) The arrays grow under the shard's write lock, so a reader's
 //! view of a row is stable while it holds the read lock; growing keeps the rows
 //! and, past a huge page, moves their pages rather than copying them (see
