@@ -11,12 +11,9 @@
 //! faulted in as small pages, and it keeps freed blocks resident, so an index
 //! that grows by rebuilds leaves its old tables behind in the process's RSS.
 //! A large array therefore gets a mapping of its own, unmapped when it is
-//! dropped. The mapping's length is rounded up to whole huge pages, which
-//! recent Linux kernels align to a huge page (on older ones, only the huge pages
-//! that happen to be aligned are used). The array's whole huge pages are advised
-//! for THP and its tail stays on small pages, of which only those the array
-//! covers are ever touched, so the array costs its own length in memory and no
-//! more. A `HugePageVec` aligns its mapping to a huge page itself.
+//! dropped (`map_aligned`). A mapping that spans a huge page starts on one
+//! and is advised for THP; its tail, less than a whole huge page, stays on
+//! small pages, so an array costs its own length in memory and no more.
 //!
 //! Kept apart from the engine, like `prefetch`, so that `cache/` can forbid
 //! `unsafe` outright.
@@ -25,10 +22,8 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
-use memmap2::{Advice, MmapMut};
-
 /// The transparent huge page size on x86_64 and on aarch64 with 4 KiB pages.
-const HUGE_PAGE_BYTES: usize = 2 << 20;
+pub(crate) const HUGE_PAGE_BYTES: usize = 2 << 20;
 /// Arrays of at least this many bytes get a mapping of their own: big enough
 /// that rounding to whole small pages wastes little.
 const MAPPED_BYTES: usize = 64 << 10;
@@ -42,9 +37,10 @@ const MAPPING_ALIGN: usize = 4 << 10;
 pub(crate) struct HugePageArray<T> {
     first: NonNull<T>,
     len: usize,
-    /// The mapping holding the elements; `None` for a small array, whose
-    /// elements are a `Box<[T]>` released into `first` and taken back on drop.
-    mapping: Option<MmapMut>,
+    /// The bytes of the mapping at `first` holding the elements; `None` for a
+    /// small array, whose elements are a `Box<[T]>` released into `first` and
+    /// taken back on drop.
+    mapping: Option<usize>,
     _owns: PhantomData<T>,
 }
 
@@ -72,8 +68,7 @@ impl<T> HugePageArray<T> {
                 _owns: PhantomData,
             });
         }
-        let mut map = map_for(bytes)?;
-        let first = map.as_mut_ptr().cast::<T>();
+        let first = map_aligned(bytes)?.cast::<T>().as_ptr();
         for i in 0..len {
             // SAFETY: the mapping holds `bytes = len * size_of::<T>()` bytes and
             // starts on a page boundary, which satisfies `T`'s alignment (checked
@@ -81,15 +76,16 @@ impl<T> HugePageArray<T> {
             // not read or drop the uninitialised (zero) bytes it replaces.
             unsafe { first.add(i).write(init()) };
         }
-        Some(HugePageArray::mapped(map, len))
+        Some(HugePageArray::mapped(first, len, bytes))
     }
 
-    /// The array of the `len` elements at the start of `map`, initialised.
-    fn mapped(mut map: MmapMut, len: usize) -> HugePageArray<T> {
+    /// The array of the `len` elements, initialised, at the start of the
+    /// mapping of `bytes` at `first`.
+    fn mapped(first: *mut T, len: usize, bytes: usize) -> HugePageArray<T> {
         HugePageArray {
-            first: NonNull::new(map.as_mut_ptr().cast::<T>()).expect("a mapping is not null"),
+            first: NonNull::new(first).expect("a mapping is not null"),
             len,
-            mapping: Some(map),
+            mapping: Some(bytes),
             _owns: PhantomData,
         }
     }
@@ -139,19 +135,9 @@ impl<T: Zeroable> HugePageArray<T> {
         if bytes < MAPPED_BYTES {
             return HugePageArray::new(len, T::zero);
         }
-        Some(HugePageArray::mapped(map_for(bytes)?, len))
+        let first = map_aligned(bytes)?.cast::<T>().as_ptr();
+        Some(HugePageArray::mapped(first, len, bytes))
     }
-}
-
-/// A fresh mapping for `bytes` bytes, its whole huge pages advised for THP.
-fn map_for(bytes: usize) -> Option<MmapMut> {
-    let map = MmapMut::map_anon(bytes.next_multiple_of(HUGE_PAGE_BYTES)).ok()?;
-    let whole_huge_pages = bytes / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
-    if whole_huge_pages > 0 {
-        // Advice is a hint: a kernel without THP still gives a working mapping.
-        let _ = map.advise_range(Advice::HugePage, 0, whole_huge_pages);
-    }
-    Some(map)
 }
 
 impl<T> Deref for HugePageArray<T> {
@@ -179,10 +165,14 @@ impl<T> DerefMut for HugePageArray<T> {
 impl<T> Drop for HugePageArray<T> {
     fn drop(&mut self) {
         let elements = std::ptr::slice_from_raw_parts_mut(self.first.as_ptr(), self.len);
-        if self.mapping.is_some() {
+        if let Some(bytes) = self.mapping {
             // SAFETY: the `len` elements are initialised and are dropped once,
-            // here, before the mapping is unmapped (the field drops next).
-            unsafe { std::ptr::drop_in_place(elements) };
+            // here, before their mapping, exactly the one `map_aligned` made
+            // for them, is unmapped once.
+            unsafe {
+                std::ptr::drop_in_place(elements);
+                libc::munmap(self.first.as_ptr().cast(), bytes);
+            }
         } else {
             // SAFETY: `first` and `len` came from `Box::into_raw` of a boxed
             // slice in `new`, and the box is taken back once, here.

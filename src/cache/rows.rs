@@ -19,11 +19,10 @@
 
 use super::index::SLOT_LIMIT;
 use super::Error;
-use crate::huge_pages::HugePageVec;
+use crate::huge_pages::{HugePageVec, HUGE_PAGE_BYTES};
 use crate::prefetch::prefetch;
 
 const FIRST_BYTES: usize = 4 << 10;
-const HUGE_PAGE_BYTES: usize = 2 << 20;
 const NO_FREE_SLOT: u32 = u32::MAX;
 
 /// How the arena's capacity grows: powers of two from `first_rows` up to
@@ -113,9 +112,6 @@ impl RowArena {
 
     pub(crate) fn memory_bytes_after_reserve(&self, additional: usize) -> usize {
         let capacity = self.capacity_after(additional);
-        if capacity == self.capacity() {
-            return self.memory_bytes();
-        }
         capacity * self.row_bytes + capacity.max(self.stamps.len()) * std::mem::size_of::<u32>()
     }
 
