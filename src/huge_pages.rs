@@ -239,18 +239,12 @@ impl<T: Zeroable + Copy> HugePageVec<T> {
         // Doubling below a huge page; past it, a move costs a few page table
         // entries, not a copy, and slack would count against a host that
         // commits its memory strictly (`vm.overcommit_memory = 2`).
-        let mapped = if self.mapped < HUGE_PAGE_BYTES {
-            bytes.max(self.mapped.saturating_mul(2))
+        let (moved, mapped) = if self.mapped < HUGE_PAGE_BYTES {
+            let mapped = bytes.max(self.mapped.saturating_mul(2));
+            (self.copied_to(mapped)?, mapped)
         } else {
-            bytes
+            (self.moved_to(bytes)?, bytes)
         };
-        let moved = if self.mapped >= HUGE_PAGE_BYTES {
-            self.moved_to(mapped)?
-        } else {
-            self.copied_to(mapped)?
-        };
-        // A move keeps the old mapping's advice; the pages it adds get it too.
-        advise_huge_pages(moved, mapped);
         self.first = moved.cast();
         self.len = len;
         self.mapped = mapped;
@@ -301,6 +295,8 @@ impl<T: Zeroable + Copy> HugePageVec<T> {
                 return None;
             }
         }
+        // The move keeps the old mapping's advice; the pages it adds get it too.
+        advise_huge_pages(target, bytes);
         Some(target)
     }
 
