@@ -490,4 +490,42 @@ mod tests {
         assert_eq!(bytes.len(), HUGE_PAGE_BYTES);
         assert_eq!(bytes[HUGE_PAGE_BYTES - 1], 9);
     }
+
+    /// A kernel left to place a moved mapping may grow it in place, or put it
+    /// anywhere a small page allows when its length is not a whole number of
+    /// huge pages: only the target the vector maps itself keeps it aligned.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_vec_that_cannot_grow_in_place_moves_onto_a_huge_page() {
+        let mut bytes = HugePageVec::<u8>::new();
+        bytes.grow_to(HUGE_PAGE_BYTES + 1).expect("memory");
+        bytes[HUGE_PAGE_BYTES] = 7;
+        let before = bytes.as_ptr() as usize;
+        let blocked = (before + bytes.mapped).next_multiple_of(small_page_bytes());
+        // SAFETY: maps one fresh page at `blocked`, the first address past the
+        // vector's mapping, and fails rather than replace anything there.
+        let blocker = unsafe {
+            libc::mmap(
+                blocked as *mut libc::c_void,
+                small_page_bytes(),
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        assert_eq!(
+            blocker as usize, blocked,
+            "the page past the vector is free"
+        );
+        bytes
+            .grow_to(HUGE_PAGE_BYTES + HUGE_PAGE_BYTES / 2 + 1)
+            .expect("memory");
+        assert_ne!(bytes.as_ptr() as usize, before, "moved");
+        assert_eq!(bytes.as_ptr() as usize % HUGE_PAGE_BYTES, 0);
+        assert_eq!(bytes[HUGE_PAGE_BYTES], 7);
+        assert!(bytes[HUGE_PAGE_BYTES + 1..].iter().all(|&byte| byte == 0));
+        // SAFETY: unmaps the page mapped above, which nothing else uses.
+        unsafe { libc::munmap(blocker, small_page_bytes()) };
+    }
 }
