@@ -4,8 +4,7 @@
 //! is reserved so before it is filled. Two small ones are not: a shard's map
 //! of row counts by timestamp (a node per few distinct timestamps), which has
 //! no fallible insert, and the index's overflow list (empty but for ids that
-//! defeat the hash), which grows amid a write. Nor is creating a cache, a few
-//! hundred bytes a shard.
+//! defeat the hash), which grows amid a write.
 
 use std::collections::{HashSet, TryReserveError};
 use std::hash::{BuildHasher, Hash};

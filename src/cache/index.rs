@@ -388,16 +388,16 @@ fn allocate_buckets(count: usize) -> Result<HugePageArray<Bucket>, Error> {
 }
 
 impl Index {
-    pub(crate) fn new(growth: Growth, shard: ShardBits, hasher: IdHasher) -> Index {
-        Index {
-            buckets: allocate_buckets(1).expect("memory for one bucket"),
+    pub(crate) fn new(growth: Growth, shard: ShardBits, hasher: IdHasher) -> Result<Index, Error> {
+        Ok(Index {
+            buckets: allocate_buckets(1)?,
             geometry: Geometry::new(1, shard),
             live: 0,
             growth,
             hasher,
             overflow: Vec::new(),
             walk: 0x6b76_7a63_6375_636b,
-        }
+        })
     }
 
     /// An empty table like this one, of `buckets`.
@@ -1133,7 +1133,7 @@ mod tests {
     }
 
     fn table(growth: Growth, shard: ShardBits) -> Index {
-        Index::new(growth, shard, hasher())
+        Index::new(growth, shard, hasher()).expect("memory for a bucket")
     }
 
     /// Splitmix64: a seeded, repeatable stream of test choices.

@@ -450,20 +450,21 @@ impl Cache {
                 phase: shard as f64 / num_shards as f64,
             },
         };
-        let shards: Box<[_]> = (0..num_shards)
-            .map(|shard| {
-                CachePadded::new(RwLock::new(Shard::new(
-                    config.row_bytes,
-                    hasher,
-                    config.eviction_policy,
-                    growth_of(shard),
-                    ShardBits {
-                        number: shard as u64,
-                        bits: num_shards.ilog2(),
-                    },
-                )))
-            })
-            .collect();
+        let mut shards = Vec::new();
+        reserve_to(&mut shards, num_shards, || format!("{num_shards} shards"))?;
+        for shard in 0..num_shards {
+            shards.push(CachePadded::new(RwLock::new(Shard::new(
+                config.row_bytes,
+                hasher,
+                config.eviction_policy,
+                growth_of(shard),
+                ShardBits {
+                    number: shard as u64,
+                    bits: num_shards.ilog2(),
+                },
+            )?)));
+        }
+        let shards = shards.into_boxed_slice();
         let empty_shard_bytes = shards[0].read().memory_bytes();
         let footprint = std::mem::size_of::<Cache>()
             + num_shards * (std::mem::size_of::<CachePadded<RwLock<Shard>>>() + empty_shard_bytes);
@@ -1654,6 +1655,29 @@ mod tests {
             }
         }
         unreachable!("an attempt succeeds once every allocation is let through")
+    }
+
+    /// Creating a cache fails with `OutOfMemory` at each allocation it
+    /// makes, the array of its shards and each shard's first bucket, instead
+    /// of aborting the host.
+    #[test]
+    fn a_cache_that_cannot_allocate_is_not_created() {
+        let mut failures = 0;
+        let cache = loop {
+            let armed = crate::allocation_failure::arm(failures);
+            let created = Cache::new(CacheConfig {
+                num_shards: 8,
+                ..CacheConfig::new(8)
+            });
+            drop(armed);
+            match created {
+                Ok(cache) => break cache,
+                Err(error) => assert_eq!(error.kind(), ErrorKind::OutOfMemory, "{error}"),
+            }
+            failures += 1;
+        };
+        assert_eq!(failures, 1 + 8);
+        assert_eq!(cache.info().num_shards, 8);
     }
 
     /// A cache of eight shards holding `rows_of(ids, 8)`.

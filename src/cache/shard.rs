@@ -98,14 +98,14 @@ impl Shard {
         policy: EvictionPolicy,
         growth: Growth,
         bits: ShardBits,
-    ) -> Shard {
-        Shard {
-            index: Index::new(growth, bits, hasher),
+    ) -> Result<Shard, Error> {
+        Ok(Shard {
+            index: Index::new(growth, bits, hasher)?,
             rows: RowArena::new(row_bytes),
             policy,
             hand: 0,
             stamp_counts: BTreeMap::new(),
-        }
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -390,7 +390,8 @@ mod tests {
     fn continuous_eviction_keeps_misses_short(read_every: Option<usize>) {
         let hasher = IdHasher::new();
         let bits = ShardBits { number: 0, bits: 0 };
-        let mut shard = Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact, bits);
+        let mut shard =
+            Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact, bits).unwrap();
         let rows = 50_000;
         let publish = |shard: &mut Shard, keys: std::ops::Range<i64>| {
             let reserved = shard
@@ -416,7 +417,8 @@ mod tests {
             next += 500;
         }
         assert_eq!(shard.len(), rows as usize);
-        let mut fresh = Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact, bits);
+        let mut fresh =
+            Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact, bits).unwrap();
         publish(&mut fresh, next - rows..next);
         assert_eq!(fresh.bucket_count(), shard.bucket_count());
         let mean_miss = |shard: &Shard| {

@@ -7,7 +7,7 @@ use super::guard::{
     slice_mut, FfiError,
 };
 use super::types::*;
-use crate::{Cache, CacheConfig, EvictionPolicy, MissPolicy, TableName};
+use crate::{Cache, CacheConfig, ErrorKind, EvictionPolicy, MissPolicy, TableName};
 
 /// Bytes of the 1.0 `kvzch_options`, the smallest a host may pass.
 const OPTIONS_V1_0_SIZE: usize = 40;
@@ -190,7 +190,11 @@ pub extern "C" fn kvzch_cache_create(
         // SAFETY: `opts` was checked non-NULL and aligned just above.
         let options = unsafe { read_options(opts) }?;
         let config = config_from(&options)?;
-        let cache = Cache::new(config).map_err(|e| FfiError::from(e).prefixed("opts->"))?;
+        // The engine's complaints about the configuration name its fields.
+        let cache = Cache::new(config).map_err(|e| match e.kind() {
+            ErrorKind::InvalidArgument => FfiError::from(e).prefixed("opts->"),
+            _ => FfiError::from(e),
+        })?;
         *out = Box::into_raw(Box::new(kvzch_cache {
             magic: LIVE_CACHE,
             cache,
@@ -527,4 +531,41 @@ pub extern "C" fn kvzch_cache_get_cumulative_read_stats(
         *out = cache.cumulative_read_stats().into();
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::guard::copy_last_error;
+
+    /// A cache whose memory cannot be had is `OUT_OF_MEMORY`, and the message
+    /// names what could not be allocated, not an option.
+    #[test]
+    fn a_create_that_cannot_allocate_is_out_of_memory() {
+        let mut opts = std::mem::MaybeUninit::<kvzch_options>::uninit();
+        kvzch_options_init(opts.as_mut_ptr());
+        // SAFETY: `kvzch_options_init` wrote every field.
+        let mut opts = unsafe { opts.assume_init() };
+        opts.row_bytes = 8;
+        opts.num_shards = 8;
+        let mut cache = std::ptr::null_mut();
+        let armed = crate::allocation_failure::arm(3);
+        let status = kvzch_cache_create(&opts, &mut cache);
+        drop(armed);
+        assert_eq!(status, kvzch_status::KVZCH_STATUS_OUT_OF_MEMORY);
+        assert!(cache.is_null());
+        let mut message = [0u8; 256];
+        let len = copy_last_error(&mut message);
+        let message = std::str::from_utf8(&message[..len]).unwrap();
+        assert!(
+            message.starts_with("kvzch_cache_create: could not allocate"),
+            "{message}"
+        );
+
+        assert_eq!(
+            kvzch_cache_create(&opts, &mut cache),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+        kvzch_cache_destroy(cache);
+    }
 }
