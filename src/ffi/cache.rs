@@ -549,6 +549,7 @@ mod tests {
         opts.row_bytes = 8;
         opts.num_shards = 8;
         let mut cache = std::ptr::null_mut();
+        // The shards' array and two shards' first buckets, then a failure.
         let armed = crate::allocation_failure::arm(3);
         let status = kvzch_cache_create(&opts, &mut cache);
         drop(armed);
