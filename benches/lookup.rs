@@ -72,6 +72,8 @@ pub struct Config {
     pub seconds: f64,
     pub json: Option<String>,
     pub quick: bool,
+    /// The nice value of the thread that republishes under readers.
+    pub publisher_nice: i32,
 }
 
 const USAGE: &str = "\
@@ -88,7 +90,9 @@ usage: cargo bench --bench lookup -- [flags]
                         (default all; the limit and the peer are always kept for ratios)
   --runs N              repetitions of every measurement; medians are reported (default 5)
   --seconds S           length of one measurement (default 2)
-  --json PATH           also write the results as JSON";
+  --json PATH           also write the results as JSON
+  --publisher-nice N    run the publish workload's writer at nice N, 1..=19: a host
+                        that gives its readers priority over a republish (default 0)";
 
 fn parse_number(flag: &str, value: Option<String>) -> Result<f64, String> {
     let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
@@ -130,6 +134,7 @@ fn parse_args() -> Result<Config, String> {
         seconds: 2.0,
         json: None,
         quick: false,
+        publisher_nice: 0,
     };
     let (mut rows, mut runs, mut seconds) = (None, None, None);
     let mut args = std::env::args().skip(1);
@@ -145,6 +150,15 @@ fn parse_args() -> Result<Config, String> {
             "--runs" => runs = Some(parse_number(&arg, args.next())? as usize),
             "--seconds" => seconds = Some(parse_number(&arg, args.next())?),
             "--json" => config.json = Some(args.next().ok_or("--json needs a path")?),
+            "--publisher-nice" => {
+                let nice = parse_number(&arg, args.next())?;
+                if nice > 19.0 || nice.fract() != 0.0 {
+                    return Err(format!(
+                        "--publisher-nice: {nice} is not a nice value in 1..=19"
+                    ));
+                }
+                config.publisher_nice = nice as i32;
+            }
             "--workloads" => config.workloads = parse_list(&arg, args.next(), &WORKLOADS)?,
             "--contenders" => config.contenders = parse_list(&arg, args.next(), &CONTENDERS)?,
             "--threads" => {
@@ -916,13 +930,23 @@ fn main() {
                         threads,
                         first_batch,
                         || {
-                            writer = Some(republish_cycles(
-                                contender.as_ref(),
-                                &universe,
-                                batch,
-                                timestamp,
-                                seconds,
-                            ));
+                            // A thread of its own, so that its nice value is
+                            // its own.
+                            writer = Some(std::thread::scope(|scope| {
+                                scope
+                                    .spawn(|| {
+                                        measure::set_own_nice(config.publisher_nice);
+                                        republish_cycles(
+                                            contender.as_ref(),
+                                            &universe,
+                                            batch,
+                                            timestamp,
+                                            seconds,
+                                        )
+                                    })
+                                    .join()
+                                    .expect("the writer thread panicked")
+                            }));
                         },
                     )
                     .unwrap_or_else(|e| fail(e));

@@ -248,6 +248,24 @@ pub fn calls(
     }
 }
 
+/// Sets the calling thread's nice value (on Linux a thread's own, not its
+/// process's). Raising it needs no privilege; a thread spawned afterwards
+/// by another thread starts at that thread's value.
+pub fn set_own_nice(nice: i32) {
+    if nice != 0 {
+        // SAFETY: `setpriority` changes a scheduling attribute of the calling
+        // thread (`who` 0) and touches no memory of ours.
+        let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+        assert_eq!(set, 0, "setpriority({nice}) failed");
+        // SAFETY: as above; `getpriority` only reads.
+        let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        assert_eq!(
+            now, nice,
+            "the thread's nice value after setpriority({nice})"
+        );
+    }
+}
+
 /// The CPU the calling thread runs on, or `None` when the kernel cannot say:
 /// it only places a measurement, so it never fails one.
 fn current_cpu() -> Option<usize> {

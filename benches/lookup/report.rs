@@ -381,9 +381,13 @@ impl Report<'_> {
             out.push('\n');
         }
         if has("publish") {
+            let publisher = match c.publisher_nice {
+                0 => String::new(),
+                nice => format!(", the writer at nice {nice}"),
+            };
             writeln!(
                 out,
-                "### publish: republish of every row + evict_older_than while readers run uniform_hit\n\n\
+                "### publish: republish of every row + evict_older_than while readers run uniform_hit{publisher}\n\n\
                  | contender | readers | idle p50 µs | idle p99 µs | during p50 µs | during p99 µs | p99 during / idle | batches preempted | p99 of the others / idle | reader rows/s during | vs peer | writer rows/s | evict ms |\n\
                  |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             )
@@ -756,6 +760,7 @@ impl Report<'_> {
                     ("runs", Json::num(c.runs as f64)),
                     ("seconds", Json::num(c.seconds)),
                     ("quick", Json::Bool(c.quick)),
+                    ("publisher_nice", Json::num(f64::from(c.publisher_nice))),
                     ("pool_batches", Json::num(self.pool_batches as f64)),
                 ]),
             ),
