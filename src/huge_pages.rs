@@ -68,7 +68,7 @@ impl<T> HugePageArray<T> {
                 _owns: PhantomData,
             });
         }
-        let first = map_aligned(bytes)?.cast::<T>().as_ptr();
+        let first = map_aligned(bytes)?.cast::<T>();
         for i in 0..len {
             // SAFETY: the mapping holds `bytes = len * size_of::<T>()` bytes and
             // starts on a page boundary, which satisfies `T`'s alignment (checked
@@ -81,9 +81,9 @@ impl<T> HugePageArray<T> {
 
     /// The array of the `len` elements, initialised, at the start of the
     /// mapping of `bytes` at `first`.
-    fn mapped(first: *mut T, len: usize, bytes: usize) -> HugePageArray<T> {
+    fn mapped(first: NonNull<T>, len: usize, bytes: usize) -> HugePageArray<T> {
         HugePageArray {
-            first: NonNull::new(first).expect("a mapping is not null"),
+            first,
             len,
             mapping: Some(bytes),
             _owns: PhantomData,
@@ -116,9 +116,9 @@ unsafe impl Zeroable for u8 {}
 // SAFETY: zero is a `u32`.
 unsafe impl Zeroable for u32 {}
 
-// SAFETY: a bucket's fields are `[i64; 5]`, `[u32; 5]` and an `AtomicU32`, each
-// valid as zero bytes. Zero bytes are also the empty bucket (zero marks a free
-// position), which the index's tests read from zeroed tables. The impl lives
+// SAFETY: a bucket's fields are `[u64; 7]` and an `AtomicU64`, each valid as
+// zero bytes. Zero bytes are also the empty bucket (no position's taken bit is
+// set), which the index's tests read from zeroed tables. The impl lives
 // here because `cache/` forbids `unsafe`.
 unsafe impl Zeroable for crate::cache::index::Bucket {}
 
@@ -135,8 +135,11 @@ impl<T: Zeroable> HugePageArray<T> {
         if bytes < MAPPED_BYTES {
             return HugePageArray::new(len, T::zero);
         }
-        let first = map_aligned(bytes)?.cast::<T>().as_ptr();
-        Some(HugePageArray::mapped(first, len, bytes))
+        Some(HugePageArray::mapped(
+            map_aligned(bytes)?.cast(),
+            len,
+            bytes,
+        ))
     }
 }
 

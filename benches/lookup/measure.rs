@@ -248,9 +248,9 @@ pub fn calls(
     }
 }
 
-/// Sets the calling thread's nice value (on Linux a thread's own, not its
-/// process's). Raising it needs no privilege; a thread spawned afterwards
-/// by another thread starts at that thread's value.
+/// Sets the calling thread's nice value, which on Linux is the thread's own,
+/// not its process's; raising it needs no privilege. Panics if it did not
+/// take.
 pub fn set_own_nice(nice: i32) {
     if nice != 0 {
         // SAFETY: `setpriority` changes a scheduling attribute of the calling
