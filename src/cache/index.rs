@@ -736,6 +736,7 @@ impl Index {
 
     /// Fills the free position `entry` of `bucket` with `item`, placed by
     /// `choice`, whose remainder there is `remainder`.
+    #[inline(always)]
     fn write(&mut self, bucket: usize, entry: usize, remainder: u64, choice: Choice, item: Item) {
         let shift = self.geometry.shift();
         let slot = u64::from(item.slot);
@@ -1067,6 +1068,10 @@ impl Rebuilding {
         })
     }
 
+    /// Inlined into the rebuild's loop, as is `Index::write`: called out of
+    /// line, each moved entry went through the stack, and a rebuild of 500K
+    /// keys ran about 14% slower.
+    #[inline(always)]
     fn take(&mut self, item: Item) {
         if self.taken.is_empty() {
             self.index.insert_new(item);
