@@ -814,7 +814,11 @@ impl Cache {
                 return Ok(keys.len());
             }
             let mut new_ids = id_set(keys.len())?;
-            for key in keys {
+            for (at, key) in keys.iter().enumerate() {
+                // As in `write_each`: each probe is a miss of its own.
+                if let Some(ahead) = keys.get(at + WRITE_DISTANCE) {
+                    prefetch_bucket(shard, ahead);
+                }
                 if !shard.contains(key.hash) {
                     new_ids.insert(key.id);
                 }
