@@ -735,7 +735,9 @@ impl Index {
     }
 
     /// Fills the free position `entry` of `bucket` with `item`, placed by
-    /// `choice`, whose remainder there is `remainder`.
+    /// `choice`, whose remainder there is `remainder`. Inlined for the
+    /// rebuild's loop (see `Rebuilding::take`); insertions reach it through
+    /// `put`.
     #[inline(always)]
     fn write(&mut self, bucket: usize, entry: usize, remainder: u64, choice: Choice, item: Item) {
         let shift = self.geometry.shift();
@@ -1069,8 +1071,8 @@ impl Rebuilding {
     }
 
     /// Inlined into the rebuild's loop, as is `Index::write`: called out of
-    /// line, each moved entry went through the stack, and a rebuild of 500K
-    /// keys ran about 14% slower.
+    /// line, each moved entry was passed through the stack, and a rebuild of
+    /// 500K keys ran 21.6 ns per key against 18.6 inlined.
     #[inline(always)]
     fn take(&mut self, item: Item) {
         if self.taken.is_empty() {

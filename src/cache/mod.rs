@@ -106,7 +106,8 @@ const _: () = assert!(SPAN_SHARDS <= 64);
 /// many ids in the window is a span of its own.
 const SPAN_IDS: usize = 256;
 /// Ids of a publish or a removal whose buckets are asked for ahead of the one
-/// it writes.
+/// it writes, or, while a publish counts its new ids, ahead of the one it
+/// probes.
 const WRITE_DISTANCE: usize = 16;
 /// Rows a publish writes, or ids a removal removes, before letting waiting
 /// readers into the shard. Each costs a few cache misses (index, row, stamp),
@@ -815,7 +816,8 @@ impl Cache {
             }
             let mut new_ids = id_set(keys.len())?;
             for (at, key) in keys.iter().enumerate() {
-                // As in `write_each`: each probe is a miss of its own.
+                // As in `write_each`: each probe is a miss of its own, and
+                // asking for later ones' buckets now overlaps them.
                 if let Some(ahead) = keys.get(at + WRITE_DISTANCE) {
                     prefetch_bucket(shard, ahead);
                 }
