@@ -292,6 +292,17 @@ fn prefetch_bucket(shard: &Shard, key: &HashedId) {
     prefetch(shard.index().first_line(key.hash));
 }
 
+/// Asks for the bucket of the key `WRITE_DISTANCE` after `at` in `keys`, a
+/// shard's group: a publish's or a removal's probes are each a cache miss of
+/// their own (the key's first bucket, which nearly always answers), and asking
+/// for later ones' while one is probed overlaps them.
+#[inline(always)]
+fn prefetch_bucket_ahead(shard: &Shard, keys: &[HashedId], at: usize) {
+    if let Some(ahead) = keys.get(at + WRITE_DISTANCE) {
+        prefetch_bucket(shard, ahead);
+    }
+}
+
 /// What a lookup's first bucket told the pipeline.
 #[derive(Clone, Copy)]
 enum Resolved<'s> {
@@ -816,11 +827,7 @@ impl Cache {
             }
             let mut new_ids = id_set(keys.len())?;
             for (at, key) in keys.iter().enumerate() {
-                // As in `write_each`: each probe is a miss of its own, and
-                // asking for later ones' buckets now overlaps them.
-                if let Some(ahead) = keys.get(at + WRITE_DISTANCE) {
-                    prefetch_bucket(shard, ahead);
-                }
+                prefetch_bucket_ahead(shard, keys, at);
                 if !shard.contains(key.hash) {
                     new_ids.insert(key.id);
                 }
@@ -1239,12 +1246,7 @@ impl Cache {
             if written > 0 && written % WRITE_STRETCH == 0 {
                 RwLockWriteGuard::bump(&mut guard);
             }
-            // Each key's probe is a cache miss of its own (its first bucket,
-            // which nearly always answers); asking for later ones' now
-            // overlaps them.
-            if let Some(ahead) = keys.get(written + WRITE_DISTANCE) {
-                prefetch_bucket(&guard, ahead);
-            }
+            prefetch_bucket_ahead(&guard, keys, written);
             write(&mut guard, written, key);
         }
     }
