@@ -1,12 +1,11 @@
 //! Room in a collection reserved so that a failed allocation is an
 //! `OutOfMemory` error, not an aborted process: every collection that a call
 //! on a cache fills, sized by its batch, the shard count, a shard or a table,
-//! is reserved so before it is filled. Two small ones are not: a shard's map
-//! of row counts by timestamp (a node per few distinct timestamps), which has
-//! no fallible insert, and the index's overflow list (empty but for ids that
-//! defeat the hash), which grows amid a write.
+//! is reserved so before it is filled. One small one is not: the index's
+//! overflow list (empty but for ids that defeat the hash), which grows amid a
+//! write, when an insertion's displacement walk finds no room.
 
-use std::collections::{HashSet, TryReserveError};
+use std::collections::{HashSet, TryReserveError, VecDeque};
 use std::hash::{BuildHasher, Hash};
 
 use super::Error;
@@ -26,6 +25,18 @@ impl<T> Reserve for Vec<T> {
     /// Exactly: the arena counts its tables' capacity in `memory_bytes`.
     fn try_reserve_more(&mut self, additional: usize) -> Result<(), TryReserveError> {
         self.try_reserve_exact(additional)
+    }
+}
+
+impl<T> Reserve for VecDeque<T> {
+    fn len(&self) -> usize {
+        VecDeque::len(self)
+    }
+
+    /// Amortized: a shard's stamp counts, the one ring, are not counted in
+    /// `memory_bytes`, and grow by one stamp at a time.
+    fn try_reserve_more(&mut self, additional: usize) -> Result<(), TryReserveError> {
+        self.try_reserve(additional)
     }
 }
 

@@ -43,6 +43,7 @@ mod hash;
 pub(crate) mod index;
 mod rows;
 mod shard;
+mod stamps;
 
 use std::ops::Range;
 use std::time::Instant;
@@ -1771,6 +1772,42 @@ mod tests {
         assert!(failures > 0);
         // Once it can, it evicts the two oldest rows.
         assert_holds(&cache, &[&stored[2..], &new_ids].concat(), &stored[..2]);
+    }
+
+    /// Under `OldestTimestamp` a publish counts its rows by timestamp, and the
+    /// room for a stamp a shard has not counted yet is one of the allocations
+    /// it makes before it writes: a republish with a new stamp makes one more
+    /// per shard than under `LruApprox`, and fails at it changing nothing.
+    #[test]
+    fn a_publish_reserves_the_room_to_count_its_timestamp() {
+        let stored: Vec<i64> = (0..4000).collect();
+        let failures_under = |eviction_policy| {
+            let holding = || {
+                let cache = Cache::new(CacheConfig {
+                    num_shards: 8,
+                    max_rows: Some(8000),
+                    eviction_policy,
+                    ..CacheConfig::new(8)
+                })
+                .unwrap();
+                cache.batch_set(&stored, &rows_of(&stored, 8), 1).unwrap();
+                cache
+            };
+            let (failures, cache) = fail_allocations_in_turn(
+                holding,
+                |cache| cache.batch_set(&stored, &rows_of(&stored, 8), 2),
+                |cache| {
+                    // Still stamped 1: a sweep for older rows removes them all.
+                    assert_eq!(cache.evict_older_than(2), 4000);
+                },
+            );
+            assert_eq!(cache.evict_older_than(2), 0);
+            failures
+        };
+        assert_eq!(
+            failures_under(EvictionPolicy::OldestTimestamp),
+            failures_under(EvictionPolicy::LruApprox) + 8
+        );
     }
 
     /// A publish that grows every shard, a `reserve` and a `compact`, failing

@@ -20,14 +20,13 @@
 //! `OldestTimestamp` the hand evicts entries stamped with the shard's oldest
 //! timestamp, known from a per-timestamp row count.
 
-use std::collections::BTreeMap;
-
 use crate::prefetch::prefetch;
 
 use super::config::EvictionPolicy;
 use super::hash::IdHasher;
 use super::index::{Growth, Index, ShardBits, Sizing, SlotSelector, BUCKET_WIDTH};
 use super::rows::RowArena;
+use super::stamps::StampCounts;
 use super::Error;
 
 pub(crate) struct Shard {
@@ -37,7 +36,7 @@ pub(crate) struct Shard {
     /// The position where the clock hand resumes.
     hand: usize,
     /// Rows per timestamp, kept under `OldestTimestamp` only.
-    stamp_counts: BTreeMap<u32, usize>,
+    stamp_counts: StampCounts,
 }
 
 /// One publish's search for victims in a shard, carried across the stretches
@@ -104,7 +103,7 @@ impl Shard {
             rows: RowArena::new(row_bytes),
             policy,
             hand: 0,
-            stamp_counts: BTreeMap::new(),
+            stamp_counts: StampCounts::default(),
         })
     }
 
@@ -122,20 +121,13 @@ impl Shard {
 
     fn count_stamp(&mut self, stamp: u32) {
         if self.policy == EvictionPolicy::OldestTimestamp {
-            *self.stamp_counts.entry(stamp).or_default() += 1;
+            self.stamp_counts.add(stamp);
         }
     }
 
     fn uncount_stamp(&mut self, stamp: u32) {
         if self.policy == EvictionPolicy::OldestTimestamp {
-            if let std::collections::btree_map::Entry::Occupied(mut count) =
-                self.stamp_counts.entry(stamp)
-            {
-                *count.get_mut() -= 1;
-                if *count.get() == 0 {
-                    count.remove();
-                }
-            }
+            self.stamp_counts.remove(stamp);
         }
     }
 
@@ -194,14 +186,20 @@ impl Shard {
         self.index.grown_for(new_rows, sizing)
     }
 
-    /// Allocates the rows `new_rows` insertions need and installs the index
-    /// `grown_index` built (for them, or for a reservation), so that `upsert`
-    /// cannot fail. On failure the shard is unchanged.
+    /// Allocates the rows `new_rows` insertions need and the room to count
+    /// their timestamp, and installs the index `grown_index` built (for them,
+    /// or for a reservation), so that the `upsert`s of one publish allocate
+    /// nothing. On failure the shard is unchanged.
     pub(crate) fn reserve(
         &mut self,
         new_rows: usize,
         grown_index: Option<Index>,
     ) -> Result<(), Error> {
+        if self.policy == EvictionPolicy::OldestTimestamp {
+            // First: its room is not counted in `memory_bytes`, so having
+            // it when the rows' allocation fails changes nothing a host sees.
+            self.stamp_counts.reserve_one()?;
+        }
         self.rows.reserve(new_rows)?;
         if let Some(index) = grown_index {
             debug_assert_eq!(index.len(), self.index.len());
@@ -262,20 +260,11 @@ impl Shard {
                 break;
             }
             // Evictions may have emptied the oldest class meanwhile.
-            sweep.threshold = sweep
-                .threshold
-                .max(self.stamp_counts.keys().next().copied());
+            sweep.threshold = sweep.threshold.max(self.stamp_counts.oldest());
             if sweep.idle_steps >= positions {
-                // No timestamp follows u32::MAX: the classes are exhausted.
                 let next = sweep
                     .threshold
-                    .and_then(|t| t.checked_add(1))
-                    .and_then(|after| {
-                        self.stamp_counts
-                            .range(after..)
-                            .next()
-                            .map(|(&next, _)| next)
-                    });
+                    .and_then(|t| self.stamp_counts.next_after(t));
                 match self.policy {
                     // A round found only protected rows in the oldest class.
                     EvictionPolicy::OldestTimestamp if next.is_some() => {
@@ -355,7 +344,7 @@ impl Shard {
         let expired = index.remove_where(buckets, &mut Expired { rows, threshold });
         // The caller sweeps every range before anything else changes the
         // shard, so every row stamped before the threshold is gone by then.
-        self.stamp_counts.retain(|&stamp, _| stamp >= threshold);
+        self.stamp_counts.forget_before(threshold);
         expired
     }
 }
