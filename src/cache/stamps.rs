@@ -7,7 +7,8 @@
 //! node it could not allocate amid a write would abort the host. Publishes
 //! stamp in rising order and eviction empties the oldest stamps first, so
 //! stamps nearly always come in at the back and leave at the front, where a
-//! ring adds and removes them without moving the others.
+//! ring adds and removes them without moving the others. One that comes or
+//! goes in the middle moves those on its shorter side.
 
 use std::collections::VecDeque;
 
@@ -117,15 +118,23 @@ mod tests {
 
     #[test]
     fn a_publish_counts_its_stamp_in_the_room_it_reserved() {
-        let mut counts = counted(&[1, 2]);
+        // A ring with no room to spare, so that only `reserve_one` makes it.
+        let mut counts = StampCounts::default();
+        let mut newest = 0;
+        while counts.counts.len() < counts.counts.capacity() || newest == 0 {
+            newest += 1;
+            counts.reserve_one().unwrap();
+            counts.add(newest);
+        }
         counts.reserve_one().unwrap();
         let room = counts.counts.capacity();
         for _ in 0..1000 {
-            counts.add(3);
+            counts.add(newest + 1);
         }
-        counts.add(2);
+        counts.add(newest);
         assert_eq!(counts.counts.capacity(), room);
-        assert_eq!(counts.counts, [(1, 1), (2, 2), (3, 1000)]);
+        assert_eq!(counts.counts.back(), Some(&(newest + 1, 1000)));
+        assert_eq!(counts.counts[counts.counts.len() - 2], (newest, 2));
     }
 
     #[test]
