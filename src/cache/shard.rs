@@ -16,7 +16,10 @@
 //! thousands of buckets (measured before this order: 3,500 on average).
 //!
 //! Under `LruApprox` an entry whose referenced bit is set gets a second chance
-//! (the bit is cleared) and one whose bit is clear is evicted; under
+//! (the bit is cleared) and one whose bit is clear is evicted. Readers let in
+//! between a publish's stretches may set the bits again behind the hand, so a
+//! whole revolution without an eviction ends the second chances for the rest
+//! of that publish's search: it then takes the rows in the hand's order. Under
 //! `OldestTimestamp` the hand evicts entries stamped with the shard's oldest
 //! timestamp, known from a per-timestamp row count.
 
@@ -47,6 +50,9 @@ pub(crate) struct Sweep {
     threshold: Option<u32>,
     /// Positions passed since the last eviction or threshold move.
     idle_steps: usize,
+    /// `LruApprox`: a round passed without an eviction, so the sweep now takes
+    /// rows whatever their referenced bits (see `evict_for_room`).
+    ignore_references: bool,
     /// No unprotected row is left to take.
     pub(crate) exhausted: bool,
 }
@@ -271,9 +277,16 @@ impl Shard {
                         sweep.threshold = next;
                         sweep.idle_steps = 0;
                     }
-                    // One round cleared every referenced bit; a second one
-                    // without an eviction means only protected rows are left.
-                    EvictionPolicy::LruApprox if sweep.idle_steps < 2 * positions => {}
+                    // A round without an eviction cleared every referenced
+                    // bit it met, but readers let in between stretches may
+                    // have set them again as fast: from here on the sweep
+                    // takes the rows the hand meets, read or not, and a
+                    // round after that without an eviction means only
+                    // protected rows are left.
+                    EvictionPolicy::LruApprox if !sweep.ignore_references => {
+                        sweep.ignore_references = true;
+                        sweep.idle_steps = 0;
+                    }
                     _ => {
                         sweep.exhausted = true;
                         break;
@@ -295,7 +308,7 @@ impl Shard {
                     if entry.referenced {
                         self.index.clear_reference(at);
                     }
-                    !entry.referenced
+                    !entry.referenced || sweep.ignore_references
                 }
                 EvictionPolicy::OldestTimestamp => sweep
                     .threshold
@@ -433,5 +446,51 @@ mod tests {
     #[test]
     fn second_chance_eviction_keeps_misses_short() {
         continuous_eviction_keeps_misses_short(Some(3));
+    }
+
+    /// Readers let in between a publish's stretches may read every row again
+    /// before the hand comes back to it: the sweep must still make room, not
+    /// give up with unprotected rows left.
+    #[test]
+    fn rows_read_again_between_stretches_are_still_evicted() {
+        let hasher = IdHasher::new();
+        let bits = ShardBits { number: 0, bits: 0 };
+        let mut shard =
+            Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact, bits).unwrap();
+        let keys = 0..2_000_i64;
+        let reserved = shard
+            .grown_index(keys.clone().count(), Sizing::Publish)
+            .unwrap();
+        shard.reserve(keys.clone().count(), reserved).unwrap();
+        for key in keys.clone() {
+            shard.upsert(hasher.hash(key), &key.to_le_bytes(), 1);
+        }
+        let read_all = |shard: &Shard| {
+            for key in keys.clone() {
+                shard.index().lookup::<true>(hasher.hash(key));
+            }
+        };
+        // Every row but the first ten is protected; the hand must find those.
+        let protected = |id: i64| id >= 10;
+        let mut sweep = Sweep::default();
+        let mut evicted = 0;
+        while evicted < 10 && !sweep.exhausted {
+            read_all(&shard);
+            evicted += shard.evict_for_room(&mut sweep, 10 - evicted, 64, protected);
+        }
+        assert_eq!(evicted, 10, "the sweep gave up with unprotected rows left");
+        assert_eq!(shard.len(), 1_990);
+        for key in keys.clone() {
+            assert_eq!(
+                shard.index().get(hasher.hash(key)).is_some(),
+                protected(key)
+            );
+        }
+        // With only protected rows left, the next search ends empty-handed.
+        let mut sweep = Sweep::default();
+        while !sweep.exhausted {
+            read_all(&shard);
+            assert_eq!(shard.evict_for_room(&mut sweep, 1, 64, protected), 0);
+        }
     }
 }
