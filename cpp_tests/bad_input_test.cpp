@@ -917,8 +917,10 @@ TEST(BadInput, FunctionsWithoutAStatus) {
   EXPECT_EQ(kvzch_abi_version() >> 16, static_cast<uint32_t>(KVZCH_ABI_MAJOR));
   EXPECT_NE(kvzch_version(), nullptr);
 
-  // The parentheses call the 1.0 function, not the header's macro.
+  // The parentheses call the 1.0 function, not the header's macro; both
+  // take NULL as a no-op.
   (kvzch_options_init)(nullptr);
+  kvzch_options_init(nullptr);
   alignas(kvzch_options) unsigned char bytes[sizeof(kvzch_options) + 1];
   std::memset(bytes, kSentinel, sizeof bytes);
   (kvzch_options_init)(reinterpret_cast<kvzch_options*>(bytes + 1));

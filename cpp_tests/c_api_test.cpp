@@ -64,6 +64,12 @@ TEST(Lifecycle, OptionsInitSetsDefaults) {
   EXPECT_EQ(opts.max_memory_bytes, 0u);
   EXPECT_EQ(opts.name, nullptr);
   kvzch_options_init(nullptr);
+  // C++ hosts may qualify C functions; the header's kvzch_options_init must
+  // still expand to a call there.
+  std::memset(&opts, 0xAB, sizeof opts);
+  ::kvzch_options_init(&opts);
+  EXPECT_EQ(opts.struct_size, sizeof(kvzch_options));
+  EXPECT_EQ(opts.eviction_policy, static_cast<uint32_t>(KVZCH_EVICT_NONE));
 }
 
 TEST(Lifecycle, CreateAndDestroy) {

@@ -365,9 +365,9 @@ const char *kvzch_stat_name(uint32_t stat);
  * their size (40). `row_bytes` is left 0: the host must set it. NULL: no-op.
  *
  * A host compiled against a 1.0 header has a 40-byte struct, and this writes
- * no more than that whatever the library's version. Hosts compiled against
- * this header call `kvzch_options_init_sized` through the macro below, which
- * initializes every field the host knows.
+ * no more than that whatever the library's version. In hosts compiled against
+ * this header, `kvzch_options_init` is the header's own inline function (see
+ * its end), which initializes every field the host knows.
  */
 void kvzch_options_init(struct kvzch_options *opts);
 
@@ -547,6 +547,19 @@ enum kvzch_status kvzch_get_api(uint32_t abi_major, struct kvzch_api_v1 *table, 
 
 #endif  /* KVZCH_H */
 
-#ifndef KVZCH_OPTIONS_INIT_1_0
-#define kvzch_options_init(opts) ((void)kvzch_options_init_sized((opts), sizeof(kvzch_options)))
+#if !defined(KVZCH_OPTIONS_INIT_1_0) && !defined(kvzch_options_init)
+/* In code compiled against this header, kvzch_options_init(opts) gives every
+ * field of the struct it was compiled with its default and sets struct_size to
+ * sizeof(kvzch_options) (docs/ABI_POLICY.md). Every default is zero (ABI rule
+ * 2), so it needs no library symbol: a host built against this header still
+ * loads with an older libkvzch.so.1. A function, so that C++'s
+ * ::kvzch_options_init(&opts) compiles; NULL is a no-op. */
+static inline void kvzch_options_init_as_compiled(kvzch_options *opts) {
+  static kvzch_options defaults; /* all zero, as static storage starts */
+  if (opts != NULL) {
+    *opts = defaults;
+    opts->struct_size = (uint32_t)sizeof(kvzch_options);
+  }
+}
+#define kvzch_options_init(opts) kvzch_options_init_as_compiled(opts)
 #endif

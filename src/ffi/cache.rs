@@ -19,9 +19,9 @@ const MAX_NAME_BYTES: usize = 64;
 /// their size (40). `row_bytes` is left 0: the host must set it. NULL: no-op.
 ///
 /// A host compiled against a 1.0 header has a 40-byte struct, and this writes
-/// no more than that whatever the library's version. Hosts compiled against
-/// this header call `kvzch_options_init_sized` through the macro below, which
-/// initializes every field the host knows.
+/// no more than that whatever the library's version. In hosts compiled against
+/// this header, `kvzch_options_init` is the header's own inline function (see
+/// its end), which initializes every field the host knows.
 #[no_mangle]
 pub extern "C" fn kvzch_options_init(opts: *mut kvzch_options) {
     boundary_or("kvzch_options_init", (), || {
