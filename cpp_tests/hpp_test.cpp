@@ -341,6 +341,63 @@ TEST(Sinks, DestroyWhileBatchesRunFromOtherThreads) {
   EXPECT_EQ(late_calls.load(), 0u);
 }
 
+// Two sinks unregistering each other from inside themselves, on two threads:
+// the library refuses one of the two (WOULD_DEADLOCK). unregister() reports
+// it and keeps that registration active; it can then be ended from outside.
+TEST(Sinks, UnregisterReportsARefusalAndStaysActive) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(8));
+  kvzch::SinkRegistration reg_a;
+  kvzch::SinkRegistration reg_b;
+  // The first thread into a sink takes it on; the other thread passes it.
+  std::atomic<bool> a_taken{false};
+  std::atomic<bool> b_taken{false};
+  std::atomic<int> status_a{-1};
+  std::atomic<int> status_b{-1};
+  std::atomic<std::uint64_t> left{0};
+  std::atomic<std::uint64_t> late_calls{0};
+  std::atomic<bool> ended{false};
+  const auto wait_for = [](const std::atomic<bool>& flag) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!flag.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    return flag.load();
+  };
+  // Each sink, taken on, waits until the other one runs too, then
+  // unregisters the other's registration.
+  const auto sink = [&](std::atomic<bool>& mine, const std::atomic<bool>& other,
+                        kvzch::SinkRegistration& target, std::atomic<int>& status) {
+    if (ended.load()) late_calls.fetch_add(1);
+    if (!mine.exchange(true) && wait_for(other)) status.store(target.unregister());
+  };
+  reg_a = cache.on_batch([&, fence = CallFence(&left)](const kvzch_batch_event&) {
+    sink(a_taken, b_taken, reg_b, status_a);
+    fence.leave();
+  });
+  reg_b = cache.on_batch([&, fence = CallFence(&left)](const kvzch_batch_event&) {
+    sink(b_taken, a_taken, reg_a, status_b);
+    fence.leave();
+  });
+  std::thread first([&] { static_cast<void>(lookup(cache, {1})); });
+  std::thread second([&] { static_cast<void>(lookup(cache, {2})); });
+  first.join();
+  second.join();
+
+  const bool a_refused = status_a.load() == KVZCH_STATUS_WOULD_DEADLOCK;
+  const bool b_refused = status_b.load() == KVZCH_STATUS_WOULD_DEADLOCK;
+  ASSERT_NE(a_refused, b_refused) << "statuses " << status_a.load() << " and " << status_b.load();
+  EXPECT_EQ(a_refused ? status_b.load() : status_a.load(), KVZCH_STATUS_OK);
+  // A refused unregister of B leaves B's registration active; the other ended A's.
+  kvzch::SinkRegistration& kept = a_refused ? reg_b : reg_a;
+  kvzch::SinkRegistration& ended_one = a_refused ? reg_a : reg_b;
+  EXPECT_TRUE(kept.active());
+  EXPECT_FALSE(ended_one.active());
+  EXPECT_EQ(kept.unregister(), KVZCH_STATUS_OK);
+  EXPECT_FALSE(kept.active());
+  EXPECT_EQ(kept.unregister(), KVZCH_STATUS_OK) << "an inactive registration answers OK";
+  ended.store(true);
+  static_cast<void>(lookup(cache, {1}));
+  EXPECT_EQ(late_calls.load(), 0u);
+}
+
 TEST(StatAdapter, Fb303StyleGetsCanonicalNamesAndValues) {
   kvzch::Cache cache(kvzch::Options().row_bytes(8));
   for (std::int64_t id : {1, 2, 3}) put(cache, id, 1);

@@ -346,11 +346,17 @@ class Library {
   detail::LibraryPtr state_;
 };
 
-/* An active stat sink. Unregisters in reset() and in its destructor; when
- * either returns, the callable is not running anywhere and has been freed.
- * A registration on a cache must end before that Cache is destroyed, and
- * must not be reset from inside its own callable (that would free the
- * callable while it runs). */
+/* An active stat sink. Unregisters in unregister(), reset() and its
+ * destructor; once the library confirms the sink is gone, the callable is not
+ * running anywhere and has been freed. The library refuses only one
+ * unregister, with KVZCH_STATUS_WOULD_DEADLOCK: one made from inside a sink
+ * whose wait would close a cycle (two sinks unregistering each other from
+ * inside themselves on two threads). unregister() reports that and keeps the
+ * registration active, to be ended later from outside the sinks; reset() and
+ * the destructor cannot, so the sink stays registered and its callable is
+ * never freed. A registration on a cache must end before that Cache is
+ * destroyed, and must not be ended from inside its own callable (that would
+ * free the callable while it runs). */
 class [[nodiscard]] SinkRegistration {
  public:
   SinkRegistration() noexcept = default;
@@ -366,9 +372,14 @@ class [[nodiscard]] SinkRegistration {
   }
   ~SinkRegistration() { reset(); }
 
-  void reset() noexcept {
+  /* Unregisters the sink and answers the library's status: KVZCH_STATUS_OK,
+   * or NOT_FOUND when something else unregistered its id; either way the sink
+   * is gone, the callable freed, and the registration inactive. Any other
+   * status (WOULD_DEADLOCK, see above) leaves the sink registered and this
+   * registration active and unchanged. Inactive already: KVZCH_STATUS_OK. */
+  [[nodiscard]] kvzch_status unregister() noexcept {
     if (!callable_) {
-      return;
+      return KVZCH_STATUS_OK;
     }
     /* register_sink checked that the library has these entries. */
     const kvzch_api_v1& api = library_->api;
@@ -376,15 +387,19 @@ class [[nodiscard]] SinkRegistration {
                                                   : api.unregister_global_stat_sink(id_);
     if (status == KVZCH_STATUS_OK || status == KVZCH_STATUS_NOT_FOUND) {
       callable_.reset();
-    } else {
-      /* The library could not confirm the sink is gone (WOULD_DEADLOCK from
-       * inside another sink leaves it registered); it might still call it, so
-       * leaking the callable is the only safe choice. */
-      static_cast<void>(callable_.release());
+      forget();
     }
-    cache_ = nullptr;
-    id_ = 0;
-    library_.reset();
+    return status;
+  }
+
+  /* Unregisters and leaves the registration inactive whatever the library
+   * answers. When it refuses, it may still call the sink, so the callable is
+   * leaked rather than freed. */
+  void reset() noexcept {
+    if (unregister() != KVZCH_STATUS_OK && callable_) {
+      static_cast<void>(callable_.release());
+      forget();
+    }
   }
 
   [[nodiscard]] bool active() const noexcept { return callable_ != nullptr; }
@@ -400,6 +415,13 @@ class [[nodiscard]] SinkRegistration {
   SinkRegistration(detail::LibraryPtr library, kvzch_cache* cache, std::uint64_t id,
                    Owned callable) noexcept
       : library_(std::move(library)), cache_(cache), id_(id), callable_(std::move(callable)) {}
+
+  /* Drops what names the sink, once the callable is freed or leaked. */
+  void forget() noexcept {
+    cache_ = nullptr;
+    id_ = 0;
+    library_.reset();
+  }
 
   void swap(SinkRegistration& other) noexcept {
     std::swap(library_, other.library_);
