@@ -893,17 +893,20 @@ impl Cache {
         out: &mut [u8],
         hit_mask: Option<&mut [u8]>,
     ) -> Result<BatchStats, Error> {
-        self.batch_get_then(ids, out, hit_mask, |_| {})
+        let stats = self.look_up(ids, out, hit_mask)?;
+        self.notify_sinks(&stats);
+        Ok(stats)
     }
 
-    /// [`batch_get`](Self::batch_get), running `before_sinks` with the batch's
-    /// counts after they are counted and before any sink is called.
-    pub fn batch_get_then(
+    /// [`batch_get`](Self::batch_get) up to its sinks: looks the batch up and
+    /// counts it. The caller then calls [`notify_sinks`](Self::notify_sinks),
+    /// once it no longer borrows the batch's buffers: a C host's sink may pass
+    /// them to a lookup of its own, which must not alias a live borrow.
+    pub(crate) fn look_up(
         &self,
         ids: &[i64],
         out: &mut [u8],
         mut hit_mask: Option<&mut [u8]>,
-        before_sinks: impl FnOnce(&BatchStats),
     ) -> Result<BatchStats, Error> {
         self.expect_bytes("out", out.len(), ids.len())?;
         if let Some(mask) = &hit_mask {
@@ -916,9 +919,8 @@ impl Cache {
             }
         }
         if ids.is_empty() {
-            // Nothing to count and no sink to call, but the caller still learns
-            // the (empty) batch's counts.
-            before_sinks(&BatchStats::default());
+            // Nothing to count, but the caller still learns the (empty)
+            // batch's counts.
             return Ok(BatchStats::default());
         }
         let started = Instant::now();
@@ -945,14 +947,21 @@ impl Cache {
             duration_ns: started.elapsed().as_nanos() as u64,
         };
         self.counters.record(stats.hits, stats.misses);
-        before_sinks(&stats);
+        Ok(stats)
+    }
+
+    /// Calls the cache's sinks, then the global ones, with a looked-up batch's
+    /// counts; none for an empty batch.
+    pub(crate) fn notify_sinks(&self, stats: &BatchStats) {
+        if stats.total == 0 {
+            return;
+        }
         let event = BatchEvent {
             table: &self.name,
-            stats,
+            stats: *stats,
         };
         self.sinks.notify(&event);
         stats::notify_global_sinks(&event);
-        Ok(stats)
     }
 
     /// Looks up a window: in runs in the batch's order while the shards they

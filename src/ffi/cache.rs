@@ -299,16 +299,16 @@ pub extern "C" fn kvzch_cache_batch_get(
             return Err(FfiError::null("out"));
         }
         let buffers = [
-            ("ids", ids as usize, n.saturating_mul(size_of::<i64>())),
-            ("out", out as usize, needed),
+            ("ids", ids.cast::<u8>(), n.saturating_mul(size_of::<i64>())),
+            ("out", out.cast_const(), needed),
             (
                 "hit_mask",
-                hit_mask as usize,
+                hit_mask.cast_const(),
                 if hit_mask.is_null() { 0 } else { n },
             ),
             (
                 "stats",
-                stats as usize,
+                stats.cast::<u8>().cast_const(),
                 if stats.is_null() {
                     0
                 } else {
@@ -318,7 +318,7 @@ pub extern "C" fn kvzch_cache_batch_get(
         ];
         for (i, &(a, a_start, a_len)) in buffers.iter().enumerate() {
             for &(b, b_start, b_len) in &buffers[i + 1..] {
-                if overlap(a_start as *const u8, a_len, b_start as *const u8, b_len) {
+                if overlap(a_start, a_len, b_start, b_len) {
                     return Err(FfiError::invalid(format!("{a} and {b} overlap")));
                 }
             }
@@ -339,11 +339,13 @@ pub extern "C" fn kvzch_cache_batch_get(
         } else {
             Some(unsafe { required_mut(stats, "stats") }?)
         };
-        cache.batch_get_then(ids, out, hit_mask, |batch| {
-            if let Some(stats) = stats {
-                *stats = (*batch).into();
-            }
-        })?;
+        let batch = cache.look_up(ids, out, hit_mask)?;
+        if let Some(stats) = stats {
+            *stats = batch.into();
+        }
+        // Only now, with the lookup's borrows of the host's buffers over: a
+        // sink may hand the same buffers to a lookup of its own.
+        cache.notify_sinks(&batch);
         Ok(())
     })
 }
@@ -537,14 +539,133 @@ pub extern "C" fn kvzch_cache_get_cumulative_read_stats(
 mod tests {
     use super::*;
     use crate::ffi::guard::copy_last_error;
+    use crate::ffi::stats::{kvzch_cache_register_stat_sink, kvzch_cache_unregister_stat_sink};
+
+    /// What `look_up_again` needs: the host's buffers, as raw pointers a C
+    /// host would hold, and what its nested lookup answered.
+    struct Reentry {
+        cache: *mut kvzch_cache,
+        ids: *const i64,
+        out: *mut u8,
+        hit_mask: *mut u8,
+        stats: *mut kvzch_batch_stats,
+        /// Calls of the sink: the first one's lookup calls it again.
+        calls: u32,
+        nested: Option<kvzch_status>,
+    }
+
+    /// A sink that looks the batch up again, once, into the same buffers.
+    /// It holds no reference to the `Reentry` across that lookup, whose own
+    /// call of the sink reaches the `Reentry` too.
+    unsafe extern "C" fn look_up_again(user_data: *mut c_void, _event: *const kvzch_batch_event) {
+        let reentry = user_data.cast::<Reentry>();
+        // SAFETY (all three blocks): `user_data` is the test's `Reentry`,
+        // which outlives the registration; only this thread touches it while
+        // the sink runs, and each block makes only a place or a reference
+        // that ends within it.
+        let calls = unsafe {
+            (*reentry).calls += 1;
+            (*reentry).calls
+        };
+        if calls == 1 {
+            let Reentry {
+                cache,
+                ids,
+                out,
+                hit_mask,
+                stats,
+                ..
+            } = *unsafe { &*reentry };
+            let status = kvzch_cache_batch_get(cache, ids, 2, out.cast(), 16, hit_mask, stats);
+            unsafe { (*reentry).nested = Some(status) };
+        }
+    }
+
+    /// Once a batch's sinks run, its buffers are the host's again: a sink may
+    /// hand them to a lookup of its own, as a host that keeps one set of
+    /// buffers per thread does. Under Miri, a lookup that still borrowed them
+    /// while its sinks ran is undefined behaviour.
+    #[test]
+    fn a_sink_may_look_up_into_the_buffers_of_its_batch() {
+        let mut opts = std::mem::MaybeUninit::<kvzch_options>::uninit();
+        let size = size_of::<kvzch_options>();
+        assert_eq!(
+            kvzch_options_init_sized(opts.as_mut_ptr(), size),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+        // SAFETY: `kvzch_options_init_sized` wrote every field of a struct of
+        // its own size.
+        let mut opts = unsafe { opts.assume_init() };
+        opts.row_bytes = 8;
+        let mut cache = std::ptr::null_mut();
+        assert_eq!(
+            kvzch_cache_create(&opts, &mut cache),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+        let stored = [7i64];
+        let row = [0x5au8; 8];
+        assert_eq!(
+            kvzch_cache_batch_set(cache, stored.as_ptr(), 1, row.as_ptr().cast(), 8, 1),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+        let ids = [7i64, 8];
+        let mut out = [0xffu8; 16];
+        let mut hit_mask = [9u8; 2];
+        let mut stats = kvzch_batch_stats::default();
+        let mut reentry = Reentry {
+            cache,
+            ids: ids.as_ptr(),
+            out: out.as_mut_ptr(),
+            hit_mask: hit_mask.as_mut_ptr(),
+            stats: &raw mut stats,
+            calls: 0,
+            nested: None,
+        };
+        let mut id = 0;
+        assert_eq!(
+            kvzch_cache_register_stat_sink(
+                cache,
+                Some(look_up_again),
+                (&raw mut reentry).cast(),
+                &mut id
+            ),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+        let status = kvzch_cache_batch_get(
+            reentry.cache,
+            reentry.ids,
+            2,
+            reentry.out.cast(),
+            16,
+            reentry.hit_mask,
+            reentry.stats,
+        );
+        assert_eq!(status, kvzch_status::KVZCH_STATUS_OK);
+        assert_eq!(reentry.nested, Some(kvzch_status::KVZCH_STATUS_OK));
+        assert_eq!(reentry.calls, 2, "the nested batch's sinks ran too");
+        assert_eq!(
+            kvzch_cache_unregister_stat_sink(cache, id),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+        kvzch_cache_destroy(cache);
+        assert_eq!(&out[..8], &row);
+        assert_eq!(&out[8..], &[0; 8], "a miss is zero-filled");
+        assert_eq!(hit_mask, [1, 0]);
+        assert_eq!((stats.hits, stats.misses, stats.total), (1, 1, 2));
+    }
 
     /// A cache whose memory cannot be had is `OUT_OF_MEMORY`, and the message
     /// names what could not be allocated, not an option.
     #[test]
     fn a_create_that_cannot_allocate_is_out_of_memory() {
         let mut opts = std::mem::MaybeUninit::<kvzch_options>::uninit();
-        kvzch_options_init(opts.as_mut_ptr());
-        // SAFETY: `kvzch_options_init` wrote every field.
+        let size = size_of::<kvzch_options>();
+        assert_eq!(
+            kvzch_options_init_sized(opts.as_mut_ptr(), size),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+        // SAFETY: `kvzch_options_init_sized` wrote every field of a struct of
+        // its own size.
         let mut opts = unsafe { opts.assume_init() };
         opts.row_bytes = 8;
         opts.num_shards = 8;

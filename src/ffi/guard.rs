@@ -260,8 +260,8 @@ pub(crate) unsafe fn bounded_c_str<'a>(
 /// reference to the same bytes, so a host that passes overlapping buffers gets
 /// an error instead of undefined behaviour.
 pub(crate) fn overlap<A, B>(a: *const A, a_len: usize, b: *const B, b_len: usize) -> bool {
-    let a_start = a as usize;
-    let b_start = b as usize;
+    let a_start = a.addr();
+    let b_start = b.addr();
     let a_end = a_start.saturating_add(a_len.saturating_mul(size_of::<A>()));
     let b_end = b_start.saturating_add(b_len.saturating_mul(size_of::<B>()));
     a_start < a_end && b_start < b_end && a_start < b_end && b_start < a_end
