@@ -333,10 +333,12 @@ fn map_aligned(bytes: usize) -> Option<NonNull<u8>> {
     if mapping == libc::MAP_FAILED {
         return None;
     }
-    let start = mapping as usize;
+    let start = mapping.addr();
     let aligned = start.next_multiple_of(slack.max(1));
     // The kernel maps whole small pages.
     let end = (aligned + bytes).next_multiple_of(small_page_bytes());
+    // Addresses in the mapping, as pointers that keep its provenance.
+    let at = |address: usize| mapping.cast::<u8>().wrapping_add(address - start);
     // SAFETY: both ranges lie inside the mapping just made and outside
     // `aligned..end`, which is kept: the head is `start..aligned`, less than
     // `slack` long, and the tail runs from `end` to the mapping's end (the
@@ -347,10 +349,10 @@ fn map_aligned(bytes: usize) -> Option<NonNull<u8>> {
             libc::munmap(mapping, aligned - start);
         }
         if start + length > end {
-            libc::munmap(end as *mut libc::c_void, start + length - end);
+            libc::munmap(at(end).cast(), start + length - end);
         }
     }
-    let fresh = NonNull::new(aligned as *mut u8)?;
+    let fresh = NonNull::new(at(aligned))?;
     // Before anything is written: pages written first stay small.
     advise_huge_pages(fresh, bytes);
     Some(fresh)

@@ -10,7 +10,7 @@ use kvzch::ffi::{
     kvzch_cache_batch_set, kvzch_cache_create, kvzch_cache_destroy, kvzch_cache_evict_older_than,
     kvzch_cache_get_cumulative_read_stats, kvzch_cache_get_info, kvzch_cache_info,
     kvzch_cache_register_stat_sink, kvzch_cache_reserve, kvzch_cache_unregister_stat_sink,
-    kvzch_options, kvzch_options_init, kvzch_read_stats, kvzch_status,
+    kvzch_options, kvzch_options_init_sized, kvzch_read_stats, kvzch_status,
 };
 use kvzch::{Cache, CacheConfig, SinkId};
 
@@ -103,8 +103,13 @@ unsafe impl Sync for KvzchC {}
 impl KvzchC {
     pub fn new(row_bytes: usize) -> KvzchC {
         let mut options = std::mem::MaybeUninit::<kvzch_options>::uninit();
-        kvzch_options_init(options.as_mut_ptr());
-        // SAFETY: `kvzch_options_init` filled every field.
+        check(
+            kvzch_options_init_sized(options.as_mut_ptr(), size_of::<kvzch_options>()),
+            "kvzch_options_init_sized",
+        );
+        // SAFETY: `kvzch_options_init_sized` filled every field of a struct of
+        // its own size (the 1.0 `kvzch_options_init` fills only the first 40
+        // bytes).
         let mut options = unsafe { options.assume_init() };
         options.row_bytes = row_bytes as u32;
         let mut cache = std::ptr::null_mut();
