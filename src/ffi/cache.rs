@@ -9,10 +9,11 @@ use super::guard::{
 use super::types::*;
 use crate::{Cache, CacheConfig, ErrorKind, EvictionPolicy, MissPolicy, TableName};
 
-/// Bytes of the 1.0 `kvzch_options`, the smallest a host may pass.
-const OPTIONS_V1_0_SIZE: usize = 40;
+/// Bytes of the 1.0 `kvzch_options`, the smallest a host may pass: where the
+/// 1.1 fields start (40 on 64-bit targets, 36 where a pointer is 4 bytes).
+const OPTIONS_V1_0_SIZE: usize = std::mem::offset_of!(kvzch_options, eviction_policy);
 /// Bytes of the 1.0 `kvzch_cache_info`, the smallest a host may pass.
-const CACHE_INFO_V1_0_SIZE: usize = 32;
+const CACHE_INFO_V1_0_SIZE: usize = std::mem::offset_of!(kvzch_cache_info, inserts);
 const MAX_NAME_BYTES: usize = 64;
 
 /// Fills the 1.0 fields of `opts` with the defaults and sets `struct_size` to
