@@ -267,6 +267,29 @@ TEST_F(OlderLibrary, AMissingFunctionThrowsUnsupportedAndChangesNothing) {
   EXPECT_EQ(cache.info().rows, 1u);
 }
 
+// The shim's library lacks "capacity_eviction": a policy is refused before
+// any cache is created, not sent to a library that might ignore it.
+TEST_F(OlderLibrary, AnEvictionPolicyWithoutCapacityEvictionThrowsUnsupported) {
+  const kvzch::Options options =
+      kvzch::Options().row_bytes(8).max_rows(4).eviction_policy(kvzch::EvictionPolicy::LruApprox);
+  try {
+    kvzch::Cache cache(older_, options);
+    FAIL() << "no exception";
+  } catch (const kvzch::Unsupported& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("capacity_eviction"), std::string::npos) << what;
+    EXPECT_NE(what.find(KVZCH_SHIM_PATH), std::string::npos) << what;
+  }
+  // The real library has the feature and takes the same options.
+  kvzch::Cache cache(the_library(), options);
+  const std::int64_t ids[] = {1, 2, 3, 4, 5};
+  const std::vector<std::uint8_t> rows(sizeof ids / sizeof ids[0] * 8, 7);
+  cache.batch_set(ids, 5, rows.data(), rows.size(), 1);
+  const kvzch_cache_info info = cache.info();
+  EXPECT_LE(info.rows, 4u);
+  EXPECT_EQ(info.rows + info.capacity_evictions, 5u) << "the policy evicted to stay within max_rows";
+}
+
 TEST_F(OlderLibrary, EntriesPastItsTableThrowUnsupported) {
   kvzch::Cache older_cache(older_, kvzch::Options().row_bytes(8));
   EXPECT_THROW(older_cache.compact(), kvzch::Unsupported);

@@ -235,8 +235,8 @@ class Options {
     raw_.max_memory_bytes = value;
     return *this;
   }
-  /* ABI 1.1. A 1.0 library refuses a non-default policy (it reports the
-   * bytes past its struct as an option it lacks) instead of ignoring it. */
+  /* ABI 1.1. Cache's constructor throws Unsupported, creating nothing, for a
+   * policy other than NONE when the library lacks "capacity_eviction". */
   Options& eviction_policy(EvictionPolicy value) noexcept {
     raw_.eviction_policy = static_cast<std::uint32_t>(value);
     return *this;
@@ -501,6 +501,13 @@ class Cache {
     /* Checked before creating: a cache must always be destroyable. */
     static_cast<void>(library.entry(&kvzch_api_v1::cache_destroy, "kvzch_cache_destroy"));
     const kvzch_options raw = options.raw();
+    /* kvzch's 1.0 libraries refuse the policy's bytes, past their struct, as
+     * an option they lack, but the contract only promises that they read
+     * none of them: a policy they ignored would leave the cache unbounded. */
+    if (raw.eviction_policy != KVZCH_EVICT_NONE && !library.has("capacity_eviction")) {
+      throw Unsupported("an eviction policy needs \"capacity_eviction\", which " +
+                        library.state_->origin + " lacks");
+    }
     kvzch_cache* created = nullptr;
     call(&kvzch_api_v1::cache_create, "kvzch_cache_create", &raw, &created);
     handle_.reset(created);
