@@ -11,14 +11,25 @@
 //! BENCHMARKS.md ("What the design leaves") says what this machine measured
 //! and what it means for the lookup suite's limit.
 //!
+//! Then the same mapping, as 4M rows of 256 B, is gathered in batches of 4096
+//! uniform rows, as the lookup suite's limit gathers them: in the batch's
+//! order, and in the order of the rows' 2 MiB pages (each row still copied to
+//! its own place). A page then takes its translation once per visit, for the
+//! eight or so rows a batch holds in it, instead of once per row.
+//!
 //! `cargo bench --bench translation` (a few seconds; maps 1 GiB).
 
 #[path = "lookup/huge_map.rs"]
 mod huge_map;
+// Only the rows' hint: the gather reads no index.
+#[allow(dead_code)]
+#[path = "lookup/prefetch.rs"]
+mod prefetch;
 
 use std::time::Instant;
 
 use huge_map::{HugeMap, HUGE_PAGE};
+use prefetch::prefetch_row;
 
 const SPAN_BYTES: usize = 1 << 30;
 const LINE: usize = 64;
@@ -26,6 +37,12 @@ const SMALL_PAGE: usize = 4096;
 /// Lines read per pass: 16 MiB of them.
 const LINES: usize = 1 << 18;
 const PASSES: usize = 9;
+const ROW: usize = 256;
+const BATCH: usize = 4096;
+/// Batches gathered per pass: a million rows, a quarter of the table.
+const BATCHES: usize = 256;
+/// Rows asked for ahead of the one copied, as the limit asks at 256 B.
+const ROWS_AHEAD: usize = 8;
 
 /// SplitMix64's finalizer: the same pseudo-random value for the same input,
 /// so every run reads the same lines in the same order.
@@ -115,6 +132,101 @@ fn time_reads(memory: &[u8], words: &[usize]) -> f64 {
     per_read[PASSES / 2]
 }
 
+/// Copies `rows[order[k].0]` to place `order[k].1` of `out`, in `order`,
+/// asking for each row `ROWS_AHEAD` rows before its copy, as the limit does.
+fn gather(rows: &[u8], order: &[(u32, u32)], out: &mut [u8]) {
+    let row = |at: u32| &rows[at as usize * ROW..][..ROW];
+    for &(at, _) in order.iter().take(ROWS_AHEAD) {
+        prefetch_row(row(at));
+    }
+    for (k, &(at, place)) in order.iter().enumerate() {
+        if let Some(&(ahead, _)) = order.get(k + ROWS_AHEAD) {
+            prefetch_row(row(ahead));
+        }
+        out[place as usize * ROW..][..ROW].copy_from_slice(row(at));
+    }
+}
+
+/// `batch`'s rows with their places in it, in the batch's order.
+fn in_batch_order(batch: &[u32], order: &mut Vec<(u32, u32)>) {
+    order.clear();
+    order.extend(batch.iter().zip(0..).map(|(&at, place)| (at, place)));
+}
+
+/// `batch`'s rows with their places in it, in the order of their 2 MiB pages:
+/// a counting sort by page, as a lookup would have to do once it knows the
+/// rows.
+fn in_page_order(batch: &[u32], order: &mut Vec<(u32, u32)>, starts: &mut Vec<u32>) {
+    let page_of = |at: u32| at as usize * ROW / HUGE_PAGE;
+    starts.clear();
+    starts.resize(SPAN_BYTES / HUGE_PAGE + 1, 0);
+    for &at in batch {
+        starts[page_of(at) + 1] += 1;
+    }
+    for page in 1..starts.len() {
+        starts[page] += starts[page - 1];
+    }
+    order.clear();
+    order.resize(batch.len(), (0, 0));
+    for (&at, place) in batch.iter().zip(0..) {
+        let next = &mut starts[page_of(at)];
+        order[*next as usize] = (at, place);
+        *next += 1;
+    }
+}
+
+/// The uniform rows the gathers read: `BATCHES` batches of `BATCH`.
+fn uniform_batches() -> Vec<Vec<u32>> {
+    let row_count = (SPAN_BYTES / ROW) as u64;
+    (0..BATCHES)
+        .map(|b| {
+            (0..BATCH)
+                .map(|k| (scatter((b * BATCH + k) as u64 ^ 0x5eed) % row_count) as u32)
+                .collect()
+        })
+        .collect()
+}
+
+/// How a case orders each of its batches before the gather, within the pass.
+type Ordering = fn(&[u32], &mut Vec<(u32, u32)>, &mut Vec<u32>);
+
+/// Median million rows a second over the passes of each case, the cases
+/// taking turns within a pass. Each pass checks its last batch's rows against
+/// their numbered words.
+fn time_gathers(memory: &[u8], cases: &[(&[Vec<u32>], Ordering)]) -> Vec<f64> {
+    let mut out = vec![0u8; BATCH * ROW];
+    let (mut order, mut starts) = (Vec::new(), Vec::new());
+    let mut rates = vec![Vec::with_capacity(PASSES); cases.len()];
+    for pass in 0..=PASSES {
+        for (&(batches, ordering), rate) in cases.iter().zip(&mut rates) {
+            let started = Instant::now();
+            for batch in batches {
+                ordering(batch, &mut order, &mut starts);
+                gather(memory, &order, &mut out);
+            }
+            let elapsed = started.elapsed();
+            for (place, &at) in batches[batches.len() - 1].iter().enumerate() {
+                let first_word = (at as usize * ROW / 8) as u64;
+                assert_eq!(
+                    word(&out, place * ROW / 8),
+                    first_word,
+                    "a row out of place"
+                );
+            }
+            if pass > 0 {
+                rate.push((batches.len() * BATCH) as f64 / elapsed.as_secs_f64() / 1e6);
+            }
+        }
+    }
+    rates
+        .into_iter()
+        .map(|mut rate| {
+            rate.sort_by(f64::total_cmp);
+            rate[PASSES / 2]
+        })
+        .collect()
+}
+
 /// The process's `AnonHugePages` line of `/proc/self/smaps_rollup`, in kB.
 fn anon_huge_pages() -> String {
     std::fs::read_to_string("/proc/self/smaps_rollup")
@@ -156,6 +268,31 @@ fn main() {
         let ns = time_reads(memory, words);
         let packed_ns = *packed.get_or_insert(ns);
         println!("| {name} | {ns:.2} | {:.2}x |", ns / packed_ns);
+    }
+    let batches = uniform_batches();
+    let mut sorted = batches.clone();
+    for batch in &mut sorted {
+        batch.sort_unstable_by_key(|&at| at as usize * ROW / HUGE_PAGE);
+    }
+    let in_batch_order: Ordering = |batch, order, _| in_batch_order(batch, order);
+    let cases: [(&str, &[Vec<u32>], Ordering); 3] = [
+        ("the batch's", &batches, in_batch_order),
+        ("by 2 MiB page, sorted in the pass", &batches, in_page_order),
+        ("by 2 MiB page, sorted beforehand", &sorted, in_batch_order),
+    ];
+    let timed: Vec<_> = cases
+        .iter()
+        .map(|&(_, batches, ordering)| (batches, ordering))
+        .collect();
+    let rates = time_gathers(memory, &timed);
+    println!(
+        "\n### {BATCHES} batches of {BATCH} uniform rows of {ROW} B from the same 1 GiB, \
+         gathered as the limit does, median of {PASSES} passes\n"
+    );
+    println!("| order of the gather | M rows/s | vs the batch's order |");
+    println!("|---|---:|---:|");
+    for ((name, _, _), rate) in cases.iter().zip(&rates) {
+        println!("| {name} | {rate:.2} | {:.2}x |", rate / rates[0]);
     }
     println!(
         "\nThe process's memory on huge pages: {} (the mapping is {} kB).",
