@@ -41,6 +41,7 @@ namespace {
 constexpr uint32_t kRowBytes = 16;
 constexpr uint32_t kStoredVersion = 1;  // what every cache under test holds
 constexpr uint32_t kNewVersion = 2;     // what the rejected publishes carry
+constexpr uint32_t kStoredTimestamp = 100;  // the rejected publishes carry 5
 constexpr int64_t kAbsent = 77;
 const std::vector<int64_t> kStored = {1, -2, INT64_MAX, INT64_MIN};
 // The ids of every bad batch: two stored, one not, so that a call that went
@@ -162,7 +163,7 @@ class World {
     ASSERT_NE(cache, nullptr) << last_error();
     const std::vector<uint8_t> stored = rows_for(kStored, kRowBytes, kStoredVersion);
     ASSERT_EQ(kvzch_cache_batch_set(cache.get(), kStored.data(), kStored.size(), stored.data(),
-                                    stored.size(), 100),
+                                    stored.size(), kStoredTimestamp),
               KVZCH_STATUS_OK)
         << last_error();
     ASSERT_EQ(kvzch_cache_register_stat_sink(cache.get(), tally_sink, &cache_tally, &cache_sink_id),
@@ -254,6 +255,16 @@ class World {
     EXPECT_EQ(cache_tally.calls, before.cache_sink_calls + 1) << "the cache's sink is gone";
     EXPECT_EQ(global_tally.calls, before.global_sink_calls + 1) << "the global sink is gone";
     EXPECT_EQ(g_stray_calls, 0u) << "a failed registration left a sink behind";
+
+    // No row was restamped: every one still carries the stored timestamp.
+    // Last, since the second eviction empties the cache.
+    uint64_t expired = 0;
+    ASSERT_EQ(kvzch_cache_evict_older_than(cache.get(), kStoredTimestamp, &expired),
+              KVZCH_STATUS_OK);
+    EXPECT_EQ(expired, 0u) << "the rejected call restamped rows";
+    ASSERT_EQ(kvzch_cache_evict_older_than(cache.get(), kStoredTimestamp + 1, &expired),
+              KVZCH_STATUS_OK);
+    EXPECT_EQ(expired, kStored.size()) << "the rejected call restamped rows";
   }
 
   CachePtr cache;

@@ -401,6 +401,12 @@ TEST(Data, CapacityExceededLeavesCacheUnchanged) {
   EXPECT_EQ(mask[0], 1);
   EXPECT_TRUE(row_equals(out, rb, 1, 1)) << "the failed batch overwrote id 1";
   EXPECT_EQ(mask[1], 0);
+  // Nor restamped it: all three rows still carry timestamp 1. Then they are
+  // stored again as they were.
+  uint64_t expired = 0;
+  ASSERT_EQ(kvzch_cache_evict_older_than(cache.get(), 2, &expired), KVZCH_STATUS_OK);
+  EXPECT_EQ(expired, 3u) << "the failed batch restamped a row";
+  set_rows(cache.get(), {0, 1, 2}, rb, 1, 1);
 
   // Up to the limit, and overwriting at the limit, still work.
   set_rows(cache.get(), {3}, rb, 1, 3);
@@ -471,11 +477,15 @@ TEST(Data, NoTornRowsUnderConcurrentWrites) {
         failed_calls.fetch_add(1);
       }
       for (size_t i = 0; i < ids.size(); ++i) {
-        // fill_row gives byte b the value id*31 + version*7 + b, so every byte
-        // of a whole row agrees on (value - b).
+        // fill_row's bytes depend on the version through the low byte of
+        // version * 7, which byte 0 gives back (id byte 0 xor it): a whole
+        // row is fill_row at that value in every byte.
         const uint8_t* row = out.data() + i * rb;
+        const uint64_t id = static_cast<uint64_t>(ids[i]);
+        const uint32_t version_times_7 = row[0] ^ static_cast<uint8_t>(id);
         for (uint32_t b = 1; b < rb; ++b) {
-          if (static_cast<uint8_t>(row[b] - b) != row[0]) {
+          const uint8_t id_byte = static_cast<uint8_t>(id >> (8 * (b % 8)));
+          if (row[b] != static_cast<uint8_t>(id_byte ^ (version_times_7 + b * 31u))) {
             torn.fetch_add(1);
             break;
           }
@@ -618,6 +628,36 @@ void record_event(void* user_data, const kvzch_batch_event* event) {
   r->tables.emplace_back(event->table);
   r->stats.push_back(event->stats);
   r->struct_sizes.push_back(event->struct_size);
+}
+
+// duration_ns is the lookup's own wall time: above zero for a batch that
+// takes a while, within the call's, and the same in *stats as in the event.
+TEST(Sinks, BatchDurationIsTheLookupsWallTime) {
+  const uint32_t rb = 64;
+  CachePtr cache = make_cache(rb);
+  ASSERT_NE(cache, nullptr);
+  std::vector<int64_t> ids(100000);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i);
+  set_rows(cache.get(), ids, rb, 1, 1);
+  Recorded recorded;
+  uint64_t id = 0;
+  ASSERT_EQ(kvzch_cache_register_stat_sink(cache.get(), record_event, &recorded, &id),
+            KVZCH_STATUS_OK);
+  std::vector<uint8_t> out(ids.size() * rb);
+  kvzch_batch_stats stats{};
+  const auto started = std::chrono::steady_clock::now();
+  ASSERT_EQ(kvzch_cache_batch_get(cache.get(), ids.data(), ids.size(), out.data(), out.size(),
+                                  nullptr, &stats),
+            KVZCH_STATUS_OK);
+  const auto call_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::steady_clock::now() - started)
+                           .count();
+  EXPECT_EQ(kvzch_cache_unregister_stat_sink(cache.get(), id), KVZCH_STATUS_OK);
+  EXPECT_GT(stats.duration_ns, 0u);
+  EXPECT_LE(stats.duration_ns, static_cast<uint64_t>(call_ns));
+  ASSERT_EQ(recorded.stats.size(), 1u);
+  EXPECT_EQ(recorded.stats[0].duration_ns, stats.duration_ns);
+  EXPECT_EQ(recorded.stats[0].hits, ids.size());
 }
 
 TEST(Sinks, CacheSinkSeesOwnCacheGlobalSinkSeesAll) {

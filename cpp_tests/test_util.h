@@ -49,11 +49,14 @@ inline CachePtr make_cache(uint32_t row_bytes, uint32_t miss_policy = KVZCH_MISS
   return make_cache(options(row_bytes, miss_policy, name));
 }
 
-// Row `id` at version `v`: every byte derived from both, so a row copied
-// from the wrong id or a torn row shows up as a mismatch.
+// Row `id` at version `v`: every byte derived from both, and every byte of
+// the id in each 8 bytes of the row, so a row copied from the wrong id (even
+// one that differs only in its high bits, as INT64_MIN and 0 do) or a torn row
+// shows up as a mismatch.
 inline void fill_row(uint8_t* row, size_t row_bytes, int64_t id, uint32_t version) {
   for (size_t b = 0; b < row_bytes; ++b) {
-    row[b] = static_cast<uint8_t>(static_cast<uint64_t>(id) * 31u + version * 7u + b);
+    const uint8_t id_byte = static_cast<uint8_t>(static_cast<uint64_t>(id) >> (8 * (b % 8)));
+    row[b] = static_cast<uint8_t>(id_byte ^ (version * 7u + b * 31u));
   }
 }
 

@@ -59,6 +59,31 @@ fn one_by_one(words: &[u64; WORDS], mask: u64, want: u64) -> u32 {
 mod tests {
     use super::*;
 
+    /// Cases worked out by hand, so that `matching` is checked against more
+    /// than the reference it shares a module with (on other architectures
+    /// they are the same function).
+    #[test]
+    fn matches_worked_out_by_hand() {
+        let want = 0x0123_4567_89ab_cdef_u64;
+        let words = [
+            want,               // 0: equal
+            want ^ (1 << 40),   // 1: the high halves differ
+            want ^ 1,           // 2: the low halves differ
+            want | (0xf << 60), // 3: differs only above bit 59
+            0,                  // 4
+            want,               // 5: equal
+            want ^ (1 << 63),   // 6: the top bit differs
+        ];
+        assert_eq!(matching(&words, u64::MAX, want), 0b010_0001);
+        // The mask drops bits 60 to 63: word 3 and word 6 match too.
+        let low_60 = u64::MAX >> 4;
+        assert_eq!(matching(&words, low_60, want & low_60), 0b110_1001);
+        // Nothing equals a value no word holds.
+        assert_eq!(matching(&words, u64::MAX, 42), 0);
+        // Every word equals zero under an empty mask.
+        assert_eq!(matching(&words, 0, 0), 0b111_1111);
+    }
+
     #[test]
     fn matches_as_compared_one_by_one() {
         let mut state = 0x6b76_7a63_u64;

@@ -10,10 +10,12 @@ fn config(row_bytes: usize) -> CacheConfig {
     }
 }
 
-/// A row that encodes its id and a version in every byte position.
+/// A row that encodes its version in every byte and every byte of its id in
+/// each 8 bytes: ids that differ only in their high bits (`i64::MIN` and 0)
+/// get different rows.
 fn row_of(id: i64, version: u8, row_bytes: usize) -> Vec<u8> {
     (0..row_bytes)
-        .map(|i| (id as u8).wrapping_mul(31).wrapping_add(i as u8) ^ version)
+        .map(|i| id.to_le_bytes()[i % 8] ^ (i as u8).wrapping_mul(31) ^ version)
         .collect()
 }
 
@@ -187,6 +189,9 @@ fn max_rows_rejects_a_publish_that_does_not_fit_and_stores_nothing() {
     assert_eq!(cache.info().rows, 90);
     let (out, _, _) = get(&cache, &first);
     assert_eq!(out, rows_of(&first, 1, 8), "old rows were not overwritten");
+    // Nor restamped: all of them still carry timestamp 1. Stored again after.
+    assert_eq!(cache.evict_older_than(2), 90, "old rows were restamped");
+    cache.batch_set(&first, &rows_of(&first, 1, 8), 1).unwrap();
     // Exactly full is fine, and overwrites need no room.
     let fits: Vec<i64> = (80..100).chain([99]).collect();
     cache.batch_set(&fits, &rows_of(&fits, 2, 8), 2).unwrap();

@@ -85,9 +85,23 @@ fn options_init_writes_only_the_1_0_fields() {
 fn a_1_0_sized_options_struct_creates_a_cache_without_a_policy() {
     let mut options = options(8);
     options.struct_size = OPTIONS_1_0 as u32;
+    options.max_rows = 1;
     // Bytes past a 1.0 host's struct are not its own: never read.
     options.eviction_policy = 99;
     let cache = create(&options).unwrap();
+    // Without a policy (the default), a full cache refuses a new id rather
+    // than evicting for it.
+    let row = [1u8; 8];
+    for (id, expected) in [
+        (1i64, kvzch_status::KVZCH_STATUS_OK),
+        (2, kvzch_status::KVZCH_STATUS_CAPACITY_EXCEEDED),
+    ] {
+        assert_eq!(
+            kvzch_cache_batch_set(cache, &id, 1, row.as_ptr().cast(), row.len(), 1),
+            expected,
+            "id {id}"
+        );
+    }
     kvzch_cache_destroy(cache);
 }
 

@@ -124,22 +124,39 @@ fn after_unregister_returns_the_sink_is_never_running() {
         })
         .collect();
     let late_calls = Arc::new(AtomicU64::new(0));
+    let calls = Arc::new(AtomicU64::new(0));
+    // Unregisters made while a call of their sink was running: those that had
+    // something to wait for.
+    let mut made_during_a_call = 0;
     for _ in 0..200 {
         // `freed` stands for the host freeing user_data once unregister returns.
         let freed = Arc::new(AtomicBool::new(false));
+        let running = Arc::new(AtomicU64::new(0));
         let id = {
             let (freed, late_calls) = (Arc::clone(&freed), Arc::clone(&late_calls));
+            let (calls, running) = (Arc::clone(&calls), Arc::clone(&running));
             cache.register_stat_sink(Box::new(move |_| {
+                running.fetch_add(1, Ordering::SeqCst);
+                calls.fetch_add(1, Ordering::SeqCst);
                 for _ in 0..200 {
                     std::hint::spin_loop();
                 }
                 if freed.load(Ordering::SeqCst) {
                     late_calls.fetch_add(1, Ordering::SeqCst);
                 }
+                running.fetch_sub(1, Ordering::SeqCst);
             }))
         };
         thread::sleep(Duration::from_micros(200));
+        if running.load(Ordering::SeqCst) > 0 {
+            made_during_a_call += 1;
+        }
         cache.unregister_stat_sink(id).unwrap();
+        assert_eq!(
+            running.load(Ordering::SeqCst),
+            0,
+            "unregister returned while its sink ran"
+        );
         freed.store(true, Ordering::SeqCst);
     }
     stop.store(true, Ordering::Relaxed);
@@ -147,6 +164,11 @@ fn after_unregister_returns_the_sink_is_never_running() {
         lookup.join().unwrap();
     }
     assert_eq!(late_calls.load(Ordering::SeqCst), 0);
+    assert!(calls.load(Ordering::SeqCst) > 0, "no sink was ever called");
+    assert!(
+        made_during_a_call > 0,
+        "no unregister came while its sink ran: the test proved nothing"
+    );
 }
 
 #[test]

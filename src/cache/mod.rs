@@ -1545,6 +1545,13 @@ mod tests {
             let batch = &ids[..len];
             let batch_rows: Vec<u8> = batch.iter().flat_map(row_of).collect();
             for held_shard in held_shards {
+                // The batch's ids in the other shards, and new rows for them.
+                let others: Vec<i64> = batch
+                    .iter()
+                    .copied()
+                    .filter(|&id| cache.shard_of(cache.hash(id)) != held_shard)
+                    .collect();
+                let new_rows: Vec<u8> = others.iter().flat_map(|id| row_of(&!id)).collect();
                 let held = cache.shards[held_shard].write();
                 std::thread::scope(|scope| {
                     let reader = scope.spawn(|| {
@@ -1553,14 +1560,32 @@ mod tests {
                         (stats, out)
                     });
                     // The reader passes the other shards and then waits for
-                    // this one.
-                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    // this one, holding none of them.
+                    std::thread::sleep(std::time::Duration::from_millis(100));
                     assert!(!reader.is_finished());
+                    // So a publish to the other shards goes ahead now, and
+                    // the reader, which copied their rows already, returns
+                    // them as they were.
+                    let publisher = scope.spawn(|| cache.batch_set(&others, &new_rows, 2));
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                    while !publisher.is_finished() && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    let published_while_held = publisher.is_finished();
                     drop(held);
+                    publisher.join().unwrap().unwrap();
                     let (stats, out) = reader.join().unwrap();
+                    assert!(
+                        published_while_held,
+                        "the reader held other shards while it waited for shard {held_shard}"
+                    );
                     assert_eq!(stats.hits, len as u64);
-                    assert_eq!(out, batch_rows);
+                    assert!(
+                        out == batch_rows,
+                        "the reader read other shards after waiting for shard {held_shard}"
+                    );
                 });
+                cache.batch_set(batch, &batch_rows, 1).unwrap();
             }
         }
     }
