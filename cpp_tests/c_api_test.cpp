@@ -43,6 +43,13 @@ kvzch_read_stats take_window(kvzch_cache* cache) {
   return s;
 }
 
+// The ids 0 .. n-1.
+std::vector<int64_t> first_ids(size_t n) {
+  std::vector<int64_t> ids(n);
+  for (size_t i = 0; i < n; ++i) ids[i] = static_cast<int64_t>(i);
+  return ids;
+}
+
 void set_rows(kvzch_cache* cache, const std::vector<int64_t>& ids, uint32_t row_bytes,
               uint32_t version, uint32_t timestamp) {
   const std::vector<uint8_t> rows = rows_for(ids, row_bytes, version);
@@ -452,8 +459,7 @@ TEST(Data, NoTornRowsUnderConcurrentWrites) {
   const uint32_t rb = 256;
   CachePtr cache = make_cache(rb);
   ASSERT_NE(cache, nullptr);
-  std::vector<int64_t> ids(64);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i);
+  const std::vector<int64_t> ids = first_ids(64);
   set_rows(cache.get(), ids, rb, 0, 0);
 
   std::atomic<bool> stop{false};
@@ -636,8 +642,7 @@ TEST(Sinks, BatchDurationIsTheLookupsWallTime) {
   const uint32_t rb = 64;
   CachePtr cache = make_cache(rb);
   ASSERT_NE(cache, nullptr);
-  std::vector<int64_t> ids(100000);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i);
+  const std::vector<int64_t> ids = first_ids(100000);
   set_rows(cache.get(), ids, rb, 1, 1);
   Recorded recorded;
   uint64_t id = 0;

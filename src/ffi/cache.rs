@@ -542,6 +542,22 @@ mod tests {
     use crate::ffi::guard::copy_last_error;
     use crate::ffi::stats::{kvzch_cache_register_stat_sink, kvzch_cache_unregister_stat_sink};
 
+    /// The default options, as a host compiled against this header gets
+    /// them, for rows of 8 bytes.
+    fn options_of_8_byte_rows() -> kvzch_options {
+        let mut opts = std::mem::MaybeUninit::<kvzch_options>::uninit();
+        let size = size_of::<kvzch_options>();
+        assert_eq!(
+            kvzch_options_init_sized(opts.as_mut_ptr(), size),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+        // SAFETY: `kvzch_options_init_sized` wrote every field of a struct of
+        // its own size.
+        let mut opts = unsafe { opts.assume_init() };
+        opts.row_bytes = 8;
+        opts
+    }
+
     /// What `look_up_again` needs: the host's buffers, as raw pointers a C
     /// host would hold, and what its nested lookup answered.
     struct Reentry {
@@ -588,16 +604,7 @@ mod tests {
     /// while its sinks ran is undefined behaviour.
     #[test]
     fn a_sink_may_look_up_into_the_buffers_of_its_batch() {
-        let mut opts = std::mem::MaybeUninit::<kvzch_options>::uninit();
-        let size = size_of::<kvzch_options>();
-        assert_eq!(
-            kvzch_options_init_sized(opts.as_mut_ptr(), size),
-            kvzch_status::KVZCH_STATUS_OK
-        );
-        // SAFETY: `kvzch_options_init_sized` wrote every field of a struct of
-        // its own size.
-        let mut opts = unsafe { opts.assume_init() };
-        opts.row_bytes = 8;
+        let opts = options_of_8_byte_rows();
         let mut cache = std::ptr::null_mut();
         assert_eq!(
             kvzch_cache_create(&opts, &mut cache),
@@ -659,16 +666,7 @@ mod tests {
     /// names what could not be allocated, not an option.
     #[test]
     fn a_create_that_cannot_allocate_is_out_of_memory() {
-        let mut opts = std::mem::MaybeUninit::<kvzch_options>::uninit();
-        let size = size_of::<kvzch_options>();
-        assert_eq!(
-            kvzch_options_init_sized(opts.as_mut_ptr(), size),
-            kvzch_status::KVZCH_STATUS_OK
-        );
-        // SAFETY: `kvzch_options_init_sized` wrote every field of a struct of
-        // its own size.
-        let mut opts = unsafe { opts.assume_init() };
-        opts.row_bytes = 8;
+        let mut opts = options_of_8_byte_rows();
         opts.num_shards = 8;
         let mut cache = std::ptr::null_mut();
         // The shards' array and two shards' first buckets, then a failure.
