@@ -284,7 +284,12 @@ impl<T: Zeroable + Copy> HugePageVec<T> {
         // `target..target + bytes` a mapping just made for this call, which
         // MREMAP_FIXED replaces. On success the old range is unmapped by the
         // kernel and the caller replaces `first`; on failure the old mapping
-        // is untouched and the target is unmapped here.
+        // is untouched. The target is left alone on failure: the kernel may
+        // have unmapped it already (it clears the target before the checks
+        // that fail for want of memory) and another thread may have mapped
+        // something there since, which an munmap here would destroy. When it
+        // failed before that (a map-count limit), the untouched target stays
+        // mapped: address space only, on a path that is out of memory anyway.
         unsafe {
             let moved = libc::mremap(
                 self.first.as_ptr().cast(),
@@ -294,7 +299,6 @@ impl<T: Zeroable + Copy> HugePageVec<T> {
                 target.as_ptr().cast::<libc::c_void>(),
             );
             if moved == libc::MAP_FAILED {
-                libc::munmap(target.as_ptr().cast(), bytes);
                 return None;
             }
         }
