@@ -205,7 +205,8 @@ pub(crate) struct HugePageVec<T: Zeroable + Copy> {
     first: NonNull<T>,
     len: usize,
     /// Bytes of the mapping at `first`, at least `len` elements' worth (more
-    /// only below a huge page); none before the first growth.
+    /// only after a doubling from below a huge page, which may end past
+    /// one); none before the first growth.
     mapped: usize,
 }
 
@@ -239,7 +240,8 @@ impl<T: Zeroable + Copy> HugePageVec<T> {
         if crate::allocation_failure::take() {
             return None;
         }
-        // Doubling below a huge page; past it, a move costs a few page table
+        // Doubling below a huge page (the doubled mapping may pass one, by
+        // less than a huge page); past it, a move costs a few page table
         // entries, not a copy, and slack would count against a host that
         // commits its memory strictly (`vm.overcommit_memory = 2`).
         let (moved, mapped) = if self.mapped < HUGE_PAGE_BYTES {

@@ -152,9 +152,10 @@ pub(crate) struct ShardBits {
 /// A taken entry holds its remainder above its slot's low `shift` bits, where
 /// `shift` is the shard bits plus `floor(log2(buckets))`, and the marks hold
 /// the slot's bits from `shift` on. A table holds fewer than eight entries a
-/// bucket on average and its slots count its entries (the arena hands out the
-/// lowest free slot first), so a slot is below `2^(floor(log2(buckets)) + 4)`
-/// and those are at most four bits.
+/// bucket on average, and a slot is below the most entries the table has
+/// held at once (the arena reuses freed slots before it hands out new ones,
+/// and compaction packs them from zero), so a slot is below
+/// `2^(floor(log2(buckets)) + 4)` and those are at most four bits.
 #[repr(C, align(64))]
 pub(crate) struct Bucket {
     entries: [u64; BUCKET_WIDTH],
