@@ -799,32 +799,14 @@ fn main() {
             bench_started.elapsed().as_secs_f64()
         );
         let first_batch = run * 131 % pool_batches;
-        if has("publish") {
-            // Each fill into a contender of its own, dropped before the next;
-            // the first run's fills without a hint built the contenders.
-            let hints = if run > 0 {
-                &[SizeHint::None, SizeHint::Reserve][..]
-            } else {
-                &[SizeHint::Reserve][..]
-            };
-            for &hint in hints {
-                // Every other run in reverse, so that no contender always
-                // follows the same one.
-                let mut order = config.contenders.clone();
-                if run % 2 == 1 {
-                    order.reverse();
-                }
-                for name in order {
-                    measure::provision_memory(
-                        universe.rows * (universe.row_bytes + FILL_BYTES_PER_ROW_BEYOND_PAYLOAD),
-                    );
-                    let mut fresh = make(name, &universe, shards);
-                    let filled = fill(fresh.as_mut(), &universe, batch, hint);
-                    results.push(hint.series(), name, 1, filled);
-                    drop(fresh);
-                    measure::return_freed_heap_memory();
-                }
-            }
+        // Each run starts with another contender and, every other run, with
+        // the other thread count, so that none always takes the same place
+        // in a run.
+        let mut order: Vec<usize> = (0..contenders.len()).collect();
+        order.rotate_left(run % contenders.len());
+        let mut thread_counts = config.threads.clone();
+        if run % 2 == 1 {
+            thread_counts.reverse();
         }
         // A workload's thread counts one after the other, so that a run's
         // measurements of a contender on 1 and on 2 threads are taken seconds
@@ -834,8 +816,9 @@ fn main() {
             if !has(series) {
                 continue;
             }
-            for &threads in &config.threads {
-                for (contender, tally) in contenders.iter().zip(&mut tallies) {
+            for &threads in &thread_counts {
+                for &at in &order {
+                    let (contender, tally) = (&contenders[at], &mut tallies[at]);
                     let r =
                         measure::readers(contender.as_ref(), pool, threads, first_batch, || {
                             std::thread::sleep(seconds)
@@ -858,9 +841,10 @@ fn main() {
                 }
             }
         }
-        for &threads in &config.threads {
+        for &threads in &thread_counts {
             if has("stats_overhead") {
-                for (contender, tally) in contenders.iter().zip(&mut tallies) {
+                for &at in &order {
+                    let (contender, tally) = (&contenders[at], &mut tallies[at]);
                     if !contender.set_counting_sink(None) {
                         continue;
                     }
@@ -909,9 +893,9 @@ fn main() {
                 }
             }
             if has("publish") {
-                for ((contender, timestamp), tally) in
-                    contenders.iter().zip(&mut timestamps).zip(&mut tallies)
-                {
+                for &at in &order {
+                    let (contender, timestamp, tally) =
+                        (&contenders[at], &mut timestamps[at], &mut tallies[at]);
                     if !contender.live_publish() {
                         continue;
                     }
@@ -975,6 +959,45 @@ fn main() {
                         ("cycles", writer.cycles as f64),
                     ];
                     results.push("publish_during", name, threads, m);
+                }
+            }
+        }
+    }
+    // The fills last, every run's after every reader workload: each allocates
+    // and frees a table's worth of memory per contender, and readers measured
+    // right after them ran slower than the same measurement a minute later
+    // (BENCHMARKS.md, "What is measured").
+    if has("publish") {
+        for run in 0..config.runs {
+            eprintln!(
+                "fills {}/{} ({:.0} s in)",
+                run + 1,
+                config.runs,
+                bench_started.elapsed().as_secs_f64()
+            );
+            // Each fill into a contender of its own, dropped before the next;
+            // the first run's fills without a hint built the contenders.
+            let hints = if run > 0 {
+                &[SizeHint::None, SizeHint::Reserve][..]
+            } else {
+                &[SizeHint::Reserve][..]
+            };
+            for &hint in hints {
+                // Every other run in reverse, so that no contender always
+                // follows the same one.
+                let mut order = config.contenders.clone();
+                if run % 2 == 1 {
+                    order.reverse();
+                }
+                for name in order {
+                    measure::provision_memory(
+                        universe.rows * (universe.row_bytes + FILL_BYTES_PER_ROW_BEYOND_PAYLOAD),
+                    );
+                    let mut fresh = make(name, &universe, shards);
+                    let filled = fill(fresh.as_mut(), &universe, batch, hint);
+                    results.push(hint.series(), name, 1, filled);
+                    drop(fresh);
+                    measure::return_freed_heap_memory();
                 }
             }
         }

@@ -614,6 +614,51 @@ impl Report<'_> {
                 bar.met_by(vs_peer) && ahead,
             );
         }
+        // The publish workload's own rate, its writer's: the readers beside it
+        // are the row above, and a writer that gives way to readers can be
+        // slower than the peer's.
+        for &t in &c.threads {
+            let writer = |name| self.extra("publish_during", name, t, "writer_rows_per_s");
+            let kvzch = writer(KVZCH);
+            if kvzch.is_nan() {
+                continue;
+            }
+            let bar = Bar::AtLeast(2.0);
+            let vs_peer = kvzch / writer(PEER);
+            let pairs: Vec<f64> = match (
+                self.results.runs("publish_during", KVZCH, t),
+                self.results.runs("publish_during", PEER, t),
+            ) {
+                (Some(kvzch), Some(peer)) => kvzch
+                    .iter()
+                    .zip(peer)
+                    .filter_map(|(k, p)| {
+                        Some(k.extra("writer_rows_per_s")? / p.extra("writer_rows_per_s")?)
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let mut measured = format!(
+                "{} the peer ({}; {} against {} rows/s)",
+                ratio(vs_peer),
+                spread(&pairs, bar),
+                rate(kvzch),
+                rate(writer(PEER))
+            );
+            let mut ahead = true;
+            for name in CRATES {
+                let other = writer(name);
+                if !other.is_nan() {
+                    write!(measured, ", {} {name}", ratio(kvzch / other)).unwrap();
+                    ahead &= kvzch > other;
+                }
+            }
+            target(
+                format!("the republish's writer beside {t} reader(s): >= 2x the peer and ahead of every crate"),
+                measured,
+                bar.met_by(vs_peer) && ahead,
+            );
+        }
         if c.threads.contains(&1) && c.threads.contains(&2) {
             let bar = Bar::AtLeast(1.8);
             for s in ["uniform_hit", "zipf_miss"] {
