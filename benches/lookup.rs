@@ -790,14 +790,17 @@ fn main() {
         contenders.push(contender);
     }
 
-    let mut timestamps = vec![1u32; contenders.len()];
-    for run in 0..config.runs {
+    let progress = |what: &str, run: usize| {
         eprintln!(
-            "run {}/{} ({:.0} s in)",
+            "{what} {}/{} ({:.0} s in)",
             run + 1,
             config.runs,
             bench_started.elapsed().as_secs_f64()
         );
+    };
+    let mut timestamps = vec![1u32; contenders.len()];
+    for run in 0..config.runs {
+        progress("run", run);
         let first_batch = run * 131 % pool_batches;
         // Each run starts with another contender and, every other run, with
         // the other thread count, so that none always takes the same place
@@ -969,12 +972,7 @@ fn main() {
     // (BENCHMARKS.md, "What is measured").
     if has("publish") {
         for run in 0..config.runs {
-            eprintln!(
-                "fills {}/{} ({:.0} s in)",
-                run + 1,
-                config.runs,
-                bench_started.elapsed().as_secs_f64()
-            );
+            progress("fills", run);
             // Each fill into a contender of its own, dropped before the next;
             // the first run's fills without a hint built the contenders.
             let hints = if run > 0 {

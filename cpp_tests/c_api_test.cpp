@@ -58,6 +58,15 @@ void set_rows(kvzch_cache* cache, const std::vector<int64_t>& ids, uint32_t row_
       << last_error();
 }
 
+// A cache of `row_bytes` rows holding `ids` at `version`, stamped
+// `timestamp`; nullptr when it cannot be made.
+CachePtr cache_holding(const std::vector<int64_t>& ids, uint32_t row_bytes, uint32_t version,
+                       uint32_t timestamp) {
+  CachePtr cache = make_cache(row_bytes);
+  if (cache != nullptr) set_rows(cache.get(), ids, row_bytes, version, timestamp);
+  return cache;
+}
+
 // ---------------------------------------------------------------- lifecycle
 
 TEST(Lifecycle, OptionsInitSetsDefaults) {
@@ -457,10 +466,9 @@ TEST(Data, ReserveMakesRoomAndStoresNothing) {
 
 TEST(Data, NoTornRowsUnderConcurrentWrites) {
   const uint32_t rb = 256;
-  CachePtr cache = make_cache(rb);
-  ASSERT_NE(cache, nullptr);
   const std::vector<int64_t> ids = first_ids(64);
-  set_rows(cache.get(), ids, rb, 0, 0);
+  CachePtr cache = cache_holding(ids, rb, 0, 0);
+  ASSERT_NE(cache, nullptr);
 
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> torn{0};
@@ -640,10 +648,9 @@ void record_event(void* user_data, const kvzch_batch_event* event) {
 // takes a while, within the call's, and the same in *stats as in the event.
 TEST(Sinks, BatchDurationIsTheLookupsWallTime) {
   const uint32_t rb = 64;
-  CachePtr cache = make_cache(rb);
-  ASSERT_NE(cache, nullptr);
   const std::vector<int64_t> ids = first_ids(100000);
-  set_rows(cache.get(), ids, rb, 1, 1);
+  CachePtr cache = cache_holding(ids, rb, 1, 1);
+  ASSERT_NE(cache, nullptr);
   Recorded recorded;
   uint64_t id = 0;
   ASSERT_EQ(kvzch_cache_register_stat_sink(cache.get(), record_event, &recorded, &id),

@@ -576,15 +576,17 @@ mod tests {
     /// call of the sink reaches the `Reentry` too.
     unsafe extern "C" fn look_up_again(user_data: *mut c_void, _event: *const kvzch_batch_event) {
         let reentry = user_data.cast::<Reentry>();
-        // SAFETY (all three blocks): `user_data` is the test's `Reentry`,
-        // which outlives the registration; only this thread touches it while
-        // the sink runs, and each block makes only a place or a reference
-        // that ends within it.
+        // SAFETY: `user_data` is the test's `Reentry`, which outlives the
+        // registration, and only this thread touches it while the sink runs;
+        // the block names its fields as places and makes no reference.
         let calls = unsafe {
             (*reentry).calls += 1;
             (*reentry).calls
         };
         if calls == 1 {
+            // SAFETY: as above; the reference is last used to copy the
+            // fields, before the lookup reaches the `Reentry` again.
+            let fields = unsafe { &*reentry };
             let Reentry {
                 cache,
                 ids,
@@ -592,8 +594,9 @@ mod tests {
                 hit_mask,
                 stats,
                 ..
-            } = *unsafe { &*reentry };
+            } = *fields;
             let status = kvzch_cache_batch_get(cache, ids, 2, out.cast(), 16, hit_mask, stats);
+            // SAFETY: as above, a place written after the lookup returned.
             unsafe { (*reentry).nested = Some(status) };
         }
     }
