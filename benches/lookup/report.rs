@@ -195,10 +195,17 @@ impl Report<'_> {
     /// that of `over`. A repetition measures every contender, on every thread
     /// count, in turn, so the two figures of a pair were taken seconds apart,
     /// where the medians of a run may come from different repetitions.
-    fn paired_ratios(
+    fn paired_ratios(&self, of: (&str, &str, usize), over: (&str, &str, usize)) -> Vec<f64> {
+        self.paired_ratios_of(of, over, |m| Some(m.rows_per_s))
+    }
+
+    /// [`paired_ratios`](Self::paired_ratios) of another figure of each
+    /// measurement; a repetition without it is left out.
+    fn paired_ratios_of(
         &self,
         (series, contender, threads): (&str, &str, usize),
         (over_series, over_contender, over_threads): (&str, &str, usize),
+        value: impl Fn(&Measure) -> Option<f64>,
     ) -> Vec<f64> {
         match (
             self.results.runs(series, contender, threads),
@@ -207,10 +214,29 @@ impl Report<'_> {
             (Some(runs), Some(over)) => runs
                 .iter()
                 .zip(over)
-                .map(|(m, o)| m.rows_per_s / o.rows_per_s)
+                .filter_map(|(m, o)| Some(value(m)? / value(o)?))
                 .collect(),
             _ => Vec::new(),
         }
+    }
+
+    /// Appends kvzch's `figure` over each crate's, and says whether it is
+    /// ahead of every crate measured.
+    fn ahead_of_crates(
+        &self,
+        measured: &mut String,
+        kvzch: f64,
+        figure: impl Fn(&str) -> f64,
+    ) -> bool {
+        let mut ahead = true;
+        for name in CRATES {
+            let other = figure(name);
+            if !other.is_nan() {
+                write!(measured, ", {} {name}", ratio(kvzch / other)).unwrap();
+                ahead &= kvzch > other;
+            }
+        }
+        ahead
     }
 
     /// The median over runs of (one sink / no sink) throughput, each run's two
@@ -595,14 +621,8 @@ impl Report<'_> {
                 ratio(vs_peer),
                 self.kvzch_runs_over(s, PEER, t, bar)
             );
-            let mut ahead = true;
-            for name in CRATES {
-                let other = self.median_rate(s, name, t);
-                if !other.is_nan() {
-                    write!(measured, ", {} {name}", ratio(kvzch / other)).unwrap();
-                    ahead &= kvzch > other;
-                }
-            }
+            let ahead =
+                self.ahead_of_crates(&mut measured, kvzch, |name| self.median_rate(s, name, t));
             let label = if s == "publish_during" {
                 "readers during a republish"
             } else {
@@ -618,26 +638,18 @@ impl Report<'_> {
         // are the row above, and a writer that gives way to readers can be
         // slower than the peer's.
         for &t in &c.threads {
-            let writer = |name| self.extra("publish_during", name, t, "writer_rows_per_s");
+            let writer = |name: &str| self.extra("publish_during", name, t, "writer_rows_per_s");
             let kvzch = writer(KVZCH);
             if kvzch.is_nan() {
                 continue;
             }
             let bar = Bar::AtLeast(2.0);
             let vs_peer = kvzch / writer(PEER);
-            let pairs: Vec<f64> = match (
-                self.results.runs("publish_during", KVZCH, t),
-                self.results.runs("publish_during", PEER, t),
-            ) {
-                (Some(kvzch), Some(peer)) => kvzch
-                    .iter()
-                    .zip(peer)
-                    .filter_map(|(k, p)| {
-                        Some(k.extra("writer_rows_per_s")? / p.extra("writer_rows_per_s")?)
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
+            let pairs = self.paired_ratios_of(
+                ("publish_during", KVZCH, t),
+                ("publish_during", PEER, t),
+                |m| m.extra("writer_rows_per_s"),
+            );
             let mut measured = format!(
                 "{} the peer ({}; {} against {} rows/s)",
                 ratio(vs_peer),
@@ -645,14 +657,7 @@ impl Report<'_> {
                 rate(kvzch),
                 rate(writer(PEER))
             );
-            let mut ahead = true;
-            for name in CRATES {
-                let other = writer(name);
-                if !other.is_nan() {
-                    write!(measured, ", {} {name}", ratio(kvzch / other)).unwrap();
-                    ahead &= kvzch > other;
-                }
-            }
+            let ahead = self.ahead_of_crates(&mut measured, kvzch, writer);
             target(
                 format!("the republish's writer beside {t} reader(s): >= 2x the peer and ahead of every crate"),
                 measured,
