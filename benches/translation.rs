@@ -128,8 +128,18 @@ fn time_reads(memory: &[u8], words: &[usize]) -> f64 {
             per_read.push(elapsed.as_nanos() as f64 / words.len() as f64);
         }
     }
-    per_read.sort_by(f64::total_cmp);
-    per_read[PASSES / 2]
+    median_of_passes(per_read)
+}
+
+/// The median of `PASSES` timed passes.
+fn median_of_passes(mut passes: Vec<f64>) -> f64 {
+    passes.sort_by(f64::total_cmp);
+    passes[PASSES / 2]
+}
+
+/// The 2 MiB page that row `at` starts in.
+fn page_of(at: u32) -> usize {
+    at as usize * ROW / HUGE_PAGE
 }
 
 /// Copies `rows[order[k].0]` to place `order[k].1` of `out`, in `order`,
@@ -157,7 +167,6 @@ fn in_batch_order(batch: &[u32], order: &mut Vec<(u32, u32)>) {
 /// a counting sort by page, as a lookup would have to do once it knows the
 /// rows.
 fn in_page_order(batch: &[u32], order: &mut Vec<(u32, u32)>, starts: &mut Vec<u32>) {
-    let page_of = |at: u32| at as usize * ROW / HUGE_PAGE;
     starts.clear();
     starts.resize(SPAN_BYTES / HUGE_PAGE + 1, 0);
     for &at in batch {
@@ -218,13 +227,7 @@ fn time_gathers(memory: &[u8], cases: &[(&[Vec<u32>], Ordering)]) -> Vec<f64> {
             }
         }
     }
-    rates
-        .into_iter()
-        .map(|mut rate| {
-            rate.sort_by(f64::total_cmp);
-            rate[PASSES / 2]
-        })
-        .collect()
+    rates.into_iter().map(median_of_passes).collect()
 }
 
 /// The process's `AnonHugePages` line of `/proc/self/smaps_rollup`, in kB.
@@ -272,7 +275,7 @@ fn main() {
     let batches = uniform_batches();
     let mut sorted = batches.clone();
     for batch in &mut sorted {
-        batch.sort_unstable_by_key(|&at| at as usize * ROW / HUGE_PAGE);
+        batch.sort_unstable_by_key(|&at| page_of(at));
     }
     let in_batch_order: Ordering = |batch, order, _| in_batch_order(batch, order);
     let cases: [(&str, &[Vec<u32>], Ordering); 3] = [
