@@ -1,9 +1,10 @@
 //! Room in a collection reserved so that a failed allocation is an
 //! `OutOfMemory` error, not an aborted process: every collection that a call
 //! on a cache fills, sized by its batch, the shard count, a shard or a table,
-//! is reserved so before it is filled. One small one is not: the index's
-//! overflow list (empty but for ids that defeat the hash), which grows amid a
-//! write, when an insertion's displacement walk finds no room.
+//! is reserved so before it is filled. That includes the index's overflow
+//! list, empty but for ids that defeat the hash: a publish reserves room in it
+//! for each of its insertions (`Index::reserve_overflow`), a rebuild for each
+//! entry it moves.
 
 use std::collections::{HashSet, TryReserveError, VecDeque};
 use std::hash::{BuildHasher, Hash};

@@ -720,7 +720,7 @@ impl Cache {
         }
         self.check_capacity(additional_rows, added_bytes)?;
         for (shard, room) in rooms.into_iter().enumerate() {
-            self.reserve_in(shard, 0, room, Sizing::Reservation)?;
+            self.reserve_in(shard, 0, room, 0, Sizing::Reservation)?;
         }
         Ok(())
     }
@@ -764,7 +764,7 @@ impl Cache {
             // so the shard grows only by the new rows that fit in its share.
             let growth = new_ids.len().min(capacity.of(shard) - guard.len());
             drop(guard);
-            self.reserve_in(shard, growth, growth, Sizing::Publish)?;
+            self.reserve_in(shard, growth, growth, new_ids.len(), Sizing::Publish)?;
             most_dropped += new_ids.len() - growth;
             plans.push((shard, in_batch, new_ids));
         }
@@ -792,22 +792,24 @@ impl Cache {
         Ok(dropped)
     }
 
-    /// Makes room in a shard's row arena for `new_rows` rows and in its index for
-    /// `index_room` keys, a table grown as `sizing` says. A grown index is built
-    /// under the read lock, so readers of the shard wait only for the swap.
-    /// Runs under the writer mutex, which keeps the shard's keys as they were
-    /// when the index was built.
+    /// Makes room in a shard's row arena for `new_rows` rows, in its index for
+    /// `index_room` keys, a table grown as `sizing` says, and for `insertions`
+    /// insertions (see `Shard::reserve`). A grown index is built under the
+    /// read lock, so readers of the shard wait only for the swap. Runs under
+    /// the writer mutex, which keeps the shard's keys as they were when the
+    /// index was built.
     fn reserve_in(
         &self,
         shard: usize,
         new_rows: usize,
         index_room: usize,
+        insertions: usize,
         sizing: Sizing,
     ) -> Result<(), Error> {
         let grown_index = self.shards[shard].read().grown_index(index_room, sizing)?;
         let mut guard = self.shards[shard].write();
         let before = guard.memory_bytes();
-        let reserved = guard.reserve(new_rows, grown_index);
+        let reserved = guard.reserve(new_rows, insertions, grown_index);
         self.account_memory(before, guard.memory_bytes());
         reserved
     }
@@ -853,7 +855,7 @@ impl Cache {
             self.check_capacity(new_rows, added_bytes)?;
             for (shard, _) in grouping.shard_groups() {
                 let need = needs[shard] as usize;
-                self.reserve_in(shard, need, need, Sizing::Publish)?;
+                self.reserve_in(shard, need, need, need, Sizing::Publish)?;
             }
             Ok(())
         };
@@ -1244,7 +1246,8 @@ impl Cache {
 
     /// Calls `write` with each of `keys` (a shard's group of a batch) and its
     /// place in the group, in order, under the shard's write lock, which it
-    /// lets waiting readers take every `WRITE_STRETCH` keys.
+    /// lets waiting readers take every `WRITE_STRETCH` keys. Then gives back
+    /// the overflow room that the batch's insertions did not use.
     fn write_each(
         &self,
         shard: usize,
@@ -1259,6 +1262,7 @@ impl Cache {
             prefetch_bucket_ahead(&guard, keys, written);
             write(&mut guard, written, key);
         }
+        guard.release_overflow_room();
     }
 
     /// Removes every row stamped before `threshold`; returns how many.
@@ -1770,6 +1774,79 @@ mod tests {
         );
         assert!(failures > 0);
         assert_holds(&cache, kept, removed);
+    }
+
+    /// 100 ids of `cache`'s shard 0 (of one) that share two pairs of buckets,
+    /// far more than four buckets hold.
+    fn ids_that_defeat_the_hash(cache: &Cache) -> Vec<i64> {
+        let one_shard = ShardBits { number: 0, bits: 0 };
+        let mut state = 0u64;
+        let mut random = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            state.wrapping_mul(0xbf58_476d_1ce4_e5b9)
+        };
+        (0..100u64)
+            .map(|i| {
+                let hash = index::clustered(one_shard, i % 2, i % 2 + 4, &mut random);
+                cache.hasher.id_of(hash)
+            })
+            .collect()
+    }
+
+    /// Ids that share both buckets with many others go to the index's
+    /// overflow list amid a write. A publish reserves that room first (the
+    /// index asserts in tests that no insertion goes without), under a
+    /// capacity policy for every new id, also those that take evicted rows'
+    /// places; a rebuild (here compaction's) reserves it as it goes, failing
+    /// cleanly when it cannot; and a write gives back the room of a list it
+    /// empties.
+    #[test]
+    fn ids_that_defeat_the_hash_have_their_overflow_room_reserved() {
+        let unbounded = CacheConfig {
+            num_shards: 1,
+            ..CacheConfig::new(8)
+        };
+        let evicting = CacheConfig {
+            max_rows: Some(150),
+            eviction_policy: EvictionPolicy::OldestTimestamp,
+            ..unbounded.clone()
+        };
+        let old: Vec<i64> = (1..=150).collect();
+        for config in [unbounded, evicting] {
+            // Full under the capacity policy: the new ids all take evicted
+            // rows' places, and the shard does not grow.
+            let holding_both = || {
+                let cache = Cache::new(config.clone()).unwrap();
+                cache.batch_set(&old, &rows_of(&old, 8), 1).unwrap();
+                let clustered = ids_that_defeat_the_hash(&cache);
+                cache
+                    .batch_set(&clustered, &rows_of(&clustered, 8), 2)
+                    .unwrap();
+                cache
+            };
+            let kept = match config.max_rows {
+                Some(_) => &[][..],
+                None => &old[..],
+            };
+            let holds_both = |cache: &Cache| {
+                assert_holds(cache, &ids_that_defeat_the_hash(cache), &[]);
+                assert_holds(cache, kept, &[]);
+            };
+            let cache = holding_both();
+            let (overflowed, room) = cache.shards[0].read().index().overflow_room();
+            assert!(overflowed > 50 && room >= overflowed, "{overflowed} {room}");
+            holds_both(&cache);
+
+            let (failures, cache) =
+                fail_allocations_in_turn(holding_both, Cache::compact, holds_both);
+            assert!(failures > 0);
+            holds_both(&cache);
+
+            // A walk may leave any id it displaced in the list, an old one too.
+            let every = [&ids_that_defeat_the_hash(&cache)[..], kept].concat();
+            assert_eq!(cache.batch_remove(&every).unwrap(), every.len() as u64);
+            assert_eq!(cache.shards[0].read().index().overflow_room(), (0, 0));
+        }
     }
 
     /// A capacity publish that needs both an eviction and a larger arena: while

@@ -192,26 +192,38 @@ impl Shard {
         self.index.grown_for(new_rows, sizing)
     }
 
-    /// Allocates the rows `new_rows` insertions need and the room to count
-    /// their timestamp, and installs the index `grown_index` built (for them,
-    /// or for a reservation), so that the `upsert`s of one publish allocate
-    /// nothing. On failure the shard is unchanged.
+    /// Allocates the rows `new_rows` new rows need, the room to count their
+    /// timestamp and the index's overflow room for `insertions` insertions
+    /// (more than `new_rows` when evictions free slots for some), and
+    /// installs the index `grown_index` built (for them, or for a
+    /// reservation), so that the `upsert`s of one publish allocate nothing.
+    /// On failure the shard is unchanged.
     pub(crate) fn reserve(
         &mut self,
         new_rows: usize,
-        grown_index: Option<Index>,
+        insertions: usize,
+        mut grown_index: Option<Index>,
     ) -> Result<(), Error> {
+        // First the rooms not counted in `memory_bytes`, so that having them
+        // when the rows' allocation fails changes nothing a host sees.
         if self.policy == EvictionPolicy::OldestTimestamp {
-            // First: its room is not counted in `memory_bytes`, so having
-            // it when the rows' allocation fails changes nothing a host sees.
             self.stamp_counts.reserve_one()?;
         }
+        grown_index
+            .as_mut()
+            .unwrap_or(&mut self.index)
+            .reserve_overflow(insertions)?;
         self.rows.reserve(new_rows)?;
         if let Some(index) = grown_index {
             debug_assert_eq!(index.len(), self.index.len());
             self.index = index;
         }
         Ok(())
+    }
+
+    /// Gives back the overflow room `reserve` made that no insertion used.
+    pub(crate) fn release_overflow_room(&mut self) {
+        self.index.release_overflow_room();
     }
 
     /// Stores `row` for the id of `hash`; true when the id is new. Room was
@@ -399,7 +411,9 @@ mod tests {
             let reserved = shard
                 .grown_index(keys.clone().count(), Sizing::Publish)
                 .unwrap();
-            shard.reserve(keys.clone().count(), reserved).unwrap();
+            shard
+                .reserve(keys.clone().count(), keys.clone().count(), reserved)
+                .unwrap();
             for key in keys {
                 shard.upsert(hasher.hash(key), &key.to_le_bytes(), 1);
             }
@@ -461,7 +475,9 @@ mod tests {
         let reserved = shard
             .grown_index(keys.clone().count(), Sizing::Publish)
             .unwrap();
-        shard.reserve(keys.clone().count(), reserved).unwrap();
+        shard
+            .reserve(keys.clone().count(), keys.clone().count(), reserved)
+            .unwrap();
         for key in keys.clone() {
             shard.upsert(hasher.hash(key), &key.to_le_bytes(), 1);
         }
