@@ -356,6 +356,12 @@ TEST(BadInput, CacheCreateOptions) {
        [](kvzch_options& x) { x.struct_size = 1; }},
       {"struct_size 39, one byte short of 1.0", KVZCH_STATUS_INVALID_ARGUMENT,
        {"opts->struct_size 39"}, [](kvzch_options& x) { x.struct_size = 39; }},
+      // Read as a size, neither is: nothing past the struct may be read.
+      {"struct_size 4097, past a page", KVZCH_STATUS_INVALID_ARGUMENT,
+       {"opts->struct_size 4097 ", "4096", "kvzch_options_init"},
+       [](kvzch_options& x) { x.struct_size = 4097; }},
+      {"struct_size UINT32_MAX, never set", KVZCH_STATUS_INVALID_ARGUMENT,
+       {"opts->struct_size 4294967295 "}, [](kvzch_options& x) { x.struct_size = UINT32_MAX; }},
       {"row_bytes 0", KVZCH_STATUS_INVALID_ARGUMENT, {"opts->row_bytes 0"},
        [](kvzch_options& x) { x.row_bytes = 0; }},
       {"row_bytes 65537", KVZCH_STATUS_INVALID_ARGUMENT, {"opts->row_bytes 65537"},

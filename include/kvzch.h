@@ -381,7 +381,8 @@ enum kvzch_status kvzch_options_init_sized(struct kvzch_options *opts, size_t si
 
 /**
  * Creates a cache. `opts->row_bytes` is required; see `kvzch_options` for the
- * rest. On success `*out` owns the new cache.
+ * rest. On success `*out` owns the new cache. An `opts->struct_size` past
+ * 4096 bytes is `INVALID_ARGUMENT`: no version's options take a page.
  */
 enum kvzch_status kvzch_cache_create(const struct kvzch_options *opts, struct kvzch_cache **out);
 

@@ -14,6 +14,11 @@ use crate::{Cache, CacheConfig, ErrorKind, EvictionPolicy, MissPolicy, TableName
 const OPTIONS_V1_0_SIZE: usize = std::mem::offset_of!(kvzch_options, eviction_policy);
 /// Bytes of the 1.0 `kvzch_cache_info`, the smallest a host may pass.
 const CACHE_INFO_V1_0_SIZE: usize = std::mem::offset_of!(kvzch_cache_info, inserts);
+/// The largest `opts->struct_size` `kvzch_cache_create` reads: a page, far
+/// more than any minor version's options will take. Past it, the size is
+/// taken for what it most likely is, a struct the host never initialized,
+/// rather than read (and checked for options) byte by byte up to 4 GiB.
+const MAX_OPTIONS_SIZE: usize = 4096;
 const MAX_NAME_BYTES: usize = 64;
 
 /// Fills the 1.0 fields of `opts` with the defaults and sets `struct_size` to
@@ -99,6 +104,11 @@ unsafe fn read_options(opts: *const kvzch_options) -> Result<kvzch_options, FfiE
             "opts->struct_size {host_size} < {OPTIONS_V1_0_SIZE}, the size of the 1.0 kvzch_options"
         )));
     }
+    if host_size > MAX_OPTIONS_SIZE {
+        return Err(FfiError::invalid(format!(
+            "opts->struct_size {host_size} > {MAX_OPTIONS_SIZE}, more than any kvzch_options holds: was it set (kvzch_options_init)?"
+        )));
+    }
     let ours = size_of::<kvzch_options>();
     // SAFETY: the host's struct holds `host_size` bytes.
     let host_bytes = unsafe { std::slice::from_raw_parts(opts.cast::<u8>(), host_size) };
@@ -178,7 +188,8 @@ fn config_from(options: &kvzch_options) -> Result<CacheConfig, FfiError> {
 }
 
 /// Creates a cache. `opts->row_bytes` is required; see `kvzch_options` for the
-/// rest. On success `*out` owns the new cache.
+/// rest. On success `*out` owns the new cache. An `opts->struct_size` past
+/// 4096 bytes is `INVALID_ARGUMENT`: no version's options take a page.
 #[no_mangle]
 pub extern "C" fn kvzch_cache_create(
     opts: *const kvzch_options,
@@ -556,6 +567,41 @@ mod tests {
         let mut opts = unsafe { opts.assume_init() };
         opts.row_bytes = 8;
         opts
+    }
+
+    /// Options of up to a page are read, their tail checked; one byte more
+    /// is refused before any of it is read.
+    #[test]
+    fn options_up_to_a_page_are_read_and_past_it_refused() {
+        // A page of zeros, options at its start, 8-aligned.
+        let mut page = vec![0u64; MAX_OPTIONS_SIZE / 8];
+        let opts = options_of_8_byte_rows();
+        // SAFETY: the page holds 4096 bytes, more than `kvzch_options`, and is
+        // 8-aligned, as the struct is.
+        unsafe { page.as_mut_ptr().cast::<kvzch_options>().write(opts) };
+        let create = |page: &mut Vec<u64>, struct_size: u32| {
+            page[0] = page[0] & !0xffff_ffff | u64::from(struct_size);
+            let mut cache = std::ptr::null_mut();
+            let status = kvzch_cache_create(page.as_ptr().cast(), &mut cache);
+            kvzch_cache_destroy(cache);
+            status
+        };
+        assert_eq!(create(&mut page, 4096), kvzch_status::KVZCH_STATUS_OK);
+        *page.last_mut().unwrap() = 1 << 56;
+        assert_eq!(
+            create(&mut page, 4096),
+            kvzch_status::KVZCH_STATUS_UNSUPPORTED
+        );
+        assert_eq!(
+            create(&mut page, 4097),
+            kvzch_status::KVZCH_STATUS_INVALID_ARGUMENT
+        );
+        let mut message = [0u8; 256];
+        let len = copy_last_error(&mut message);
+        assert_eq!(
+            std::str::from_utf8(&message[..len]).unwrap(),
+            "kvzch_cache_create: opts->struct_size 4097 > 4096, more than any kvzch_options holds: was it set (kvzch_options_init)?"
+        );
     }
 
     /// What `look_up_again` needs: the host's buffers, as raw pointers a C
