@@ -3,8 +3,9 @@
 //! on a cache fills, sized by its batch, the shard count, a shard or a table,
 //! is reserved so before it is filled. That includes the index's overflow
 //! list, empty but for ids that defeat the hash: a publish reserves room in it
-//! for each of its insertions (`Index::reserve_overflow`), a rebuild for each
-//! entry it moves.
+//! for each of its insertions (`Index::reserve_overflow`), a rebuild for its
+//! deferred entries, and for every entry still to come once it runs out of
+//! room to defer.
 
 use std::collections::{HashSet, TryReserveError, VecDeque};
 use std::hash::{BuildHasher, Hash};

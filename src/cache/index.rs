@@ -573,8 +573,8 @@ impl Index {
     /// storing them allocates nothing, whatever their walks find: the list
     /// is empty but for ids that defeat the hash, so an insertion that
     /// needed it could otherwise abort on a failed allocation amid a write.
-    /// The room is virtual memory until used; `release_overflow_room` gives
-    /// it back.
+    /// `release_overflow_room` frees the room once the list is empty again;
+    /// a list that keeps keys keeps it.
     pub(crate) fn reserve_overflow(&mut self, insertions: usize) -> Result<(), Error> {
         let total = self.overflow.len() + insertions;
         reserve_to(&mut self.overflow, total, || {
@@ -1105,7 +1105,7 @@ impl Rebuilding {
         // overflow. (Room for every entry up front cost RSS: after the lookup
         // bench's fill of 4M rows, RSS passed the cache's own account by 1.5
         // and 1.8 bytes a row, against 0.4 and 0.4 without it.)
-        index.reserve_overflow(room)?;
+        index.reserve_overflow(deferred.capacity())?;
         Ok(Rebuilding {
             taken: counts()?,
             spills: counts()?,

@@ -221,7 +221,8 @@ impl Shard {
         Ok(())
     }
 
-    /// Gives back the overflow room `reserve` made that no insertion used.
+    /// Frees the overflow room `reserve` made when the list holds no key, as
+    /// it does but for ids that defeat the hash.
     pub(crate) fn release_overflow_room(&mut self) {
         self.index.release_overflow_room();
     }

@@ -576,18 +576,21 @@ mod tests {
         // A page of zeros, options at its start, 8-aligned.
         let mut page = vec![0u64; MAX_OPTIONS_SIZE / 8];
         let opts = options_of_8_byte_rows();
-        // SAFETY: the page holds 4096 bytes, more than `kvzch_options`, and is
-        // 8-aligned, as the struct is.
-        unsafe { page.as_mut_ptr().cast::<kvzch_options>().write(opts) };
         let create = |page: &mut Vec<u64>, struct_size: u32| {
-            page[0] = page[0] & !0xffff_ffff | u64::from(struct_size);
+            let sized = kvzch_options {
+                struct_size,
+                ..opts
+            };
+            // SAFETY: the page holds 4096 bytes, more than a `kvzch_options`,
+            // and is 8-aligned, as the struct is.
+            unsafe { page.as_mut_ptr().cast::<kvzch_options>().write(sized) };
             let mut cache = std::ptr::null_mut();
             let status = kvzch_cache_create(page.as_ptr().cast(), &mut cache);
             kvzch_cache_destroy(cache);
             status
         };
         assert_eq!(create(&mut page, 4096), kvzch_status::KVZCH_STATUS_OK);
-        *page.last_mut().unwrap() = 1 << 56;
+        *page.last_mut().unwrap() = 1;
         assert_eq!(
             create(&mut page, 4096),
             kvzch_status::KVZCH_STATUS_UNSUPPORTED
