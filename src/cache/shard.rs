@@ -192,7 +192,7 @@ impl Shard {
         self.index.grown_for(new_rows, sizing)
     }
 
-    /// Allocates the rows `new_rows` new rows need, the room to count their
+    /// Allocates room for `new_rows` new rows, the room to count their
     /// timestamp and the index's overflow room for `insertions` insertions
     /// (more than `new_rows` when evictions free slots for some), and
     /// installs the index `grown_index` built (for them, or for a
@@ -399,6 +399,12 @@ impl SlotSelector for Expired<'_> {
 mod tests {
     use super::*;
 
+    /// Reserves what publishing `new_keys` new keys into `shard` needs.
+    fn reserve_for(shard: &mut Shard, new_keys: usize) {
+        let grown = shard.grown_index(new_keys, Sizing::Publish).unwrap();
+        shard.reserve(new_keys, new_keys, grown).unwrap();
+    }
+
     /// Capacity eviction's steady state: a full shard takes new keys, the
     /// clock evicting as many old ones, while reads mark every `read_every`th
     /// row recent. Misses must stay as cheap as in a table filled at random.
@@ -409,12 +415,7 @@ mod tests {
             Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact, bits).unwrap();
         let rows = 50_000;
         let publish = |shard: &mut Shard, keys: std::ops::Range<i64>| {
-            let reserved = shard
-                .grown_index(keys.clone().count(), Sizing::Publish)
-                .unwrap();
-            shard
-                .reserve(keys.clone().count(), keys.clone().count(), reserved)
-                .unwrap();
+            reserve_for(shard, keys.clone().count());
             for key in keys {
                 shard.upsert(hasher.hash(key), &key.to_le_bytes(), 1);
             }
@@ -473,12 +474,7 @@ mod tests {
         let mut shard =
             Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact, bits).unwrap();
         let keys = 0..2_000_i64;
-        let reserved = shard
-            .grown_index(keys.clone().count(), Sizing::Publish)
-            .unwrap();
-        shard
-            .reserve(keys.clone().count(), keys.clone().count(), reserved)
-            .unwrap();
+        reserve_for(&mut shard, keys.clone().count());
         for key in keys.clone() {
             shard.upsert(hasher.hash(key), &key.to_le_bytes(), 1);
         }
