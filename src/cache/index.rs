@@ -575,8 +575,15 @@ impl Index {
     /// needed it could otherwise abort on a failed allocation amid a write.
     /// `release_overflow_room` frees the room once the list is empty again;
     /// a list that keeps keys keeps it.
+    ///
+    /// A list that keeps keys grows to at least twice its room, so that
+    /// publishes adding a key or two to it each do not copy it each time.
     pub(crate) fn reserve_overflow(&mut self, insertions: usize) -> Result<(), Error> {
-        let total = self.overflow.len() + insertions;
+        let needed = self.overflow.len() + insertions;
+        if needed <= self.overflow.capacity() {
+            return Ok(());
+        }
+        let total = needed.max(2 * self.overflow.capacity());
         reserve_to(&mut self.overflow, total, || {
             format!("overflow room for {insertions} keys")
         })

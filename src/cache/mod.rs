@@ -1854,6 +1854,37 @@ mod tests {
         }
     }
 
+    /// Publishes that each add a key to a shard's overflow list grow its room
+    /// in doubling steps, not by a copy per publish.
+    #[test]
+    fn an_overflow_list_that_keeps_keys_grows_its_room_in_steps() {
+        let cache = Cache::new(CacheConfig {
+            num_shards: 1,
+            ..CacheConfig::new(8)
+        })
+        .unwrap();
+        // No rebuild, which would start a new list.
+        cache.reserve(1_000).unwrap();
+        let ids = ids_that_defeat_the_hash(&cache);
+        let mut rooms = Vec::new();
+        for id in &ids {
+            let id = std::slice::from_ref(id);
+            cache.batch_set(id, &rows_of(id, 8), 1).unwrap();
+            let (overflowed, room) = cache.shards[0].read().index().overflow_room();
+            if overflowed > 0 && rooms.last() != Some(&room) {
+                rooms.push(room);
+            }
+        }
+        let (overflowed, _) = cache.shards[0].read().index().overflow_room();
+        assert!(overflowed > 50, "{overflowed} ids overflowed");
+        assert!(
+            rooms.len() <= 8,
+            "the room changed {} times: {rooms:?}",
+            rooms.len()
+        );
+        assert_holds(&cache, &ids, &[]);
+    }
+
     /// A capacity publish that needs both an eviction and a larger arena: while
     /// it cannot allocate, it evicts nothing (before it allocated first, it
     /// had evicted two rows).
