@@ -1449,6 +1449,14 @@ mod tests {
         assert_eq!(table.cache.info().updates, 48_000);
     }
 
+    /// One shard of 8-byte rows: every id in the same index.
+    fn one_shard_of_8_byte_rows() -> CacheConfig {
+        CacheConfig {
+            num_shards: 1,
+            ..CacheConfig::new(8)
+        }
+    }
+
     fn eight_shards_of_8_byte_rows() -> Cache {
         Cache::new(CacheConfig {
             num_shards: 8,
@@ -1802,10 +1810,7 @@ mod tests {
     /// empties.
     #[test]
     fn ids_that_defeat_the_hash_have_their_overflow_room_reserved() {
-        let unbounded = CacheConfig {
-            num_shards: 1,
-            ..CacheConfig::new(8)
-        };
+        let unbounded = one_shard_of_8_byte_rows();
         let evicting = CacheConfig {
             max_rows: Some(150),
             eviction_policy: EvictionPolicy::OldestTimestamp,
@@ -1858,11 +1863,7 @@ mod tests {
     /// in doubling steps, not by a copy per publish.
     #[test]
     fn an_overflow_list_that_keeps_keys_grows_its_room_in_steps() {
-        let cache = Cache::new(CacheConfig {
-            num_shards: 1,
-            ..CacheConfig::new(8)
-        })
-        .unwrap();
+        let cache = Cache::new(one_shard_of_8_byte_rows()).unwrap();
         // No rebuild, which would start a new list.
         cache.reserve(1_000).unwrap();
         let ids = ids_that_defeat_the_hash(&cache);
