@@ -149,6 +149,24 @@ TEST(Cache, MovedFromCacheThrowsNullArgument) {
   }
 }
 
+TEST(Cache, MovedFromCacheRegistersNoSink) {
+  kvzch::Cache a(kvzch::Options().row_bytes(8));
+  kvzch::Cache b(std::move(a));
+  std::atomic<int> batches_seen{0};
+  try {
+    kvzch::SinkRegistration registration =
+        a.on_batch([&](const kvzch_batch_event&) { batches_seen.fetch_add(1); });
+    ADD_FAILURE() << "no exception; registration active: " << registration.active();
+  } catch (const kvzch::Error& e) {
+    EXPECT_EQ(e.status(), KVZCH_STATUS_NULL_ARGUMENT);
+    EXPECT_NE(std::string(e.what()).find("moved from"), std::string::npos) << e.what();
+  }
+  // A NULL handle names every cache to register_sink: no sink may see b's batch.
+  put(b, 1, 9);
+  EXPECT_EQ(lookup(b, {1}).hits, 1u);
+  EXPECT_EQ(batches_seen.load(), 0);
+}
+
 TEST(Errors, BadOptionsThrowWithStatusAndMessage) {
   try {
     kvzch::Cache cache(kvzch::Options().row_bytes(0));

@@ -210,9 +210,9 @@ enum class MissPolicy : std::uint32_t {
 class Options {
  public:
   /* Zero-initialised with struct_size = sizeof(kvzch_options) rather than
-   * filled by kvzch_options_init: every default is zero, and a newer
-   * library's kvzch_options_init writes its own, larger sizeof into this
-   * struct, past the end of what this header compiled (docs/ABI_POLICY.md). */
+   * filled by the library's kvzch_options_init: every default is zero, and
+   * that 1.0 symbol fills only the 1.0 fields and says so in struct_size, so
+   * this header's later fields would be ignored (docs/ABI_POLICY.md). */
   Options() noexcept { raw_.struct_size = sizeof(kvzch_options); }
 
   Options& row_bytes(std::uint32_t value) noexcept {
@@ -291,7 +291,9 @@ class Library {
     state->origin = path;
     state->handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (state->handle == nullptr) {
-      const std::string message = std::string("dlopen: ") + dlerror();
+      const char* const reason = dlerror();
+      const std::string message =
+          std::string("dlopen: ") + (reason != nullptr ? reason : "failed, giving no reason");
       throw Error(KVZCH_STATUS_NOT_FOUND, "NOT_FOUND: " + message, message);
     }
     void* const get_api = dlsym(state->handle, "kvzch_get_api");
@@ -438,8 +440,9 @@ class [[nodiscard]] SinkRegistration {
 
 /* Registers `callable` (invocable with const kvzch_batch_event&) on `cache`,
  * a cache of `library`, or globally in `library` when `cache` is nullptr.
- * The callable lives on the heap so its address, handed to the library as
- * user_data, survives moves of the registration. */
+ * Every thread that calls batch_get calls it, at once, so it must be safe to
+ * call concurrently. The callable lives on the heap so its address, handed to
+ * the library as user_data, survives moves of the registration. */
 template <class F>
 SinkRegistration register_sink(const Library& library, kvzch_cache* cache, F&& callable) {
   using Callable = std::decay_t<F>;
@@ -615,9 +618,16 @@ class Cache {
   [[nodiscard]] Library library() const noexcept { return Library(handle_.get_deleter().library); }
 
   /* Calls `callable` once per non-empty batch_get on this cache, on the
-   * calling thread, until the returned registration ends. */
+   * calling thread, until the returned registration ends. Threads that look
+   * up at once call it at once, so it must be safe to call concurrently. */
   template <class F>
   [[nodiscard]] SinkRegistration on_batch(F&& callable) {
+    /* register_sink reads a NULL cache as "every cache": a moved-from Cache
+     * must fail like its other calls, not register a global sink. */
+    if (handle() == nullptr) {
+      const std::string message = "kvzch::Cache::on_batch: this Cache was moved from";
+      throw Error(KVZCH_STATUS_NULL_ARGUMENT, "NULL_ARGUMENT: " + message, message);
+    }
     return register_sink(library(), handle(), std::forward<F>(callable));
   }
 
