@@ -127,9 +127,13 @@ fn id_set(ids: usize) -> Result<ahash::HashSet<i64>, Error> {
     Ok(set)
 }
 
-/// The most rows a shard can hold in `bytes` under a capacity policy.
+/// The most rows a shard can hold in `bytes` under a capacity policy. It
+/// holds no more than it can address, and searching no further keeps the
+/// sizes computed within `usize` however large `bytes` is (a host may say "no
+/// limit" with `UINT64_MAX`).
 fn rows_within(row_bytes: usize, bytes: usize) -> usize {
-    let (mut fits, mut too_many) = (0, bytes / row_bytes + 1);
+    let addressable = Shard::addressable_rows(row_bytes);
+    let (mut fits, mut too_many) = (0, (bytes / row_bytes).min(addressable) + 1);
     while too_many - fits > 1 {
         let middle = fits + (too_many - fits) / 2;
         if Shard::memory_bytes_at_most(row_bytes, middle) <= bytes {
@@ -1395,6 +1399,38 @@ mod tests {
 
         fn publish(&self, timestamp: u32) {
             self.publish_each(timestamp, || {});
+        }
+    }
+
+    #[test]
+    fn a_memory_limit_past_what_a_shard_addresses_plans_the_rows_it_addresses() {
+        // The search for how many rows fit computed sizes past `usize` here
+        // (a panic where overflow is checked, a wrapped plan elsewhere).
+        for row_bytes in [1, 16, MAX_ROW_BYTES] {
+            for bytes in [usize::MAX / 2, usize::MAX - 1] {
+                let rows = rows_within(row_bytes, bytes);
+                let addressable = Shard::addressable_rows(row_bytes);
+                assert_eq!(rows, addressable, "{row_bytes} B rows in {bytes} B");
+                assert!(addressable <= SLOT_LIMIT as usize);
+            }
+        }
+        // A limit that binds is planned as before: the most rows within it.
+        let bytes = 1 << 30;
+        let rows = rows_within(256, bytes);
+        assert!(Shard::memory_bytes_at_most(256, rows) <= bytes);
+        assert!(Shard::memory_bytes_at_most(256, rows + 1) > bytes);
+        for shards in [1, 8] {
+            let cache = Cache::new(CacheConfig {
+                num_shards: shards,
+                max_memory_bytes: Some(u64::MAX),
+                eviction_policy: EvictionPolicy::LruApprox,
+                ..CacheConfig::new(1)
+            })
+            .unwrap();
+            cache.batch_set(&[1, 2, 3], &[7, 8, 9], 1).unwrap();
+            let mut out = [0u8; 3];
+            assert_eq!(cache.batch_get(&[3, 2, 1], &mut out, None).unwrap().hits, 3);
+            assert_eq!(out, [9, 8, 7]);
         }
     }
 

@@ -115,6 +115,11 @@ impl RowArena {
         capacity * self.row_bytes + capacity.max(self.stamps.len()) * std::mem::size_of::<u32>()
     }
 
+    /// The most rows the arena can address.
+    pub(crate) fn max_rows(&self) -> usize {
+        self.plan.max_rows()
+    }
+
     /// Fails, as `reserve` would, when `additional` more rows would pass what
     /// the arena can address.
     pub(crate) fn check_addressable(&self, additional: usize) -> Result<(), Error> {

@@ -117,6 +117,11 @@ impl Shard {
         self.index.len()
     }
 
+    /// The most rows a shard of `row_bytes`-byte rows can address.
+    pub(crate) fn addressable_rows(row_bytes: usize) -> usize {
+        RowArena::new(row_bytes).max_rows()
+    }
+
     /// The most a shard holding at most `rows` rows ever holds in memory under
     /// a capacity policy: the index never grows past the size a rebuild picks
     /// for that many keys, and the arena never past the capacity that holds
