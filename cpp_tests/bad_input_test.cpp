@@ -905,6 +905,11 @@ TEST(BadInput, GetApi) {
        [](World&, Outs& o) { return kvzch_get_api(1, &o.api.api, 8); }},
       {"table_size one byte short of 1.0", f, inval, {"table_size " + str(v1_0_size - 1)},
        [v1_0_size](World&, Outs& o) { return kvzch_get_api(1, &o.api.api, v1_0_size - 1); }},
+      // Read as a size, neither is: nothing past the host's table may be zeroed.
+      {"table_size 4097, past a page", f, inval, {"table_size 4097 ", "4096", "sizeof"},
+       [](World&, Outs& o) { return kvzch_get_api(1, &o.api.api, 4097); }},
+      {"table_size SIZE_MAX", f, inval, {"table_size " + str(SIZE_MAX) + " "},
+       [](World&, Outs& o) { return kvzch_get_api(1, &o.api.api, SIZE_MAX); }},
       {"table misaligned", f, inval, {"table ", "not aligned"},
        [](World&, Outs& o) {
          return kvzch_get_api(1, misaligned<kvzch_api_v1>(o, 0), sizeof(kvzch_api_v1));

@@ -534,7 +534,8 @@ enum kvzch_status kvzch_unregister_global_stat_sink(uint64_t id);
 
 /**
  * Fills the host's function table. `abi_major` other than 1:
- * `KVZCH_STATUS_UNSUPPORTED`; `table_size` smaller than the 1.0 table:
+ * `KVZCH_STATUS_UNSUPPORTED`; `table_size` smaller than the 1.0 table, or
+ * past 4096 bytes (a size never set: no table takes a page):
  * `KVZCH_STATUS_INVALID_ARGUMENT`. Otherwise fills
  * `min(table_size, sizeof(its table))` bytes, zeroes the entries of a larger
  * host table that this library lacks, and sets `struct_size` to the bytes it

@@ -4,7 +4,7 @@ use std::ffi::c_void;
 
 use super::guard::{
     boundary, boundary_or, bounded_c_str, live_cache, overlap, required_mut, sized_struct, slice,
-    slice_mut, FfiError,
+    slice_mut, FfiError, MAX_HOST_STRUCT_SIZE,
 };
 use super::types::*;
 use crate::{Cache, CacheConfig, ErrorKind, EvictionPolicy, MissPolicy, TableName};
@@ -14,11 +14,6 @@ use crate::{Cache, CacheConfig, ErrorKind, EvictionPolicy, MissPolicy, TableName
 const OPTIONS_V1_0_SIZE: usize = std::mem::offset_of!(kvzch_options, eviction_policy);
 /// Bytes of the 1.0 `kvzch_cache_info`, the smallest a host may pass.
 const CACHE_INFO_V1_0_SIZE: usize = std::mem::offset_of!(kvzch_cache_info, inserts);
-/// The largest `opts->struct_size` `kvzch_cache_create` reads: a page, far
-/// more than any minor version's options will take. Past it, the size is
-/// taken for what it most likely is, a struct the host never initialized,
-/// rather than read (and checked for options) byte by byte up to 4 GiB.
-const MAX_OPTIONS_SIZE: usize = 4096;
 const MAX_NAME_BYTES: usize = 64;
 
 /// Fills the 1.0 fields of `opts` with the defaults and sets `struct_size` to
@@ -104,9 +99,9 @@ unsafe fn read_options(opts: *const kvzch_options) -> Result<kvzch_options, FfiE
             "opts->struct_size {host_size} < {OPTIONS_V1_0_SIZE}, the size of the 1.0 kvzch_options"
         )));
     }
-    if host_size > MAX_OPTIONS_SIZE {
+    if host_size > MAX_HOST_STRUCT_SIZE {
         return Err(FfiError::invalid(format!(
-            "opts->struct_size {host_size} > {MAX_OPTIONS_SIZE}, more than any kvzch_options holds: was it set (kvzch_options_init)?"
+            "opts->struct_size {host_size} > {MAX_HOST_STRUCT_SIZE}, more than any kvzch_options holds: was it set (kvzch_options_init)?"
         )));
     }
     let ours = size_of::<kvzch_options>();
@@ -574,7 +569,7 @@ mod tests {
     #[test]
     fn options_up_to_a_page_are_read_and_past_it_refused() {
         // A page of zeros, options at its start, 8-aligned.
-        let mut page = vec![0u64; MAX_OPTIONS_SIZE / 8];
+        let mut page = vec![0u64; MAX_HOST_STRUCT_SIZE / 8];
         let opts = options_of_8_byte_rows();
         let create = |page: &mut Vec<u64>, struct_size: u32| {
             let sized = kvzch_options {

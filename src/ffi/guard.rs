@@ -8,6 +8,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use super::types::{kvzch_cache, kvzch_status, LIVE_CACHE};
 use crate::{Cache, ErrorKind};
 
+/// The largest size a host may give for a struct the library reads or fills
+/// (`opts->struct_size`, `kvzch_get_api`'s `table_size`): a page, far more than
+/// any minor version's struct will take. Past it, the size is taken for what
+/// it most likely is, one the host never set, and refused rather than used to
+/// read or zero that many bytes (up to 4 GiB) of the host's memory.
+pub(crate) const MAX_HOST_STRUCT_SIZE: usize = 4096;
+
 /// Why a call failed, before it is recorded as the thread's last error.
 pub(crate) struct FfiError {
     pub(crate) status: kvzch_status,

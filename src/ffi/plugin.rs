@@ -4,7 +4,7 @@
 use std::ffi::{c_char, c_void};
 
 use super::cache::*;
-use super::guard::{boundary, FfiError};
+use super::guard::{boundary, FfiError, MAX_HOST_STRUCT_SIZE};
 use super::stats::*;
 use super::types::*;
 use super::version::*;
@@ -108,7 +108,8 @@ fn api_table() -> kvzch_api_v1 {
 }
 
 /// Fills the host's function table. `abi_major` other than 1:
-/// `KVZCH_STATUS_UNSUPPORTED`; `table_size` smaller than the 1.0 table:
+/// `KVZCH_STATUS_UNSUPPORTED`; `table_size` smaller than the 1.0 table, or
+/// past 4096 bytes (a size never set: no table takes a page):
 /// `KVZCH_STATUS_INVALID_ARGUMENT`. Otherwise fills
 /// `min(table_size, sizeof(its table))` bytes, zeroes the entries of a larger
 /// host table that this library lacks, and sets `struct_size` to the bytes it
@@ -139,6 +140,11 @@ pub extern "C" fn kvzch_get_api(
                 "table_size {table_size} < {API_V1_0_SIZE}, the size of the 1.0 kvzch_api_v1"
             )));
         }
+        if table_size > MAX_HOST_STRUCT_SIZE {
+            return Err(FfiError::invalid(format!(
+                "table_size {table_size} > {MAX_HOST_STRUCT_SIZE}, more than any kvzch_api_v1 holds: pass sizeof(kvzch_api_v1)"
+            )));
+        }
         let filled = table_size.min(size_of::<kvzch_api_v1>());
         let mut ours = api_table();
         ours.struct_size = filled as u32;
@@ -158,6 +164,31 @@ pub extern "C" fn kvzch_get_api(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_up_to_a_page_are_filled_and_past_it_refused() {
+        const UNTOUCHED: u64 = u64::MAX;
+        let page_words = MAX_HOST_STRUCT_SIZE / 8;
+        // A page and a word past it, 8-aligned as the table is.
+        let mut page = vec![UNTOUCHED; page_words + 1];
+        let table = page.as_mut_ptr().cast::<kvzch_api_v1>();
+        assert_eq!(
+            kvzch_get_api(1, table, MAX_HOST_STRUCT_SIZE + 1),
+            kvzch_status::KVZCH_STATUS_INVALID_ARGUMENT
+        );
+        assert!(page.iter().all(|&word| word == UNTOUCHED));
+
+        assert_eq!(
+            kvzch_get_api(1, table, MAX_HOST_STRUCT_SIZE),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+        // SAFETY: the call above filled a whole `kvzch_api_v1` at `table`.
+        let filled = unsafe { (*table).struct_size } as usize;
+        assert_eq!(filled, size_of::<kvzch_api_v1>());
+        // Entries this library lacks are zero up to the page, and not past it.
+        assert!(page[filled / 8..page_words].iter().all(|&word| word == 0));
+        assert_eq!(page[page_words], UNTOUCHED);
+    }
 
     #[test]
     fn the_1_1_and_1_2_tables_append_two_entries_then_one() {
