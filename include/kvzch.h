@@ -136,6 +136,10 @@ typedef struct kvzch_options {
   uint32_t row_bytes;
   /**
    * 0 = library default; else rounded up to a power of two, <= 65536.
+   * Under an eviction policy each shard evicts within its share of the
+   * capacity: the default count then leaves each share at least 16384 rows
+   * (a capacity under 32768 rows is one shard, evicting exactly), and no
+   * count leaves a share under one row.
    */
   uint32_t num_shards;
   /**

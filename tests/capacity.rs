@@ -274,3 +274,50 @@ fn a_publish_that_overwrites_every_stored_row_never_evicts_one_and_ends() {
         assert!(cache.info().rows <= 40_000, "{policy:?}");
     }
 }
+
+#[test]
+fn a_publish_that_fits_a_small_capacity_keeps_every_row() {
+    // Each shard evicts within its share of the capacity. With the shard
+    // count left to the library, shares of a few rows each overflowed on
+    // batches that fit the cache: [a, b] into max_rows 2 kept only one of
+    // them in about half of the caches (the hash key, random per cache,
+    // decides which shard each id lands in).
+    for policy in [EvictionPolicy::OldestTimestamp, EvictionPolicy::LruApprox] {
+        for (max_rows, caches) in [(2, 24), (20_000, 2)] {
+            for attempt in 0..caches {
+                let cache = Cache::new(CacheConfig {
+                    max_rows: Some(max_rows),
+                    eviction_policy: policy,
+                    ..CacheConfig::new(16)
+                })
+                .unwrap();
+                let first = attempt * max_rows as i64;
+                let ids: Vec<i64> = (first..first + max_rows as i64).collect();
+                publish(&cache, &ids, 1);
+                let info = cache.info();
+                assert_eq!(
+                    (info.rows, info.capacity_evictions),
+                    (max_rows, 0),
+                    "{policy:?}, max_rows {max_rows}, {} shards",
+                    info.num_shards
+                );
+                assert!(present(&cache, &ids).iter().all(|&kept| kept));
+            }
+        }
+    }
+    // A memory limit that holds few rows makes few shards as well, unless
+    // the host picks the count.
+    let small_memory = CacheConfig {
+        max_memory_bytes: Some(256 << 10),
+        eviction_policy: EvictionPolicy::LruApprox,
+        ..CacheConfig::new(16)
+    };
+    let cache = Cache::new(small_memory.clone()).unwrap();
+    assert_eq!(cache.info().num_shards, 1);
+    let cache = Cache::new(CacheConfig {
+        num_shards: 4,
+        ..small_memory
+    })
+    .unwrap();
+    assert_eq!(cache.info().num_shards, 4);
+}

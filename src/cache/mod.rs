@@ -106,6 +106,13 @@ const _: () = assert!(SPAN_SHARDS <= 64);
 /// span's shards waits behind a few hundred ids at most. A shard with this
 /// many ids in the window is a span of its own.
 const SPAN_IDS: usize = 256;
+/// Under a capacity policy, the fewest rows of the capacity a shard holds
+/// when the library picks the shard count, or all of them in one shard. Each
+/// shard evicts within its share, so a publish that fits the cache can still
+/// pass one shard's share and lose rows there: a shard's part of a batch
+/// deviates from its share by about `sqrt(share)` rows, 0.8% here. A capacity
+/// under twice this is one shard, whose eviction is exact.
+const MIN_SHARE_ROWS: usize = 16_384;
 /// Ids of a publish or a removal whose buckets are asked for ahead of the one
 /// it writes, or, while a publish counts its new ids, ahead of the one it
 /// probes.
@@ -452,11 +459,19 @@ impl Cache {
     pub fn new(config: CacheConfig) -> Result<Cache, Error> {
         let mut num_shards = config.validated_shard_count()?;
         let evicts = config.eviction_policy != EvictionPolicy::None;
-        if let (true, Some(max_rows)) = (evicts, config.max_rows) {
-            // Each shard holds its share of the capacity; keep every share at
-            // least one row.
-            let at_most = usize::try_from(max_rows).unwrap_or(usize::MAX).max(1);
-            num_shards = num_shards.min(1 << at_most.ilog2());
+        if evicts {
+            // A count the host chose is kept down to shares of one row.
+            let fewest_share_rows = match config.num_shards {
+                0 => MIN_SHARE_ROWS,
+                _ => 1,
+            };
+            let limit =
+                |value: Option<u64>| value.map(|v| usize::try_from(v).unwrap_or(usize::MAX));
+            let by_rows = limit(config.max_rows).unwrap_or(usize::MAX);
+            let by_memory = limit(config.max_memory_bytes)
+                .map_or(usize::MAX, |bytes| rows_within(config.row_bytes, bytes));
+            let shares = (by_rows.min(by_memory) / fewest_share_rows).max(1);
+            num_shards = num_shards.min(1 << shares.ilog2());
         }
         let hasher = IdHasher::new();
         // A cache that caps its memory plans its capacity from exact table

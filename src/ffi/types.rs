@@ -84,6 +84,10 @@ pub struct kvzch_options {
     /// Required: bytes per row, 1 ..= 65536.
     pub row_bytes: u32,
     /// 0 = library default; else rounded up to a power of two, <= 65536.
+    /// Under an eviction policy each shard evicts within its share of the
+    /// capacity: the default count then leaves each share at least 16384 rows
+    /// (a capacity under 32768 rows is one shard, evicting exactly), and no
+    /// count leaves a share under one row.
     pub num_shards: u32,
     /// `KVZCH_MISS_ZERO_FILL` (0, default) or `KVZCH_MISS_LEAVE_UNTOUCHED` (1).
     pub miss_policy: u32,
