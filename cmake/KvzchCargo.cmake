@@ -48,11 +48,17 @@ add_custom_target(kvzch_cargo ALL
   USES_TERMINAL
   VERBATIM)
 
+# What kvzch.hpp's kvzch::Library calls (dlopen, dlsym, dlclose) needs from the
+# system: libdl before glibc 2.34, where a host that links only libkvzch.so
+# fails with "DSO missing from command line". Harmless where libc has them.
+# The installed kvzchConfig.cmake and kvzch.pc (Libs) list the same.
+set(KVZCH_HPP_SYSTEM_LIBRARIES ${CMAKE_DL_LIBS})
 add_library(kvzch::kvzch SHARED IMPORTED GLOBAL)
 set_target_properties(kvzch::kvzch PROPERTIES
   IMPORTED_LOCATION "${KVZCH_SHARED_LIBRARY}"
   IMPORTED_SONAME "${KVZCH_SONAME}"
-  INTERFACE_INCLUDE_DIRECTORIES "${KVZCH_INCLUDE_DIR}")
+  INTERFACE_INCLUDE_DIRECTORIES "${KVZCH_INCLUDE_DIR}"
+  INTERFACE_LINK_LIBRARIES "${KVZCH_HPP_SYSTEM_LIBRARIES}")
 add_dependencies(kvzch::kvzch kvzch_cargo)
 
 # What Rust's std needs from the system when linked statically, as reported by
