@@ -17,14 +17,31 @@ endif()
 
 find_package(Threads REQUIRED)
 
+set(KVZCH_RUST_TARGET "" CACHE STRING
+  "The Rust target triple to build libkvzch for when cross-compiling (e.g. aarch64-unknown-linux-gnu), linked with CMAKE_C_COMPILER; empty: the build machine's")
+
 # Under kvzch's own binary directory, so that a host that pulls kvzch in with
 # add_subdirectory keeps its top-level build directory to itself.
 set(KVZCH_CARGO_TARGET_DIR "${CMAKE_CURRENT_BINARY_DIR}/cargo")
+# cargo names the target explicitly, or none: a CARGO_BUILD_TARGET in the
+# environment would move the libraries to where these paths do not look.
+set(_kvzch_cargo_env --unset=CARGO_BUILD_TARGET "CARGO_TARGET_DIR=${KVZCH_CARGO_TARGET_DIR}")
+if(KVZCH_RUST_TARGET)
+  set(_kvzch_cargo_target --target "${KVZCH_RUST_TARGET}")
+  set(_kvzch_release_dir "${KVZCH_CARGO_TARGET_DIR}/${KVZCH_RUST_TARGET}/release")
+  # cargo links for the target with the C compiler CMake cross-compiles with.
+  string(TOUPPER "${KVZCH_RUST_TARGET}" _kvzch_target_var)
+  string(REPLACE "-" "_" _kvzch_target_var "${_kvzch_target_var}")
+  list(APPEND _kvzch_cargo_env "CARGO_TARGET_${_kvzch_target_var}_LINKER=${CMAKE_C_COMPILER}")
+else()
+  set(_kvzch_cargo_target "")
+  set(_kvzch_release_dir "${KVZCH_CARGO_TARGET_DIR}/release")
+endif()
 # build.rs sets it: the ABI major, so a 2.x library never satisfies a 1.x host.
 set(KVZCH_SONAME "libkvzch.so.1")
-set(KVZCH_SHARED_LIBRARY "${KVZCH_CARGO_TARGET_DIR}/release/libkvzch.so")
-set(KVZCH_SONAME_LINK "${KVZCH_CARGO_TARGET_DIR}/release/${KVZCH_SONAME}")
-set(KVZCH_STATIC_LIBRARY "${KVZCH_CARGO_TARGET_DIR}/release/libkvzch.a")
+set(KVZCH_SHARED_LIBRARY "${_kvzch_release_dir}/libkvzch.so")
+set(KVZCH_SONAME_LINK "${_kvzch_release_dir}/${KVZCH_SONAME}")
+set(KVZCH_STATIC_LIBRARY "${_kvzch_release_dir}/libkvzch.a")
 set(KVZCH_INCLUDE_DIR "${CMAKE_CURRENT_SOURCE_DIR}/include")
 
 # The target always runs and lets cargo's own fingerprints decide whether to
@@ -38,8 +55,8 @@ set(KVZCH_INCLUDE_DIR "${CMAKE_CURRENT_SOURCE_DIR}/include")
 # kvzch::kvzch (it does so for every imported shared library), so no
 # BUILD_RPATH of our own is needed.
 add_custom_target(kvzch_cargo ALL
-  COMMAND "${CMAKE_COMMAND}" -E env "CARGO_TARGET_DIR=${KVZCH_CARGO_TARGET_DIR}"
-          "${KVZCH_CARGO}" build --release --locked
+  COMMAND "${CMAKE_COMMAND}" -E env ${_kvzch_cargo_env}
+          "${KVZCH_CARGO}" build --release --locked ${_kvzch_cargo_target}
           --manifest-path "${CMAKE_CURRENT_SOURCE_DIR}/Cargo.toml"
   COMMAND "${CMAKE_COMMAND}" -E create_symlink libkvzch.so "${KVZCH_SONAME_LINK}"
   BYPRODUCTS "${KVZCH_SHARED_LIBRARY}" "${KVZCH_SONAME_LINK}" "${KVZCH_STATIC_LIBRARY}"
