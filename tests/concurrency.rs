@@ -37,9 +37,12 @@ fn readers_never_see_a_torn_or_foreign_row_while_rows_change() {
     let publisher = {
         let (cache, ids, stop) = (Arc::clone(&cache), ids.clone(), Arc::clone(&stop));
         thread::spawn(move || {
-            let mut version = 1u64;
+            let (mut version, mut evicted) = (1u64, 0);
             while !stop.load(Ordering::Relaxed) {
-                for chunk in ids.chunks(1000) {
+                // Each round leaves one chunk out, whose rows the eviction
+                // then removes.
+                let left_out = version as usize % 20;
+                for (_, chunk) in ids.chunks(1000).enumerate().filter(|&(c, _)| c != left_out) {
                     let rows: Vec<u8> = chunk
                         .iter()
                         .flat_map(|&id| encoded_row(id, version))
@@ -47,12 +50,13 @@ fn readers_never_see_a_torn_or_foreign_row_while_rows_change() {
                     cache.batch_set(chunk, &rows, version as u32).unwrap();
                 }
                 // Republish-then-evict, as a predictor does, plus some removals.
-                cache.evict_older_than(version as u32);
+                evicted += cache.evict_older_than(version as u32);
                 cache
                     .batch_remove(&ids[(version as usize * 97) % 19_000..][..50])
                     .unwrap();
                 version += 1;
             }
+            (version - 1, evicted)
         })
     };
     let readers: Vec<_> = (0..2)
@@ -60,6 +64,7 @@ fn readers_never_see_a_torn_or_foreign_row_while_rows_change() {
             let (cache, stop, checked) =
                 (Arc::clone(&cache), Arc::clone(&stop), Arc::clone(&checked));
             thread::spawn(move || {
+                let (mut oldest_seen, mut newest_seen) = (u64::MAX, 0);
                 let mut state = seed + 1u64;
                 let mut out = vec![0u8; 512 * ROW_BYTES];
                 let mut mask = vec![0u8; 512];
@@ -84,20 +89,33 @@ fn readers_never_see_a_torn_or_foreign_row_while_rows_change() {
                         }
                         let word = u64::from_le_bytes(row[..8].try_into().unwrap());
                         assert_eq!(word >> 16, id as u64, "id {id} returned another id's row");
-                        assert_eq!(row, encoded_row(id, word & 0xFFFF), "torn row for id {id}");
+                        let version = word & 0xFFFF;
+                        assert_eq!(row, encoded_row(id, version), "torn row for id {id}");
+                        oldest_seen = oldest_seen.min(version);
+                        newest_seen = newest_seen.max(version);
                     }
                     checked.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
+                (oldest_seen, newest_seen)
             })
         })
         .collect();
     thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
-    publisher.join().unwrap();
+    let (rounds, evicted) = publisher.join().unwrap();
+    // The calls overlapped: the readers saw rows change, and rows went.
     for reader in readers {
-        reader.join().unwrap();
+        let (oldest, newest) = reader.join().unwrap();
+        assert!(
+            oldest < newest,
+            "a reader saw versions {oldest}..={newest} of {rounds}"
+        );
     }
     assert!(checked.load(Ordering::Relaxed) > 10_000);
+    assert!(
+        rounds >= 2 && evicted > 0,
+        "{rounds} rounds, {evicted} rows evicted"
+    );
 }
 
 /// Batches of four ids, three stored and one not: every batch is 3:1, so every

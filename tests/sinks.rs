@@ -198,6 +198,10 @@ fn counters_equal_the_sum_of_what_sinks_received() {
         thread.join().unwrap();
     }
     cache.unregister_stat_sink(id).unwrap();
+    // Ids 1 and 2 are stored: every batch hits them, and the middle id hits
+    // in half of each thread's batches.
+    assert_eq!(hits.load(Ordering::Relaxed), 50_000);
+    assert_eq!(misses.load(Ordering::Relaxed), 10_000);
     let counters = cache.cumulative_read_stats();
     assert_eq!(counters.hits, hits.load(Ordering::Relaxed));
     assert_eq!(counters.misses, misses.load(Ordering::Relaxed));
