@@ -15,6 +15,9 @@ use kvzch::ffi::*;
 #[path = "common/ffi.rs"]
 mod ffi_calls;
 use ffi_calls::{batch_get, batch_set, info, last_error};
+#[path = "common/memory.rs"]
+mod memory;
+use memory::mapped_bytes;
 
 /// Set in the child's environment.
 const CHILD: &str = "KVZCH_OUT_OF_MEMORY_CHILD";
@@ -112,18 +115,6 @@ fn hits(cache: *mut kvzch_cache, ids: &[i64]) -> usize {
     );
     assert_eq!(out, rows_of(ids));
     stats.hits as usize
-}
-
-/// The process's address space now, in bytes (`VmSize`).
-fn mapped_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmSize:"))
-        .and_then(|size| size.trim().strip_suffix("kB"))
-        .and_then(|kib| kib.trim().parse().ok())
-        .expect("VmSize in /proc/self/status");
-    kib << 10
 }
 
 /// Caps the process's address space at `bytes`; returns the limit it had.
