@@ -1368,7 +1368,7 @@ pub mod fault_injection {
 mod tests {
     use super::index::BUCKET_WIDTH;
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     fn index_sizes(cache: &Cache) -> Vec<usize> {
         cache
@@ -1581,6 +1581,54 @@ mod tests {
             a_queued_reader_gets_in_mid_write(&cache, shard, &sample, publish, evict),
             "evict_older_than"
         );
+    }
+
+    #[test]
+    fn capacity_eviction_lets_readers_into_a_shard_between_stretches() {
+        // One shard's share full of old rows, and a publish of as many new
+        // ids of that shard, which evicts every old row first, many stretches
+        // of index positions long: a lookup of old ids that gets in between
+        // them finds some; before the eviction all, after it none. A reader
+        // looks them up again and again while the publish runs.
+        const SHARE: usize = 40 * EVICT_STRETCH;
+        let cache = Cache::new(CacheConfig {
+            num_shards: 8,
+            max_rows: Some(8 * SHARE as u64),
+            eviction_policy: EvictionPolicy::OldestTimestamp,
+            ..CacheConfig::new(8)
+        })
+        .unwrap();
+        let shard = 5;
+        let mut of_shard = (0..).filter(|&id| cache.shard_of(cache.hash(id)) == shard);
+        let old: Vec<i64> = of_shard.by_ref().take(SHARE).collect();
+        let new: Vec<i64> = of_shard.take(SHARE).collect();
+        let sample: Vec<i64> = old.iter().step_by(SHARE / 500).copied().collect();
+        assert!(sample.len() <= ORDERED_RUN);
+        let rows = vec![0u8; SHARE * 8];
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            cache.batch_remove(&new).unwrap();
+            cache.batch_set(&old, &rows, 1).unwrap();
+            let published = AtomicBool::new(false);
+            let read_mid_eviction = std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    cache.batch_set(&new, &rows, 2).unwrap();
+                    published.store(true, Ordering::Release);
+                });
+                let mut out = vec![0u8; sample.len() * 8];
+                let mut read_mid_eviction = false;
+                while !published.load(Ordering::Acquire) {
+                    let hits = cache.batch_get(&sample, &mut out, None).unwrap().hits;
+                    read_mid_eviction |= hits != 0 && hits != sample.len() as u64;
+                }
+                read_mid_eviction
+            });
+            assert_eq!(cache.info().rows, SHARE as u64, "every old row made way");
+            if read_mid_eviction {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no lookup got in mid-eviction");
+        }
     }
 
     #[test]
