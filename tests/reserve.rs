@@ -1,6 +1,8 @@
 //! `Cache::reserve` (ABI 1.2): the room it makes, what it leaves alone, and the
 //! limits it respects.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use kvzch::{Cache, CacheConfig, ErrorKind, EvictionPolicy};
 
 fn ids(n: i64) -> Vec<i64> {
@@ -132,21 +134,24 @@ fn readers_see_every_row_while_the_index_grows_for_a_reservation() {
     let cache = Cache::new(CacheConfig::new(8)).unwrap();
     let stored = ids(50_000);
     publish(&cache, &stored, 1);
-    let done = std::sync::atomic::AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    let batches = AtomicU64::new(0);
     std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
-            let mut batches = 0u64;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            while !done.load(Ordering::Relaxed) {
                 assert!(all_present(&cache, &stored[..4096]));
-                batches += 1;
+                batches.fetch_add(1, Ordering::Relaxed);
             }
-            batches
         });
+        // The reader is reading before the first reservation starts.
+        while batches.load(Ordering::Relaxed) == 0 {
+            std::thread::yield_now();
+        }
         for step in 1..=20u64 {
             cache.reserve(step * 20_000).unwrap();
         }
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        assert!(reader.join().unwrap() > 0);
+        done.store(true, Ordering::Relaxed);
+        reader.join().unwrap();
     });
     assert!(all_present(&cache, &stored));
 }
