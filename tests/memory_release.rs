@@ -28,44 +28,39 @@ fn a_cache_unmaps_what_it_outgrows_compacts_away_and_drops() {
         }
     };
     let before = mapped_bytes();
+    // What the cache added to the address space, which must stay within a
+    // little of its own account: a table or a part of a mapping left mapped
+    // would show (17 to 117 MB more in each such mutation tried).
+    let mapped_as_accounted = |cache: &Cache, after: &str| {
+        let mapped = mapped_bytes() - before;
+        let account = cache.info().memory_bytes;
+        eprintln!(
+            "{after}: {} MiB mapped, {} MiB accounted",
+            mapped / MIB,
+            account / MIB
+        );
+        assert!(
+            mapped <= account + 4 * MIB,
+            "{after}: {mapped} bytes mapped, {account} accounted"
+        );
+        mapped
+    };
 
     let cache = Cache::new(CacheConfig::new(ROW_BYTES)).unwrap();
     publish(&cache, &ids, 1);
-    let filled = mapped_bytes() - before;
-    let account = cache.info().memory_bytes;
-    eprintln!(
-        "filled: {} MiB mapped, {} MiB accounted",
-        filled / MIB,
-        account / MIB
-    );
+    // Each shard's index and rows grew many times on the way.
+    let filled = mapped_as_accounted(&cache, "filled");
     let payload = (ROWS * ROW_BYTES) as u64;
     assert!(
         filled >= payload,
         "{filled} bytes mapped for {payload} of rows"
-    );
-    // Each shard's index and rows grew many times on the way, each index into
-    // a new table: a table or a part of a mapping left mapped would show here
-    // (17 to 117 MB more in each such mutation tried).
-    assert!(
-        filled <= account + 4 * MIB,
-        "{filled} bytes mapped, {account} accounted"
     );
 
     // A tenth published again, the rest evicted and compacted away.
     publish(&cache, &ids[..ROWS / 10], 2);
     assert_eq!(cache.evict_older_than(2), (ROWS - ROWS / 10) as u64);
     cache.compact().unwrap();
-    let compacted = mapped_bytes() - before;
-    let account = cache.info().memory_bytes;
-    eprintln!(
-        "compacted: {} MiB mapped, {} MiB accounted",
-        compacted / MIB,
-        account / MIB
-    );
-    assert!(
-        compacted <= account + 4 * MIB,
-        "{compacted} bytes mapped, {account} accounted"
-    );
+    let compacted = mapped_as_accounted(&cache, "compacted");
     assert!(
         filled - compacted >= payload * 8 / 10,
         "compacting unmapped {} bytes",
