@@ -30,7 +30,7 @@ fn a_cache_unmaps_what_it_outgrows_compacts_away_and_drops() {
     let before = mapped_bytes();
     // What the cache added to the address space, which must stay within a
     // little of its own account: a table or a part of a mapping left mapped
-    // would show (17 to 117 MB more in each such mutation tried).
+    // would show (17 to 120 MB more in each such mutation tried).
     let mapped_as_accounted = |cache: &Cache, after: &str| {
         let mapped = mapped_bytes() - before;
         let account = cache.info().memory_bytes;
