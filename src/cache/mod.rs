@@ -1515,6 +1515,36 @@ mod tests {
         .unwrap()
     }
 
+    /// The calling thread's entry under `/proc`, for `wait_until_asleep`.
+    fn this_thread() -> std::path::PathBuf {
+        std::fs::read_link("/proc/thread-self").expect("Linux names each thread in /proc")
+    }
+
+    /// Waits until `thread` (from `this_thread`) sleeps, which in these tests
+    /// means it is parked on the shard lock the test holds for it to meet.
+    /// A fixed pause instead would let a slow machine run the test's next
+    /// step before the thread got there, and the test would check nothing.
+    fn wait_until_asleep(thread: &std::path::Path) {
+        let stat = std::path::Path::new("/proc").join(thread).join("stat");
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let line = std::fs::read_to_string(&stat).expect("the thread is still running");
+            // The state follows the parenthesized command name.
+            let state = line[line.rfind(')').expect("stat names the command")..]
+                .split_whitespace()
+                .nth(1);
+            if state == Some("S") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never slept",
+                thread.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Whether a lookup of `sample` (ids of shard `shard`, one read lock) that
     /// queues for the shard behind `write` gets in while `write` is half done:
     /// finds some of the sample, not all. The test holds the shard's write
@@ -1528,19 +1558,23 @@ mod tests {
         mut reset: impl FnMut(),
         write: impl Fn() + Sync,
     ) -> bool {
-        let queue = || std::thread::sleep(std::time::Duration::from_millis(20));
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         loop {
             reset();
             let held = cache.shards[shard].write();
+            let (sender, receiver) = std::sync::mpsc::channel();
             let hits = std::thread::scope(|scope| {
-                let writer = scope.spawn(&write);
-                queue();
+                let writer = scope.spawn(|| {
+                    sender.send(this_thread()).unwrap();
+                    write()
+                });
+                wait_until_asleep(&receiver.recv().unwrap());
                 let reader = scope.spawn(|| {
+                    sender.send(this_thread()).unwrap();
                     let mut out = vec![0u8; sample.len() * 8];
                     cache.batch_get(sample, &mut out, None).unwrap().hits
                 });
-                queue();
+                wait_until_asleep(&receiver.recv().unwrap());
                 drop(held);
                 writer.join().unwrap();
                 reader.join().unwrap()
@@ -1663,15 +1697,17 @@ mod tests {
                     .collect();
                 let new_rows: Vec<u8> = others.iter().flat_map(|id| row_of(&!id)).collect();
                 let held = cache.shards[held_shard].write();
+                let (sender, receiver) = std::sync::mpsc::channel();
                 std::thread::scope(|scope| {
                     let reader = scope.spawn(|| {
+                        sender.send(this_thread()).unwrap();
                         let mut out = vec![0u8; batch_rows.len()];
                         let stats = cache.batch_get(batch, &mut out, None).unwrap();
                         (stats, out)
                     });
                     // The reader passes the other shards and then waits for
                     // this one, holding none of them.
-                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    wait_until_asleep(&receiver.recv().unwrap());
                     assert!(!reader.is_finished());
                     // So a publish to the other shards goes ahead now, and
                     // the reader, which copied their rows already, returns
@@ -1719,14 +1755,16 @@ mod tests {
         batch.insert(ORDERED_RUN + 7, -1);
         assert!(batch.len() <= LOOKUP_WINDOW);
         let held = cache.shards[held_shard].write();
+        let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::scope(|scope| {
             let reader = scope.spawn(|| {
+                sender.send(this_thread()).unwrap();
                 let mut out = vec![0xee; batch.len() * 8];
                 let mut mask = vec![0xee; batch.len()];
                 let stats = cache.batch_get(&batch, &mut out, Some(&mut mask)).unwrap();
                 (stats, out, mask)
             });
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            wait_until_asleep(&receiver.recv().unwrap());
             assert!(!reader.is_finished());
             drop(held);
             let (stats, out, mask) = reader.join().unwrap();
