@@ -517,7 +517,9 @@ enum kvzch_status kvzch_cache_register_stat_sink(struct kvzch_cache *cache,
  * never be called again, so its `user_data` may be freed. Unknown id:
  * `KVZCH_STATUS_NOT_FOUND`, returned only once no call of that sink is left
  * on another thread, even while another unregister of it is still waiting
- * for them. Called from inside a sink where the wait could never end:
+ * for them. Called from inside that same sink, waits for nothing: the sink
+ * is never called again, but its calls on other threads may still run.
+ * Called from inside another sink where the wait could never end:
  * `KVZCH_STATUS_WOULD_DEADLOCK`, and the sink stays registered.
  */
 enum kvzch_status kvzch_cache_unregister_stat_sink(struct kvzch_cache *cache, uint64_t id);

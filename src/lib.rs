@@ -17,6 +17,8 @@ pub mod ffi;
 mod huge_pages;
 mod prefetch;
 pub mod stats;
+#[cfg(all(test, loom))]
+mod stats_loom;
 mod sync;
 mod word_match;
 

@@ -25,17 +25,23 @@
 //!
 //! Each sink has one atomic word: a `RETIRED` bit and the number of calls in
 //! progress. A call increments the word and runs only if `RETIRED` was clear;
-//! unregistering sets `RETIRED`, then waits until the calls in progress are only
-//! those the unregistering thread itself is inside of (a sink unregistering
-//! itself must not wait for itself). All operations on the word are totally
-//! ordered, so a call that starts after `RETIRED` is set sees it and does nothing,
-//! and a call that started before is waited for: when unregister returns, the
-//! sink is not running anywhere and never will be again.
+//! unregistering sets `RETIRED`, then waits until no call is in progress. All
+//! operations on the word are totally ordered, so a call that starts after
+//! `RETIRED` is set sees it and does nothing, and a call that started before is
+//! waited for: when unregister returns, the sink is not running anywhere and
+//! never will be again.
+//!
+//! A sink that unregisters itself (from inside a call of it on this thread)
+//! waits for nothing: the ABI promises nothing about its calls on other
+//! threads, and waiting for them would deadlock a sink that unregisters
+//! itself holding a lock that its other calls wait for, or two threads in
+//! one sink both unregistering it. No call starts after it returns. Each
+//! thread keeps the sinks it is inside of, innermost last, to tell.
 //!
 //! A retired sink stays findable until its last call returns, so an unregister
 //! of it that comes meanwhile (a second one, or one after the sink unregistered
 //! itself) waits too before it answers `NOT_FOUND`: whatever an unregister
-//! answers, the host may then free the sink's data.
+//! made from outside the sink answers, the host may then free the sink's data.
 //!
 //! Waiting can only deadlock if the waiting thread is itself inside a sink that
 //! another waiting thread waits for: sinks A and B, each unregistering the other
@@ -46,7 +52,9 @@
 
 #![forbid(unsafe_code)]
 
+use std::any::Any;
 use std::ffi::CStr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
 
@@ -152,17 +160,71 @@ mod running {
     crate::sync::protocol_thread_local! {
         /// The sinks this thread is running, innermost last.
         pub(super) static RUNNING_SINKS: RefCell<Vec<u64>> = RefCell::new(Vec::new());
+        /// Has no destructor, so it lasts as long as its thread: its address
+        /// names the thread while `RUNNING_SINKS` is being destroyed.
+        pub(super) static THREAD_MARK: u8 = 0;
     }
 }
-use running::RUNNING_SINKS;
+use running::{RUNNING_SINKS, THREAD_MARK};
 
-/// The sinks this thread is inside of. While the thread's thread-locals are
-/// being destroyed (a batch or an unregister made from a thread-local or static
-/// destructor), its calls cannot be recorded, and it is inside none that were.
+/// Sink calls made while their thread's `RUNNING_SINKS` is destroyed (a batch
+/// from a thread-local or static destructor), by thread mark: rare, so a
+/// list under a lock.
+static CALLS_IN_TEARDOWN: ShortMutex<Vec<(usize, u64)>> = ShortMutex::new(Vec::new());
+
+/// This thread's mark: unique among running threads.
+fn thread_mark() -> usize {
+    THREAD_MARK.with(|mark| std::ptr::from_ref(mark) as usize)
+}
+
+/// Where a sink call is recorded as running on its thread.
+enum RunningRecord {
+    ThreadLocal,
+    Teardown(usize),
+}
+
+fn record_running(id: u64) -> RunningRecord {
+    match RUNNING_SINKS.try_with(|running| running.borrow_mut().push(id)) {
+        Ok(()) => RunningRecord::ThreadLocal,
+        Err(_) => {
+            let mark = thread_mark();
+            CALLS_IN_TEARDOWN.lock().push((mark, id));
+            RunningRecord::Teardown(mark)
+        }
+    }
+}
+
+fn forget_running(record: &RunningRecord, id: u64) {
+    match *record {
+        // Alive when the call was recorded, so alive until it returns.
+        RunningRecord::ThreadLocal => {
+            let _ = RUNNING_SINKS.try_with(|running| running.borrow_mut().pop());
+        }
+        RunningRecord::Teardown(mark) => {
+            let mut calls = CALLS_IN_TEARDOWN.lock();
+            if let Some(at) = calls.iter().rposition(|&call| call == (mark, id)) {
+                calls.remove(at);
+            }
+        }
+    }
+}
+
+/// The sinks this thread is inside of.
 fn sinks_this_thread_runs() -> Vec<u64> {
-    RUNNING_SINKS
+    let mut inside = RUNNING_SINKS
         .try_with(|running| running.borrow().clone())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let in_teardown = CALLS_IN_TEARDOWN.lock();
+    if !in_teardown.is_empty() {
+        let mark = thread_mark();
+        inside.extend(
+            in_teardown
+                .iter()
+                .filter(|&&(thread, _)| thread == mark)
+                .map(|&(_, id)| id),
+        );
+    }
+    inside
 }
 
 /// An unregister, made from inside sinks, that waits for another sink's calls.
@@ -226,15 +288,12 @@ struct SinkEntry {
 /// Leaves the running-sink bookkeeping consistent even if the sink panics.
 struct CallInProgress<'a> {
     entry: &'a SinkEntry,
-    recorded: bool,
+    record: RunningRecord,
 }
 
 impl Drop for CallInProgress<'_> {
     fn drop(&mut self) {
-        if self.recorded {
-            // Alive when the call was recorded, so alive until it returns.
-            let _ = RUNNING_SINKS.try_with(|running| running.borrow_mut().pop());
-        }
+        forget_running(&self.record, self.entry.id);
         self.entry.state.fetch_sub(1, Ordering::Release);
     }
 }
@@ -246,14 +305,9 @@ impl SinkEntry {
             self.state.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        // Unrecorded only during the thread's teardown (see
-        // `sinks_this_thread_runs`); the call is counted and waited for anyway.
-        let recorded = RUNNING_SINKS
-            .try_with(|running| running.borrow_mut().push(self.id))
-            .is_ok();
         let _in_progress = CallInProgress {
             entry: self,
-            recorded,
+            record: record_running(self.id),
         };
         (self.sink)(event);
     }
@@ -262,11 +316,10 @@ impl SinkEntry {
         self.state.load(Ordering::Acquire) & !RETIRED
     }
 
-    /// Waits until the sink's only calls in progress are the `own_calls` this
-    /// thread is inside of.
-    fn wait_for_calls(&self, own_calls: u64) {
+    /// Waits until no call of the sink is in progress.
+    fn wait_for_calls(&self) {
         let mut attempt = 0u32;
-        while self.calls_in_progress() > own_calls {
+        while self.calls_in_progress() > 0 {
             back_off(attempt);
             attempt = attempt.saturating_add(1);
         }
@@ -306,17 +359,27 @@ impl SinkRegistry {
         updated.push(entry);
         *sinks = Arc::new(updated);
         self.count.store(sinks.len(), Ordering::Release);
+        self.drop_returned_retirees();
         SinkId(id)
+    }
+
+    /// Drops the retired sinks whose calls have all returned, which those
+    /// that unregistered themselves leave behind.
+    fn drop_returned_retirees(&self) {
+        self.retiring
+            .lock()
+            .retain(|retired| retired.calls_in_progress() > 0);
     }
 
     /// Unregisters sink `id` and waits for its calls on other threads, or,
     /// when it was unregistered already but still runs, only waits and answers
-    /// `NotFound`. Called from inside sinks, answers `WouldDeadlock`, changing
-    /// nothing, where the wait could never end.
+    /// `NotFound`. From inside a call of that sink, waits for nothing. Called
+    /// from inside other sinks, answers `WouldDeadlock`, changing nothing,
+    /// where the wait could never end.
     pub(crate) fn unregister(&self, id: SinkId) -> Result<(), Error> {
         let inside = sinks_this_thread_runs();
-        let own_calls = inside.iter().filter(|&&sink| sink == id.0).count() as u64;
-        let wait = (!inside.is_empty()).then_some(Wait {
+        let from_itself = inside.contains(&id.0);
+        let wait = (!from_itself && !inside.is_empty()).then_some(Wait {
             for_sink: id.0,
             inside,
         });
@@ -344,14 +407,17 @@ impl SinkRegistry {
             }
             (entry, position.is_some())
         };
-        entry.wait_for_calls(own_calls);
+        if !from_itself {
+            entry.wait_for_calls();
+        }
         if let Some(wait) = &wait {
             forget_wait(wait);
         }
         // Done with the sink unless this thread is still inside it: then a
-        // later unregister drops it, once its calls have returned. (A count
-        // above zero may also be a call that saw `RETIRED` and is leaving.)
-        let done_with = (was_registered && own_calls == 0).then_some(entry.id);
+        // later register or unregister drops it, once its calls have
+        // returned. (A count above zero may also be a call that saw `RETIRED`
+        // and is leaving.)
+        let done_with = (was_registered && !from_itself).then_some(entry.id);
         self.retiring
             .lock()
             .retain(|retired| Some(retired.id) != done_with && retired.calls_in_progress() > 0);
@@ -366,16 +432,26 @@ impl SinkRegistry {
         }
     }
 
-    pub(crate) fn notify(&self, event: &BatchEvent<'_>) {
+    /// Calls every sink with `event`. A sink that panics (a Rust one) does
+    /// not keep the others from their call: the first panic is kept in
+    /// `panicked` for the caller to resume once every sink has run.
+    pub(crate) fn notify(&self, event: &BatchEvent<'_>, panicked: &mut Option<SinkPanic>) {
         if self.count.load(Ordering::Acquire) == 0 {
             return;
         }
         let sinks = Arc::clone(&self.sinks.read());
         for entry in sinks.iter() {
-            entry.call(event);
+            // The entry's bookkeeping is restored by `CallInProgress` as the
+            // panic leaves `call`, so nothing is left half changed.
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| entry.call(event))) {
+                panicked.get_or_insert(payload);
+            }
         }
     }
 }
+
+/// What a panicking sink panicked with.
+pub(crate) type SinkPanic = Box<dyn Any + Send>;
 
 static GLOBAL_SINKS: LazyLock<SinkRegistry> = LazyLock::new(SinkRegistry::new);
 
@@ -384,14 +460,14 @@ pub fn register_global_sink(sink: Sink) -> SinkId {
     GLOBAL_SINKS.register(sink)
 }
 
-/// Unregisters a global sink. When this returns, the sink is not running on any
-/// thread (other than inside itself on this one) and will not be called again.
+/// Unregisters a global sink, with the guarantee of
+/// [`Cache::unregister_stat_sink`](crate::Cache::unregister_stat_sink).
 pub fn unregister_global_sink(id: SinkId) -> Result<(), Error> {
     GLOBAL_SINKS.unregister(id)
 }
 
-pub(crate) fn notify_global_sinks(event: &BatchEvent<'_>) {
-    GLOBAL_SINKS.notify(event);
+pub(crate) fn notify_global_sinks(event: &BatchEvent<'_>, panicked: &mut Option<SinkPanic>) {
+    GLOBAL_SINKS.notify(event, panicked);
 }
 
 /// The canonical counter name of a `KVZCH_STAT_*` number.
@@ -488,103 +564,5 @@ mod tests {
         }
         done.store(true, Ordering::Release);
         assert_eq!(poller.join().unwrap(), 2 * batches * 4);
-    }
-}
-
-/// loom models: every interleaving of the two protocols, with the assertions
-/// the module docs promise.
-#[cfg(all(test, loom))]
-mod loom_models {
-    use super::*;
-    use loom::sync::atomic::AtomicBool;
-
-    /// A batch's sink calls, made on a model thread of their own.
-    fn notify_on_another_thread(registry: &Arc<SinkRegistry>) -> loom::thread::JoinHandle<()> {
-        let registry = Arc::clone(registry);
-        loom::thread::spawn(move || {
-            let table = TableName::default();
-            let event = BatchEvent {
-                table: &table,
-                stats: BatchStats::default(),
-            };
-            registry.notify(&event);
-        })
-    }
-
-    #[test]
-    fn loom_snapshots_hold_whole_batches_and_windows_tile_the_history() {
-        loom::model(|| {
-            let counters = Arc::new(ReadCounters::new());
-            let writers: Vec<_> = (0..2)
-                .map(|_| {
-                    let counters = Arc::clone(&counters);
-                    loom::thread::spawn(move || counters.record(3, 1))
-                })
-                .collect();
-            let first = counters.take_window();
-            let cumulative = counters.cumulative();
-            for writer in writers {
-                writer.join().unwrap();
-            }
-            let second = counters.take_window();
-            for snapshot in [first, second, cumulative] {
-                assert_eq!(snapshot.hits, 3 * snapshot.misses, "{snapshot:?}");
-            }
-            assert_eq!(first.total + second.total, 8);
-            assert!(cumulative.total >= first.total);
-        });
-    }
-
-    #[test]
-    fn loom_no_sink_call_after_unregister_returns() {
-        loom::model(|| {
-            let registry = Arc::new(SinkRegistry::new());
-            let freed = Arc::new(AtomicBool::new(false));
-            let id = {
-                let freed = Arc::clone(&freed);
-                registry.register(Box::new(move |_| {
-                    assert!(
-                        !freed.load(Ordering::SeqCst),
-                        "a sink ran after unregister returned"
-                    );
-                }))
-            };
-            let batch = notify_on_another_thread(&registry);
-            registry.unregister(id).unwrap();
-            // The host frees user_data here.
-            freed.store(true, Ordering::SeqCst);
-            batch.join().unwrap();
-        });
-    }
-
-    #[test]
-    fn loom_an_unregister_after_a_sink_unregistered_itself_waits_for_that_call() {
-        loom::model(|| {
-            let registry = Arc::new(SinkRegistry::new());
-            let freed = Arc::new(AtomicBool::new(false));
-            let own_id = Arc::new(AtomicU64::new(0));
-            let id = {
-                let (registry_in_sink, freed, own_id) = (
-                    Arc::clone(&registry),
-                    Arc::clone(&freed),
-                    Arc::clone(&own_id),
-                );
-                registry.register(Box::new(move |_| {
-                    // NotFound if the other unregister came first.
-                    let _ = registry_in_sink.unregister(SinkId(own_id.load(Ordering::SeqCst)));
-                    assert!(
-                        !freed.load(Ordering::SeqCst),
-                        "a sink ran after an unregister of it returned"
-                    );
-                }))
-            };
-            own_id.store(id.0, Ordering::SeqCst);
-            let batch = notify_on_another_thread(&registry);
-            // Ok before the sink unregistered itself, NotFound after: either
-            // way, the host may free user_data now.
-            let _ = registry.unregister(id);
-            freed.store(true, Ordering::SeqCst);
-            batch.join().unwrap();
-        });
     }
 }

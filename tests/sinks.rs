@@ -396,6 +396,106 @@ fn two_sinks_unregistering_each_other_do_not_deadlock() {
     assert_eq!(gone_calls.load(Ordering::SeqCst), gone_before);
 }
 
+/// Runs one batch on each of two threads of a sink that calls `inside` with
+/// the order in which the two calls came in and `both_inside`, which returns
+/// once both calls are inside the sink. `inside` may unregister the sink (its
+/// id is given) and return its answer. Fails if a call has not returned
+/// after ten seconds (a deadlock); returns the answers, in order.
+fn two_calls_inside_one_sink(
+    name: &str,
+    inside: impl Fn(usize, &dyn Fn(), &Cache, SinkId) -> Option<Result<(), ErrorKind>>
+        + Send
+        + Sync
+        + 'static,
+) -> Vec<Option<Result<(), ErrorKind>>> {
+    let cache = Arc::new(named(name));
+    cache.batch_set(&[1], &[1; 4], 0).unwrap();
+    let entered = Arc::new(AtomicU64::new(0));
+    let own_id = Arc::new(AtomicU64::new(0));
+    let (answers_tx, answers) = mpsc::channel();
+    let id = {
+        let (weak, entered, own_id) = (
+            Arc::downgrade(&cache),
+            Arc::clone(&entered),
+            Arc::clone(&own_id),
+        );
+        let answers_tx = Mutex::new(answers_tx);
+        cache.register_stat_sink(Box::new(move |_| {
+            let order = entered.fetch_add(1, Ordering::SeqCst) as usize;
+            let both_inside = || {
+                while entered.load(Ordering::SeqCst) < 2 {
+                    thread::yield_now();
+                }
+            };
+            let cache = weak.upgrade().unwrap();
+            let answer = inside(
+                order,
+                &both_inside,
+                &cache,
+                SinkId(own_id.load(Ordering::SeqCst)),
+            );
+            answers_tx.lock().unwrap().send((order, answer)).unwrap();
+        }))
+    };
+    own_id.store(id.0, Ordering::SeqCst);
+    let batches: Vec<_> = (0..2).map(|_| look_up_in_background(&cache)).collect();
+    let mut received: Vec<_> = (0..2)
+        .map(|_| {
+            answers
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a call of the sink never returned: a deadlock")
+        })
+        .collect();
+    for batch in batches {
+        batch.join().unwrap();
+    }
+    // Unregistered by now, whatever `inside` did: no further call.
+    let _ = cache.unregister_stat_sink(id);
+    cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+    assert_eq!(
+        entered.load(Ordering::SeqCst),
+        2,
+        "a call after unregistering"
+    );
+    received.sort_by_key(|&(order, _)| order);
+    received.into_iter().map(|(_, answer)| answer).collect()
+}
+
+#[test]
+fn a_sink_unregistering_itself_holding_its_lock_does_not_wait_for_its_other_call() {
+    // A sink that serializes its calls with its own lock unregisters itself
+    // holding it, while its other call waits for that lock: waiting for that
+    // call would never end, and the ABI promises nothing about the sink's
+    // calls elsewhere to an unregister made from inside it.
+    let lock = Mutex::new(());
+    let answers = two_calls_inside_one_sink(
+        "self_unregister_holding_lock",
+        move |order, both_inside, cache, id| {
+            let _held = lock.lock().unwrap();
+            (order == 0).then(|| {
+                both_inside();
+                cache.unregister_stat_sink(id).map_err(|e| e.kind())
+            })
+        },
+    );
+    assert_eq!(answers, [Some(Ok(())), None]);
+}
+
+#[test]
+fn two_calls_of_a_sink_may_both_unregister_it() {
+    // Neither waits for the other: one unregisters it, the other finds it
+    // gone, and no `WouldDeadlock` comes of it.
+    let answers =
+        two_calls_inside_one_sink("both_unregister_the_sink", |_, both_inside, cache, id| {
+            both_inside();
+            Some(cache.unregister_stat_sink(id).map_err(|e| e.kind()))
+        });
+    assert!(
+        answers.contains(&Some(Ok(()))) && answers.contains(&Some(Err(ErrorKind::NotFound))),
+        "{answers:?}"
+    );
+}
+
 #[test]
 fn sinks_still_work_while_a_threads_thread_locals_are_destroyed() {
     // Thread-local destructors run in the reverse order of their first use,
@@ -437,8 +537,28 @@ fn sinks_still_work_while_a_threads_thread_locals_are_destroyed() {
             calls.fetch_add(1, Ordering::SeqCst);
         }))
     };
+    // A second sink unregisters itself from inside the teardown's lookup: it
+    // must find that call its own, not wait for it to return.
+    let (own_answer_tx, own_answer) = mpsc::channel();
+    let one_shot_id = Arc::new(AtomicU64::new(0));
+    let one_shot_calls = Arc::new(AtomicU64::new(0));
+    let one_shot = {
+        let (weak, own_id, calls) = (
+            Arc::downgrade(&cache),
+            Arc::clone(&one_shot_id),
+            Arc::clone(&one_shot_calls),
+        );
+        cache.register_stat_sink(Box::new(move |_| {
+            if calls.fetch_add(1, Ordering::SeqCst) == 1 {
+                let cache = weak.upgrade().unwrap();
+                let id = SinkId(own_id.load(Ordering::SeqCst));
+                let _ = own_answer_tx.send(outcome(|| cache.unregister_stat_sink(id)));
+            }
+        }))
+    };
+    one_shot_id.store(one_shot.0, Ordering::SeqCst);
     let (answers_tx, answers) = mpsc::channel();
-    {
+    let exiting = {
         let cache = Arc::clone(&cache);
         thread::spawn(move || {
             AT_EXIT.with(|at_exit| {
@@ -448,14 +568,62 @@ fn sinks_still_work_while_a_threads_thread_locals_are_destroyed() {
                     answers: answers_tx,
                 })
             });
-            // Runs the sink on this thread, after `AT_EXIT` was first used.
+            // Runs the sinks on this thread, after `AT_EXIT` was first used.
             cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
         })
-        .join()
-        .unwrap();
-    }
-    let (unregister, lookup) = answers.recv().unwrap();
+    };
+    let waited = Duration::from_secs(10);
+    let one_shot_answer = own_answer
+        .recv_timeout(waited)
+        .expect("a sink unregistering itself during teardown never returned");
+    let (unregister, lookup) = answers.recv_timeout(waited).unwrap();
+    exiting.join().unwrap();
     assert_eq!(lookup, Ok(1), "a lookup during teardown");
     assert_eq!(unregister, Ok(()), "an unregister during teardown");
+    assert_eq!(
+        one_shot_answer,
+        Ok(()),
+        "a sink unregistering itself during teardown"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2, "the sink saw both lookups");
+    cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+    assert_eq!(one_shot_calls.load(Ordering::SeqCst), 2, "no call after");
+}
+
+#[test]
+fn a_panicking_sink_leaves_the_other_sinks_their_call() {
+    let cache = named("panicking_sink");
+    let calls = Arc::new(AtomicU64::new(0));
+    let global_calls = Arc::new(AtomicU64::new(0));
+    let panicking = cache.register_stat_sink(Box::new(|_| panic!("a host sink's bug")));
+    let after = {
+        let calls = Arc::clone(&calls);
+        cache.register_stat_sink(Box::new(move |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+        }))
+    };
+    let global = {
+        let calls = Arc::clone(&global_calls);
+        register_global_sink(Box::new(move |event| {
+            // Other tests of this binary run concurrently; count only ours.
+            if event.table.as_str() == "panicking_sink" {
+                calls.fetch_add(1, Ordering::SeqCst);
+            }
+        }))
+    };
+    let mut out = [0u8; 4];
+    let lookup = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cache.batch_get(&[1], &mut out, None)
+    }));
+    let payload = lookup.expect_err("the sink's panic goes on out of batch_get");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"a host sink's bug"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the cache's next sink");
+    assert_eq!(global_calls.load(Ordering::SeqCst), 1, "the global sink");
+    assert_eq!(cache.cumulative_read_stats().total, 1);
+    // The panic left every sink's bookkeeping whole.
+    cache.unregister_stat_sink(panicking).unwrap();
+    cache.batch_get(&[1], &mut out, None).unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    cache.unregister_stat_sink(after).unwrap();
+    unregister_global_sink(global).unwrap();
 }

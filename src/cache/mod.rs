@@ -908,6 +908,8 @@ impl Cache {
     /// the miss policy to each miss; `hit_mask[i]` is set to 1 or 0 when given.
     /// Counts the batch and calls the sinks. Fails with `OutOfMemory`, having
     /// written, counted and called nothing, when its scratch cannot be had.
+    /// A sink that panics has its panic resumed here once every other sink has
+    /// had its call; the batch stays counted.
     pub fn batch_get(
         &self,
         ids: &[i64],
@@ -972,7 +974,8 @@ impl Cache {
     }
 
     /// Calls the cache's sinks, then the global ones, with a looked-up batch's
-    /// counts; none for an empty batch.
+    /// counts; none for an empty batch. A sink that panics is let go on with
+    /// its panic once every other sink has had its call.
     pub(crate) fn notify_sinks(&self, stats: &BatchStats) {
         if stats.total == 0 {
             return;
@@ -981,8 +984,12 @@ impl Cache {
             table: &self.name,
             stats: *stats,
         };
-        self.sinks.notify(&event);
-        stats::notify_global_sinks(&event);
+        let mut panicked = None;
+        self.sinks.notify(&event, &mut panicked);
+        stats::notify_global_sinks(&event, &mut panicked);
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
     }
 
     /// Looks up a window: in runs in the batch's order while the shards they
@@ -1338,8 +1345,9 @@ impl Cache {
         self.sinks.register(sink)
     }
 
-    /// When this returns, the sink is not running on any thread (other than in
-    /// an enclosing call of itself on this one) and will never be called again.
+    /// When this returns, the sink will never be called again and, unless
+    /// called from inside a call of that sink, is not running on any thread.
+    /// From inside it, waits for nothing (its calls elsewhere may still run).
     pub fn unregister_stat_sink(&self, id: SinkId) -> Result<(), Error> {
         self.sinks.unregister(id)
     }
