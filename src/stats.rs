@@ -174,7 +174,7 @@ static CALLS_IN_TEARDOWN: ShortMutex<Vec<(usize, u64)>> = ShortMutex::new(Vec::n
 
 /// This thread's mark: unique among running threads.
 fn thread_mark() -> usize {
-    THREAD_MARK.with(|mark| std::ptr::from_ref(mark) as usize)
+    THREAD_MARK.with(|mark| std::ptr::from_ref(mark).addr())
 }
 
 /// Where a sink call is recorded as running on its thread.
