@@ -7,7 +7,7 @@
 //! deferred entries, and for every entry still to come once it runs out of
 //! room to defer.
 
-use std::collections::{HashSet, TryReserveError, VecDeque};
+use std::collections::{BinaryHeap, HashSet, TryReserveError, VecDeque};
 use std::hash::{BuildHasher, Hash};
 
 use super::Error;
@@ -39,6 +39,16 @@ impl<T> Reserve for VecDeque<T> {
     /// `memory_bytes`, and grow by one stamp at a time.
     fn try_reserve_more(&mut self, additional: usize) -> Result<(), TryReserveError> {
         self.try_reserve(additional)
+    }
+}
+
+impl<T: Ord> Reserve for BinaryHeap<T> {
+    fn len(&self) -> usize {
+        BinaryHeap::len(self)
+    }
+
+    fn try_reserve_more(&mut self, additional: usize) -> Result<(), TryReserveError> {
+        self.try_reserve_exact(additional)
     }
 }
 

@@ -61,7 +61,7 @@ use crate::stats::{
 use batch::{with_scratch, Grouping, HashedId};
 use fallible::reserve_to;
 use hash::IdHasher;
-use index::{FirstProbe, Growth, ShardBits, Sizing, SLOT_LIMIT};
+use index::{FirstProbe, Growth, ShardBits, Sizing};
 use shard::{Shard, Sweep};
 
 /// Lookups are taken in windows of this many ids, which bounds the per-thread
@@ -427,13 +427,14 @@ struct ShardCapacity {
     /// `remainder`, so the shares add up to `max_rows` exactly.
     base: usize,
     remainder: usize,
-    /// Rows a shard can hold within its share of `max_memory_bytes`.
-    by_memory: usize,
+    /// Rows a shard can hold: what it can address, and within its share of
+    /// `max_memory_bytes`.
+    at_most: usize,
 }
 
 impl ShardCapacity {
     fn of(self, shard: usize) -> usize {
-        (self.base + usize::from(shard < self.remainder)).min(self.by_memory)
+        (self.base + usize::from(shard < self.remainder)).min(self.at_most)
     }
 }
 
@@ -513,8 +514,8 @@ impl Cache {
                 let max_rows = max_rows.map_or(usize::MAX, |rows| {
                     usize::try_from(rows).unwrap_or(usize::MAX)
                 });
-                let by_memory = match max_memory_bytes {
-                    None => usize::MAX,
+                let at_most = match max_memory_bytes {
+                    None => Shard::addressable_rows(config.row_bytes),
                     Some(max) => {
                         let fixed = footprint - num_shards * empty_shard_bytes;
                         let share =
@@ -531,7 +532,7 @@ impl Cache {
                 Some(ShardCapacity {
                     base: max_rows / num_shards,
                     remainder: max_rows % num_shards,
-                    by_memory,
+                    at_most,
                 })
             }
         };
@@ -713,10 +714,11 @@ impl Cache {
     pub fn reserve(&self, additional_rows: u64) -> Result<(), Error> {
         let shard_count = self.shards.len() as u64;
         let per_shard = additional_rows.div_ceil(shard_count);
-        if per_shard >= u64::from(SLOT_LIMIT) {
+        let addressable = Shard::addressable_rows(self.row_bytes) as u64;
+        if per_shard > addressable {
             return Err(Error::invalid_argument(format!(
                 "additional_rows {additional_rows} > {} rows, what {shard_count} shards can address",
-                (u64::from(SLOT_LIMIT) - 1) * shard_count
+                addressable * shard_count
             )));
         }
         let _writer = self.writer.lock();
@@ -785,13 +787,13 @@ impl Cache {
             drop(guard);
             self.reserve_in(shard, growth, growth, new_ids.len(), Sizing::Publish)?;
             most_dropped += new_ids.len() - growth;
-            plans.push((shard, in_batch, new_ids));
+            let sweep = Sweep::new(self.eviction_policy, new_ids.len() - growth)?;
+            plans.push((shard, in_batch, new_ids, sweep));
         }
         let mut dropped = id_set(most_dropped)?;
-        for (shard, in_batch, new_ids) in plans {
+        for (shard, in_batch, new_ids, mut sweep) in plans {
             let mut guard = self.shards[shard].write();
             let mut room = capacity.of(shard) - guard.len();
-            let mut sweep = Sweep::default();
             while new_ids.len() > room && !sweep.exhausted {
                 let evicted =
                     guard.evict_for_room(&mut sweep, new_ids.len() - room, EVICT_STRETCH, |id| {
@@ -865,6 +867,9 @@ impl Cache {
             for (shard, range) in grouping.shard_groups() {
                 let guard = self.shards[shard].read();
                 let need = new_rows_of(&guard, &grouping.keys[range])?;
+                // Before any shard grows: a shard that cannot take its rows
+                // fails the publish whole.
+                guard.check_addressable(need)?;
                 needs[shard] = need as u32;
                 new_rows += need as u64;
                 if bounded {
@@ -1454,6 +1459,29 @@ mod tests {
             assert_eq!(cache.batch_get(&[3, 2, 1], &mut out, None).unwrap().hits, 3);
             assert_eq!(out, [9, 8, 7]);
         }
+    }
+
+    #[test]
+    fn shares_and_reservations_stop_at_what_a_shard_addresses() {
+        // A max_rows share past what the shard addresses made a publish
+        // under a policy fail with CapacityExceeded instead of evicting, and
+        // a reservation past it answered CapacityExceeded, not the
+        // InvalidArgument its documentation gives.
+        let addressable = Shard::addressable_rows(1);
+        let cache = Cache::new(CacheConfig {
+            num_shards: 1,
+            max_rows: Some(5_000_000_000),
+            eviction_policy: EvictionPolicy::LruApprox,
+            ..CacheConfig::new(1)
+        })
+        .unwrap();
+        assert_eq!(cache.capacity.unwrap().of(0), addressable);
+        let refused = cache.reserve(addressable as u64 + 1).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::InvalidArgument, "{refused}");
+        assert!(
+            refused.message().contains(&addressable.to_string()),
+            "{refused}"
+        );
     }
 
     #[test]

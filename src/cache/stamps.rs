@@ -70,10 +70,20 @@ impl StampCounts {
         self.counts.front().map(|&(stamp, _)| stamp)
     }
 
-    /// The oldest stamp after `stamp`.
-    pub(crate) fn next_after(&self, stamp: u32) -> Option<u32> {
-        let at = self.counts.partition_point(|&(s, _)| s <= stamp);
-        self.counts.get(at).map(|&(next, _)| next)
+    /// The newest stamp whose rows, with all older ones, number at most
+    /// `rows`: every one of them is needed to make room for `rows`. Else the
+    /// oldest, when its rows alone are more. None when no row is counted.
+    pub(crate) fn newest_wholly_needed(&self, rows: usize) -> Option<u32> {
+        let mut counted = 0;
+        let mut newest = self.oldest();
+        for &(stamp, count) in &self.counts {
+            counted += count;
+            if counted > rows {
+                break;
+            }
+            newest = Some(stamp);
+        }
+        newest
     }
 
     /// Forgets the stamps before `threshold`, whose rows are gone.
@@ -102,9 +112,13 @@ mod tests {
         let mut counts = counted(&[7, 3, 7, 9, 3, 3, 5]);
         assert_eq!(counts.counts, [(3, 3), (5, 1), (7, 2), (9, 1)]);
         assert_eq!(counts.oldest(), Some(3));
-        assert_eq!(counts.next_after(3), Some(5));
-        assert_eq!(counts.next_after(4), Some(5));
-        assert_eq!(counts.next_after(9), None);
+        // Rows 3, 3, 3 | 5 | 7, 7 | 9: the stamps wholly needed for so many.
+        let wholly_needed: Vec<_> = (0..=8)
+            .map(|rows| counts.newest_wholly_needed(rows))
+            .collect();
+        let expected = [3, 3, 3, 3, 5, 5, 7, 9, 9].map(Some);
+        assert_eq!(wholly_needed, expected);
+        assert_eq!(StampCounts::default().newest_wholly_needed(1), None);
         counts.remove(5);
         counts.remove(3);
         // A stamp never counted is no row of the shard's.
