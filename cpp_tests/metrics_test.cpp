@@ -123,6 +123,13 @@ TEST(SumStats, ExportsLikeFb303GetCounters) {
   EXPECT_EQ(stats.sum("never", seconds(60)), 0);
 }
 
+TEST(SumStats, WithNoWindowExportsOnlyTheAllTimeSum) {
+  kvzch::SumStats stats({});  // as the README writes it
+  stats.add_stat_value("a.b", 4, at(0.0));
+  const std::map<std::string, std::int64_t> expected = {{"a.b.sum", 4}};
+  EXPECT_EQ(stats.counters(at(100.5)), expected);
+}
+
 TEST(SumStats, RejectsBadWindows) {
   EXPECT_THROW(static_cast<void>(kvzch::SumStats({seconds(0)})), std::invalid_argument);
   kvzch::SumStats stats;  // 60 s

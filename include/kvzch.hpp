@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <limits>
 #include <map>
 #include <memory>
@@ -870,6 +871,10 @@ class SumStats {
       longest_ = std::max(longest_, window);
     }
   }
+  /* SumStats({}) keeps no window (only "<name>.sum"), SumStats({60s, 600s})
+   * those two. Without it, {} would also match the deleted copy constructor. */
+  explicit SumStats(std::initializer_list<std::chrono::seconds> windows)
+      : SumStats(std::vector<std::chrono::seconds>(windows)) {}
 
   void add_stat_value(std::string_view name, std::int64_t value) { stat(name).add(value); }
   void add_stat_value(std::string_view name, std::int64_t value, Clock::time_point now) {
