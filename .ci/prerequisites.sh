@@ -1,0 +1,20 @@
+# What the test command needs from the system, sourced by .ci/run (which
+# installs it) and .ci/test (which names what is missing before it starts).
+# Each function prints the Debian packages this machine lacks.
+
+# Without these the tests cannot run.
+missing_required_packages() {
+  command -v cmake >/dev/null || echo cmake
+  [ -f /usr/include/gtest/gtest.h ] || echo libgtest-dev
+  command -v nm >/dev/null || echo binutils
+  command -v pkg-config >/dev/null || echo pkg-config
+  command -v valgrind >/dev/null || echo valgrind
+}
+
+# The demo's /metrics check uses these when present and says it skipped
+# without them.
+missing_optional_packages() {
+  [ -f /usr/include/httplib.h ] || echo libcpp-httplib-dev
+  command -v promtool >/dev/null || echo prometheus
+  command -v curl >/dev/null || echo curl
+}
