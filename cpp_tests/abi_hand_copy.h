@@ -1,5 +1,5 @@
 /*
- * A hand copy of the "Declarations" block of shared/ABI.md (1.0), pasted
+ * A hand copy of the "Declarations" block of docs/ABI.md (1.0), pasted
  * verbatim between the include guard and the extern "C" wrapper, which are
  * the only additions. Tests built against this file instead of the generated
  * include/kvzch.h prove that a host compiled from the contract alone works

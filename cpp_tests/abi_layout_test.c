@@ -1,6 +1,6 @@
 /*
  * The generated header (include/kvzch.h) against the numbers of the contract,
- * shared/ABI.md: every constant's value, every public struct's size and field
+ * docs/ABI.md: every constant's value, every public struct's size and field
  * offsets, every function's signature. All checks are compile-time (C11), so
  * a reordered field, a renumbered status or a changed parameter type in
  * src/ffi fails the build as soon as the header is regenerated. The offsets

@@ -1,4 +1,4 @@
-// The C ABI 1.0 contract (shared/ABI.md), exercised through plain C calls.
+// The C ABI 1.0 contract (docs/ABI.md), exercised through plain C calls.
 // Built twice: against libkvzch.so and against libkvzch.a.
 #include "kvzch.h"
 

@@ -135,7 +135,8 @@ typedef struct kvzch_options {
    */
   uint32_t row_bytes;
   /**
-   * 0 = library default; else rounded up to a power of two, <= 65536.
+   * 0 = library default: 4 per CPU the process may run on, rounded up to
+   * a power of two, 8 to 128. Else rounded up to a power of two, <= 65536.
    * Under an eviction policy each shard evicts within its share of the
    * capacity: the default count then leaves each share at least 16384 rows
    * (a capacity under 32768 rows is one shard, evicting exactly), and no
@@ -151,7 +152,10 @@ typedef struct kvzch_options {
    */
   uint64_t max_rows;
   /**
-   * 0 = unbounded.
+   * 0 = unbounded. Else at least what an empty cache of its shard count
+   * holds (`KVZCH_STATUS_INVALID_ARGUMENT` below it, naming the floor),
+   * which grows with the default shard count: set `num_shards` too for a
+   * small cap that must hold on every machine.
    */
   uint64_t max_memory_bytes;
   /**

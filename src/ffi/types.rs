@@ -83,7 +83,8 @@ pub struct kvzch_options {
     pub struct_size: u32,
     /// Required: bytes per row, 1 ..= 65536.
     pub row_bytes: u32,
-    /// 0 = library default; else rounded up to a power of two, <= 65536.
+    /// 0 = library default: 4 per CPU the process may run on, rounded up to
+    /// a power of two, 8 to 128. Else rounded up to a power of two, <= 65536.
     /// Under an eviction policy each shard evicts within its share of the
     /// capacity: the default count then leaves each share at least 16384 rows
     /// (a capacity under 32768 rows is one shard, evicting exactly), and no
@@ -93,7 +94,10 @@ pub struct kvzch_options {
     pub miss_policy: u32,
     /// 0 = unbounded.
     pub max_rows: u64,
-    /// 0 = unbounded.
+    /// 0 = unbounded. Else at least what an empty cache of its shard count
+    /// holds (`KVZCH_STATUS_INVALID_ARGUMENT` below it, naming the floor),
+    /// which grows with the default shard count: set `num_shards` too for a
+    /// small cap that must hold on every machine.
     pub max_memory_bytes: u64,
     /// The table name, `[A-Za-z0-9_.-]{1,64}`, copied; NULL = "default".
     pub name: *const c_char,
