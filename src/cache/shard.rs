@@ -56,10 +56,13 @@ pub(crate) struct Shard {
 
 /// One publish's search for victims in a shard, carried across the stretches
 /// between which readers are let in.
-#[derive(Default)]
 pub(crate) struct Sweep {
     /// `OldestTimestamp`: rows stamped at or before this are victims.
     threshold: Option<u32>,
+    /// `OldestTimestamp`, when the collected stamps set the threshold: how
+    /// many rows stamped exactly the threshold are still to go. More rows may
+    /// share it than are needed, and those stamped before it go first.
+    at_threshold: Option<usize>,
     /// Positions passed since the last eviction or threshold move.
     idle_steps: usize,
     /// `LruApprox`: a round passed without an eviction, so the sweep now takes
@@ -78,7 +81,15 @@ impl Sweep {
     /// A search for up to `rows` victims under `policy`, holding the room it
     /// may need, so that nothing is allocated once evictions begin.
     pub(crate) fn new(policy: EvictionPolicy, rows: usize) -> Result<Sweep, Error> {
-        let mut sweep = Sweep::default();
+        let mut sweep = Sweep {
+            threshold: None,
+            at_threshold: None,
+            idle_steps: 0,
+            ignore_references: false,
+            collecting: false,
+            later: BinaryHeap::new(),
+            exhausted: false,
+        };
         if policy == EvictionPolicy::OldestTimestamp && rows > 0 {
             reserve_to(&mut sweep.later, rows, || {
                 format!("the stamps of {rows} rows to evict")
@@ -331,11 +342,15 @@ impl Shard {
                 break;
             }
             if self.policy == EvictionPolicy::OldestTimestamp {
-                sweep.threshold = match sweep.threshold {
+                let threshold = match sweep.threshold {
                     None => self.stamp_counts.newest_wholly_needed(count - evicted),
                     // Evictions may have emptied the oldest stamps meanwhile.
                     threshold => threshold.max(self.stamp_counts.oldest()),
                 };
+                if threshold != sweep.threshold {
+                    sweep.threshold = threshold;
+                    sweep.at_threshold = None;
+                }
             }
             if sweep.idle_steps >= positions {
                 match self.policy {
@@ -348,7 +363,10 @@ impl Shard {
                     // The collecting round: on to the newest of the oldest
                     // unprotected stamps still needed, if any.
                     EvictionPolicy::OldestTimestamp if !sweep.later.is_empty() => {
-                        sweep.threshold = sweep.later.peek().copied();
+                        let newest = sweep.later.peek().copied();
+                        let at_newest = sweep.later.iter().filter(|&&s| Some(s) == newest);
+                        sweep.at_threshold = Some(at_newest.count());
+                        sweep.threshold = newest;
                         sweep.later.clear();
                         sweep.collecting = false;
                         sweep.idle_steps = 0;
@@ -388,7 +406,11 @@ impl Shard {
                 }
                 EvictionPolicy::OldestTimestamp => {
                     let stamp = self.rows.stamp(entry.slot);
-                    let within = sweep.threshold.is_some_and(|t| stamp <= t);
+                    let within = match sweep.threshold {
+                        Some(t) if stamp < t => true,
+                        Some(t) if stamp == t => sweep.at_threshold != Some(0),
+                        _ => false,
+                    };
                     if !within && sweep.collecting {
                         let index = &mut self.index;
                         sweep.collect(stamp, count - evicted, || !protected(index.id_at(at)));
@@ -399,6 +421,11 @@ impl Shard {
             };
             // Asked last: an entry's id takes a division to get back.
             if victim && !protected(self.index.id_at(at)) {
+                if let (Some(left), Some(threshold)) = (&mut sweep.at_threshold, sweep.threshold) {
+                    if self.rows.stamp(entry.slot) == threshold {
+                        *left -= 1;
+                    }
+                }
                 self.index.remove_at(at);
                 self.release(entry.slot);
                 evicted += 1;
@@ -497,7 +524,7 @@ mod tests {
                     shard.index().lookup::<true>(hasher.hash(key));
                 }
             }
-            let mut sweep = Sweep::default();
+            let mut sweep = Sweep::new(EvictionPolicy::LruApprox, 500).unwrap();
             let evicted = shard.evict_for_room(&mut sweep, 500, usize::MAX, |_| false);
             assert_eq!(evicted, 500);
             publish(&mut shard, next..next + 500);
@@ -587,6 +614,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn rows_older_than_the_collected_threshold_go_before_those_that_share_it() {
+        // 200 protected rows stamped 1, 100 stamped 2 and 1,000 stamped 3:
+        // room for 150 takes the 100 stamped 2 and 50 of those stamped 3.
+        // The collected threshold is 3; taking rows at or before it in the
+        // hand's order took mostly rows stamped 3 and kept rows stamped 2.
+        let hasher = IdHasher::new();
+        let bits = ShardBits { number: 0, bits: 0 };
+        let mut shard = Shard::new(
+            8,
+            hasher,
+            EvictionPolicy::OldestTimestamp,
+            Growth::Exact,
+            bits,
+        )
+        .unwrap();
+        let stamp_of = |key: i64| match key {
+            0..200 => 1,
+            200..300 => 2,
+            _ => 3,
+        };
+        for keys in [0..200, 200..300, 300..1_300] {
+            reserve_for(&mut shard, keys.clone().count());
+            for key in keys {
+                shard.upsert(hasher.hash(key), &key.to_le_bytes(), stamp_of(key));
+            }
+        }
+        let (evicted, _) = search(&mut shard, 150, |key| key < 200);
+        assert_eq!(evicted, 150);
+        let left_at = |stamp: u32| {
+            (0..1_300)
+                .filter(|&key| stamp_of(key) == stamp && shard.contains(hasher.hash(key)))
+                .count()
+        };
+        assert_eq!([left_at(1), left_at(2), left_at(3)], [200, 0, 950]);
+    }
+
     /// Readers let in between a publish's stretches may read every row again
     /// before the hand comes back to it: the sweep must still make room, not
     /// give up with unprotected rows left.
@@ -608,7 +672,7 @@ mod tests {
         };
         // Every row but the first ten is protected; the hand must find those.
         let protected = |id: i64| id >= 10;
-        let mut sweep = Sweep::default();
+        let mut sweep = Sweep::new(EvictionPolicy::LruApprox, 10).unwrap();
         let mut evicted = 0;
         while evicted < 10 && !sweep.exhausted {
             read_all(&shard);
@@ -623,7 +687,7 @@ mod tests {
             );
         }
         // With only protected rows left, the next search ends empty-handed.
-        let mut sweep = Sweep::default();
+        let mut sweep = Sweep::new(EvictionPolicy::LruApprox, 1).unwrap();
         while !sweep.exhausted {
             read_all(&shard);
             assert_eq!(shard.evict_for_room(&mut sweep, 1, 64, protected), 0);
