@@ -107,7 +107,8 @@ typedef enum kvzch_status {
    * An unregister made from inside a sink would wait forever for a sink
    * whose running call waits, through other sinks' unregisters, for this
    * thread (two sinks unregistering each other from inside themselves on
-   * two threads); the sink stays registered.
+   * two threads); the call changes nothing (the sink stays registered
+   * unless another unregister had removed it already).
    */
   KVZCH_STATUS_WOULD_DEADLOCK = 7,
   /**
@@ -474,7 +475,8 @@ enum kvzch_status kvzch_cache_compact(struct kvzch_cache *cache);
  * whatever the eviction policy: reserving never evicts. Under a policy a
  * shard's room stops at its share of the capacity.
  * `KVZCH_STATUS_INVALID_ARGUMENT` for more rows than the cache's shards can
- * address; `KVZCH_STATUS_OUT_OF_MEMORY` when the room cannot be allocated
+ * address (`additional_rows` alone; with the rows stored they pass it:
+ * `KVZCH_STATUS_CAPACITY_EXCEEDED`); `KVZCH_STATUS_OUT_OF_MEMORY` when the room cannot be allocated
  * (shards grown before the failure keep their room).
  * 0 rows: nothing to do.
  */
@@ -524,7 +526,8 @@ enum kvzch_status kvzch_cache_register_stat_sink(struct kvzch_cache *cache,
  * for them. Called from inside that same sink, waits for nothing: the sink
  * is never called again, but its calls on other threads may still run.
  * Called from inside another sink where the wait could never end:
- * `KVZCH_STATUS_WOULD_DEADLOCK`, and the sink stays registered.
+ * `KVZCH_STATUS_WOULD_DEADLOCK`, changing nothing: the sink stays registered
+ * unless another unregister had removed it already.
  */
 enum kvzch_status kvzch_cache_unregister_stat_sink(struct kvzch_cache *cache, uint64_t id);
 

@@ -331,8 +331,8 @@ pub(crate) struct SinkRegistry {
     sinks: RwLock<Arc<Vec<Arc<SinkEntry>>>>,
     /// Unregistered sinks that may still be running: an unregister of one of
     /// them waits for its calls too. The unregister that retired a sink drops
-    /// it once it has waited, and any unregister drops those whose calls have
-    /// all returned.
+    /// it once it has waited, and any register or unregister drops those whose
+    /// calls have all returned.
     retiring: Mutex<Vec<Arc<SinkEntry>>>,
     /// Lets a batch skip the registry's lock when nothing is registered.
     count: AtomicUsize,

@@ -468,14 +468,25 @@ fn a_sink_unregistering_itself_holding_its_lock_does_not_wait_for_its_other_call
     // call would never end, and the ABI promises nothing about the sink's
     // calls elsewhere to an unregister made from inside it.
     let lock = Mutex::new(());
+    let first_holds_it = AtomicBool::new(false);
     let answers = two_calls_inside_one_sink(
         "self_unregister_holding_lock",
         move |order, both_inside, cache, id| {
-            let _held = lock.lock().unwrap();
-            (order == 0).then(|| {
+            if order == 0 {
+                let _held = lock.lock().unwrap();
+                first_holds_it.store(true, Ordering::SeqCst);
                 both_inside();
-                cache.unregister_stat_sink(id).map_err(|e| e.kind())
-            })
+                Some(cache.unregister_stat_sink(id).map_err(|e| e.kind()))
+            } else {
+                // The other call must not have the lock first, or it would
+                // return before the unregister and there would be nothing
+                // for that to wait for.
+                while !first_holds_it.load(Ordering::SeqCst) {
+                    thread::yield_now();
+                }
+                let _held = lock.lock().unwrap();
+                None
+            }
         },
     );
     assert_eq!(answers, [Some(Ok(())), None]);

@@ -1557,9 +1557,11 @@ mod tests {
     }
 
     /// Waits until `thread` (from `this_thread`) sleeps, which in these tests
-    /// means it is parked on the shard lock the test holds for it to meet.
-    /// A fixed pause instead would let a slow machine run the test's next
-    /// step before the thread got there, and the test would check nothing.
+    /// is nearly always on the shard lock the test holds for it to meet (a
+    /// brief wait elsewhere, the allocator's lock say, lets the test go on
+    /// early: it then checks less, and still passes only a correct engine).
+    /// A fixed pause instead let a slow machine run the test's next step
+    /// before the thread got anywhere.
     fn wait_until_asleep(thread: &std::path::Path) {
         let stat = std::path::Path::new("/proc").join(thread).join("stat");
         let deadline = Instant::now() + std::time::Duration::from_secs(10);

@@ -444,7 +444,8 @@ pub extern "C" fn kvzch_cache_compact(cache: *mut kvzch_cache) -> kvzch_status {
 /// whatever the eviction policy: reserving never evicts. Under a policy a
 /// shard's room stops at its share of the capacity.
 /// `KVZCH_STATUS_INVALID_ARGUMENT` for more rows than the cache's shards can
-/// address; `KVZCH_STATUS_OUT_OF_MEMORY` when the room cannot be allocated
+/// address (`additional_rows` alone; with the rows stored they pass it:
+/// `KVZCH_STATUS_CAPACITY_EXCEEDED`); `KVZCH_STATUS_OUT_OF_MEMORY` when the room cannot be allocated
 /// (shards grown before the failure keep their room).
 /// 0 rows: nothing to do.
 #[no_mangle]

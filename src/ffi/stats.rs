@@ -73,7 +73,8 @@ pub extern "C" fn kvzch_cache_register_stat_sink(
 /// for them. Called from inside that same sink, waits for nothing: the sink
 /// is never called again, but its calls on other threads may still run.
 /// Called from inside another sink where the wait could never end:
-/// `KVZCH_STATUS_WOULD_DEADLOCK`, and the sink stays registered.
+/// `KVZCH_STATUS_WOULD_DEADLOCK`, changing nothing: the sink stays registered
+/// unless another unregister had removed it already.
 #[no_mangle]
 pub extern "C" fn kvzch_cache_unregister_stat_sink(
     cache: *mut kvzch_cache,

@@ -63,7 +63,8 @@ pub enum kvzch_status {
     /// An unregister made from inside a sink would wait forever for a sink
     /// whose running call waits, through other sinks' unregisters, for this
     /// thread (two sinks unregistering each other from inside themselves on
-    /// two threads); the sink stays registered.
+    /// two threads); the call changes nothing (the sink stays registered
+    /// unless another unregister had removed it already).
     KVZCH_STATUS_WOULD_DEADLOCK = 7,
     /// A bug caught at the boundary (a panic); the message says where.
     KVZCH_STATUS_INTERNAL = 8,
