@@ -87,6 +87,17 @@ TEST(WindowedSum, AnAdditionStampedEarlierCountsInTheLatestSecond) {
   EXPECT_EQ(sum.total(), 3);
 }
 
+TEST(WindowedSum, ASumBehindTheLatestAdditionStillHasItsFirstSecond) {
+  // SumStats::counters reads the clock before it sums: a request thread may
+  // add in the next second meanwhile. With a ring as long as the window that
+  // addition took second 0's bucket, and the sum came out 0.
+  kvzch::WindowedSum sum(seconds(60));
+  sum.add(1, at(0.5));
+  sum.add(1, at(60.5));
+  EXPECT_EQ(sum.sum(seconds(60), at(59.5)), 1);
+  EXPECT_EQ(sum.sum(seconds(60), at(60.5)), 1);
+}
+
 TEST(WindowedSum, RejectsWindowsOutsideItsRing) {
   EXPECT_THROW(static_cast<void>(kvzch::WindowedSum(seconds(0))), std::invalid_argument);
   kvzch::WindowedSum sum(seconds(10));
@@ -263,6 +274,19 @@ TEST(PrometheusText, RejectsWhatTheFormatForbids) {
   EXPECT_THROW(text.gauge("c_total", "", {}, 1), std::invalid_argument);
   EXPECT_THROW(text.histogram("h", "", {}, {1.0}, {1}, 0.0), std::invalid_argument);
   EXPECT_THROW(text.histogram("h", "", {}, {2.0, 1.0}, {1, 1, 1}, 0.0), std::invalid_argument);
+  // One `le` twice, or one Prometheus cannot parse.
+  const double inf = std::numeric_limits<double>::infinity();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (const std::vector<double>& bounds :
+       {std::vector<double>{1.0, 1.0}, {1.0, inf}, {1.0, nan}, {nan}}) {
+    EXPECT_THROW(text.histogram("h", "", {}, bounds, std::vector<std::uint64_t>(bounds.size() + 1),
+                                0.0),
+                 std::invalid_argument);
+    EXPECT_THROW(kvzch::PrometheusReadStats(kvzch::Library::linked(), bounds),
+                 std::invalid_argument);
+  }
+  EXPECT_THROW(kvzch::PrometheusReadStats(kvzch::Library::linked(), {1.0, 1e10}),
+               std::invalid_argument);
   EXPECT_THROW(text.histogram("h", "", {{"le", "1"}}, {1.0}, {1, 1}, 0.0), std::invalid_argument);
 }
 

@@ -212,7 +212,10 @@ bool parse_args(int argc, char** argv, Config* config, int* status) {
 }
 
 // SIGINT/SIGTERM end the traffic or the linger early; the main loop polls.
-volatile std::sig_atomic_t g_stop_requested = 0;
+// The handler may run on any thread (a worker's, the HTTP server's): a
+// lock-free atomic, not a volatile, makes the main thread's reads race-free.
+std::atomic<int> g_stop_requested{0};
+static_assert(std::atomic<int>::is_always_lock_free, "a signal handler may only store to it so");
 extern "C" void request_stop(int) { g_stop_requested = 1; }
 
 // Batch lookup times in log-linear buckets (16 per power of two, so a
@@ -384,11 +387,11 @@ void serve(std::vector<Table>& tables, const Config& config, unsigned index,
                  ? kColdIdBase + static_cast<std::int64_t>(rng() % table.spec.rows)
                  : base + table.zipf->at(at++);
       }
-      out.resize(ids.size() * table.spec.row_bytes);
       kvzch_batch_stats stats{};
       try {
+        out.resize(ids.size() * table.spec.row_bytes);  // --batch x row bytes may not fit
         stats = table.cache->batch_get(ids.data(), ids.size(), out.data(), out.size(), mask.data());
-      } catch (const kvzch::Error& e) {
+      } catch (const std::exception& e) {
         std::fprintf(stderr, "predictor_demo: %s: %s\n", table.spec.name.c_str(), e.what());
         totals.errors.fetch_add(1);
         return;

@@ -84,13 +84,10 @@ scrape "$work/live"
 if grep -q '^summary' "$work/out"; then
   fail "traffic ended before the live scrape; the test needs a longer --duration"
 fi
+# (PrometheusReadStats writes total as the hits plus misses it read, so that
+# one scrape adds up: checking that here would check nothing.)
 for t in "${tables[@]}"; do
-  hits=$(counter "$work/live" hit "$t")
-  misses=$(counter "$work/live" miss "$t")
-  total=$(counter "$work/live" total "$t")
-  [ $((hits + misses)) -eq "$total" ] ||
-    fail "live scrape, $t: $hits hits + $misses misses != $total"
-  [ "$total" -gt 0 ] || fail "live scrape, $t: no lookups counted yet"
+  [ "$(counter "$work/live" total "$t")" -gt 0 ] || fail "live scrape, $t: no lookups counted yet"
 done
 
 # After traffic: the final counts, which the demo has printed.

@@ -186,6 +186,17 @@ void delete_callable(void* callable) noexcept {
   delete static_cast<F*>(callable);
 }
 
+/* Histogram bounds as the Prometheus format needs them: finite, and strictly
+ * ascending (two equal bounds would write one `le` sample twice). */
+inline bool strictly_ascending_finite(const std::vector<double>& bounds) noexcept {
+  for (std::size_t i = 0; i < bounds.size(); ++i) {
+    if (!std::isfinite(bounds[i]) || (i > 0 && !(bounds[i] > bounds[i - 1]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace detail
 
 /* How many exceptions sink callables have thrown (and the trampoline caught)
@@ -765,13 +776,17 @@ template <class AddStatValue>
 
 /* One counter summed over a sliding window of whole seconds and over all
  * time: what fb303 exports for a stat of type SUM. Per-second buckets in a
- * ring as long as the longest window; one mutex, held for a few additions. */
+ * ring one second longer than the longest window, so that a sum at a second
+ * before the latest addition's (a reader that read the clock before a writer
+ * did) still finds the window's first second; one mutex, held for an
+ * addition or a sum's pass over the ring. */
 class WindowedSum {
  public:
   using Clock = std::chrono::steady_clock;
 
   explicit WindowedSum(std::chrono::seconds longest_window = std::chrono::seconds(60))
-      : buckets_(checked_window(longest_window, std::chrono::seconds::max())) {}
+      : longest_(checked_window(longest_window, std::chrono::seconds::max())),
+        buckets_(longest_ + 1) {}
 
   /* Now, read under the lock, so additions land in their seconds in order. */
   void add(std::int64_t value) {
@@ -810,7 +825,7 @@ class WindowedSum {
   }
 
   [[nodiscard]] std::chrono::seconds longest_window() const noexcept {
-    return std::chrono::seconds(static_cast<std::int64_t>(buckets_.size()));
+    return std::chrono::seconds(static_cast<std::int64_t>(longest_));
   }
 
  private:
@@ -845,6 +860,7 @@ class WindowedSum {
   }
 
   mutable std::mutex mutex_;
+  std::size_t longest_;
   std::vector<Bucket> buckets_;
   std::int64_t latest_ = std::numeric_limits<std::int64_t>::min();
   std::int64_t total_ = 0;
@@ -855,7 +871,8 @@ class WindowedSum {
  * them the way fb303's getCounters() does for ExportType::SUM:
  * "<name>.sum.<window>" per window (".sum.60") and "<name>.sum" for all time.
  * Safe from any number of threads; request threads take a shared lock to
- * find a name, so they contend only when a new name appears. */
+ * find a name (exclusive only when a new name appears), then that name's
+ * WindowedSum's mutex: threads adding to one name take turns on it. */
 class SumStats {
  public:
   using Clock = WindowedSum::Clock;
@@ -1008,9 +1025,10 @@ class PrometheusText {
                  const std::vector<double>& upper_bounds, const std::vector<std::uint64_t>& counts,
                  double sum) {
     if (counts.size() != upper_bounds.size() + 1 ||
-        !std::is_sorted(upper_bounds.begin(), upper_bounds.end())) {
+        !detail::strictly_ascending_finite(upper_bounds)) {
       throw std::invalid_argument("kvzch::PrometheusText: histogram " + std::string(name) +
-                                  " needs ascending bounds and one count more than bounds");
+                                  " needs finite, strictly ascending bounds and one count more "
+                                  "than bounds");
     }
     for (const auto& label : labels) {
       if (label.first == "le") {
@@ -1155,7 +1173,8 @@ class PrometheusReadStats {
             2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25};
   }
 
-  /* Throws std::invalid_argument unless the bounds are positive and ascending. */
+  /* Throws std::invalid_argument unless the bounds are finite, positive,
+   * strictly ascending and at most 9e9 s (their nanoseconds fit int64). */
   explicit PrometheusReadStats(
       const Library& library = Library::linked(),
       std::vector<double> duration_bounds_seconds = default_duration_bounds())
@@ -1163,10 +1182,11 @@ class PrometheusReadStats {
                prometheus_counter_name(stat_name(library, KVZCH_STAT_READ_MISS_COUNT)),
                prometheus_counter_name(stat_name(library, KVZCH_STAT_READ_TOTAL_COUNT))},
         bounds_(std::move(duration_bounds_seconds)) {
-    if (!std::is_sorted(bounds_.begin(), bounds_.end()) ||
-        (!bounds_.empty() && !(bounds_.front() > 0))) {
+    if (!detail::strictly_ascending_finite(bounds_) ||
+        (!bounds_.empty() && !(bounds_.front() > 0 && bounds_.back() <= 9e9))) {
       throw std::invalid_argument(
-          "kvzch::PrometheusReadStats: bounds must be positive and ascending");
+          "kvzch::PrometheusReadStats: bounds must be finite, positive, strictly ascending and "
+          "at most 9e9 s");
     }
     for (const double bound : bounds_) {
       bounds_ns_.push_back(static_cast<std::uint64_t>(std::llround(bound * 1e9)));
