@@ -56,6 +56,18 @@
 #endif
 #endif
 
+/* Built with ThreadSanitizer (gcc defines the first, clang has the second). */
+#if defined(__SANITIZE_THREAD__)
+#define KVZCH_HPP_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define KVZCH_HPP_TSAN 1
+#endif
+#endif
+#ifdef KVZCH_HPP_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
 namespace kvzch {
 
 /* A failed kvzch_* call: its status and the message the library recorded. */
@@ -172,13 +184,36 @@ void call(const LibraryState& library, Fn kvzch_api_v1::*member, const char* fun
  * definition across translation units), read by swallowed_sink_exceptions(). */
 inline std::atomic<std::uint64_t> swallowed_sink_exceptions{0};
 
+/* The library orders a sink's registration before its calls, and every call
+ * before an unregister that confirms the sink gone, with atomics of its own,
+ * which ThreadSanitizer cannot see in an uninstrumented libkvzch. Under
+ * TSan these restate the two edges on the callable's address, so that a
+ * host's callable and what it captures need no fences; elsewhere nothing. */
+inline void sink_edge_release(void* callable) noexcept {
+#ifdef KVZCH_HPP_TSAN
+  __tsan_release(callable);
+#else
+  static_cast<void>(callable);
+#endif
+}
+
+inline void sink_edge_acquire(void* callable) noexcept {
+#ifdef KVZCH_HPP_TSAN
+  __tsan_acquire(callable);
+#else
+  static_cast<void>(callable);
+#endif
+}
+
 template <class F>
 void sink_trampoline(void* user_data, const kvzch_batch_event* event) noexcept {
+  sink_edge_acquire(user_data);
   try {
     (*static_cast<F*>(user_data))(*event);
   } catch (...) {
     swallowed_sink_exceptions.fetch_add(1, std::memory_order_relaxed);
   }
+  sink_edge_release(user_data);
 }
 
 template <class F>
@@ -400,6 +435,7 @@ class [[nodiscard]] SinkRegistration {
     const kvzch_status status = cache_ != nullptr ? api.cache_unregister_stat_sink(cache_, id_)
                                                   : api.unregister_global_stat_sink(id_);
     if (status == KVZCH_STATUS_OK || status == KVZCH_STATUS_NOT_FOUND) {
+      detail::sink_edge_acquire(callable_.get());
       callable_.reset();
       forget();
     }
@@ -472,6 +508,7 @@ SinkRegistration register_sink(const Library& library, kvzch_cache* cache, F&& c
   }
   SinkRegistration::Owned owned(new Callable(std::forward<F>(callable)),
                                 &detail::delete_callable<Callable>);
+  detail::sink_edge_release(owned.get());
   std::uint64_t id = 0;
   if (cache != nullptr) {
     detail::call(lib, &kvzch_api_v1::cache_register_stat_sink, "kvzch_cache_register_stat_sink",
