@@ -501,14 +501,18 @@ mod tests {
         shard.reserve(new_keys, new_keys, grown).unwrap();
     }
 
+    /// An empty shard of 8-byte rows, the only one of its cache.
+    fn empty_shard(hasher: IdHasher, policy: EvictionPolicy) -> Shard {
+        let bits = ShardBits { number: 0, bits: 0 };
+        Shard::new(8, hasher, policy, Growth::Exact, bits).unwrap()
+    }
+
     /// Capacity eviction's steady state: a full shard takes new keys, the
     /// clock evicting as many old ones, while reads mark every `read_every`th
     /// row recent. Misses must stay as cheap as in a table filled at random.
     fn continuous_eviction_keeps_misses_short(read_every: Option<usize>) {
         let hasher = IdHasher::new();
-        let bits = ShardBits { number: 0, bits: 0 };
-        let mut shard =
-            Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact, bits).unwrap();
+        let mut shard = empty_shard(hasher, EvictionPolicy::LruApprox);
         let rows = 50_000;
         let publish = |shard: &mut Shard, keys: std::ops::Range<i64>| {
             reserve_for(shard, keys.clone().count());
@@ -531,8 +535,7 @@ mod tests {
             next += 500;
         }
         assert_eq!(shard.len(), rows as usize);
-        let mut fresh =
-            Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact, bits).unwrap();
+        let mut fresh = empty_shard(hasher, EvictionPolicy::LruApprox);
         publish(&mut fresh, next - rows..next);
         assert_eq!(fresh.bucket_count(), shard.bucket_count());
         let mean_miss = |shard: &Shard| {
@@ -564,15 +567,7 @@ mod tests {
     /// `key + 1`, each stamp apart.
     fn stamped_apart(rows: i64) -> (Shard, IdHasher) {
         let hasher = IdHasher::new();
-        let bits = ShardBits { number: 0, bits: 0 };
-        let mut shard = Shard::new(
-            8,
-            hasher,
-            EvictionPolicy::OldestTimestamp,
-            Growth::Exact,
-            bits,
-        )
-        .unwrap();
+        let mut shard = empty_shard(hasher, EvictionPolicy::OldestTimestamp);
         for key in 0..rows {
             reserve_for(&mut shard, 1);
             shard.upsert(hasher.hash(key), &key.to_le_bytes(), key as u32 + 1);
@@ -621,15 +616,7 @@ mod tests {
         // The collected threshold is 3; taking rows at or before it in the
         // hand's order took mostly rows stamped 3 and kept rows stamped 2.
         let hasher = IdHasher::new();
-        let bits = ShardBits { number: 0, bits: 0 };
-        let mut shard = Shard::new(
-            8,
-            hasher,
-            EvictionPolicy::OldestTimestamp,
-            Growth::Exact,
-            bits,
-        )
-        .unwrap();
+        let mut shard = empty_shard(hasher, EvictionPolicy::OldestTimestamp);
         let stamp_of = |key: i64| match key {
             0..200 => 1,
             200..300 => 2,
@@ -657,9 +644,7 @@ mod tests {
     #[test]
     fn rows_read_again_between_stretches_are_still_evicted() {
         let hasher = IdHasher::new();
-        let bits = ShardBits { number: 0, bits: 0 };
-        let mut shard =
-            Shard::new(8, hasher, EvictionPolicy::LruApprox, Growth::Exact, bits).unwrap();
+        let mut shard = empty_shard(hasher, EvictionPolicy::LruApprox);
         let keys = 0..2_000_i64;
         reserve_for(&mut shard, keys.clone().count());
         for key in keys.clone() {
