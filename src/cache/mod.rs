@@ -1465,8 +1465,8 @@ mod tests {
     fn shares_and_reservations_stop_at_what_a_shard_addresses() {
         // A max_rows share past what the shard addresses made a publish
         // under a policy fail with CapacityExceeded instead of evicting, and
-        // a reservation past it answered CapacityExceeded, not the
-        // InvalidArgument its documentation gives.
+        // a reservation past it went on to allocate an index for it (here:
+        // OutOfMemory), not the InvalidArgument its documentation gives.
         let addressable = Shard::addressable_rows(1);
         let cache = Cache::new(CacheConfig {
             num_shards: 1,

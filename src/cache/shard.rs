@@ -590,8 +590,8 @@ mod tests {
 
     #[test]
     fn a_search_past_many_stamps_of_protected_rows_ends_within_a_few_revolutions() {
-        // Every row protected, each stamped apart: stepping a stamp per
-        // revolution took 2,000 revolutions to give up.
+        // Every row protected, each stamped apart: a search that steps to
+        // the next stamp after each revolution takes one per stamp to give up.
         let (mut shard, _) = stamped_apart(2_000);
         let (evicted, revolutions) = search(&mut shard, 1, |_| true);
         assert_eq!(evicted, 0);
