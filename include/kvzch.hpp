@@ -56,17 +56,13 @@
 #endif
 #endif
 
-/* Built with ThreadSanitizer (gcc defines the first, clang has the second). */
-#if defined(__SANITIZE_THREAD__)
-#define KVZCH_HPP_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define KVZCH_HPP_TSAN 1
-#endif
-#endif
-#ifdef KVZCH_HPP_TSAN
-#include <sanitizer/tsan_interface.h>
-#endif
+/* ThreadSanitizer's runtime annotations (see detail::sink_edge_release).
+ * Declared here, not through <sanitizer/tsan_interface.h>, which some
+ * toolchains that build with -fsanitize=thread do not install; weak, so that
+ * they are null in a process without the TSan runtime, and every translation
+ * unit, instrumented or not, compiles this header the same way. */
+extern "C" void __tsan_acquire(void* addr) __attribute__((weak));
+extern "C" void __tsan_release(void* addr) __attribute__((weak));
 
 namespace kvzch {
 
@@ -186,39 +182,46 @@ inline std::atomic<std::uint64_t> swallowed_sink_exceptions{0};
 
 /* The library orders a sink's registration before its calls, and every call
  * before an unregister that confirms the sink gone, with atomics of its own,
- * which ThreadSanitizer cannot see in an uninstrumented libkvzch. Under
- * TSan these restate the two edges on the callable's address, so that a
- * host's callable and what it captures need no fences; elsewhere nothing. */
-inline void sink_edge_release(void* callable) noexcept {
-#ifdef KVZCH_HPP_TSAN
-  __tsan_release(callable);
-#else
-  static_cast<void>(callable);
-#endif
+ * which ThreadSanitizer cannot see in an uninstrumented libkvzch. In a
+ * process with the TSan runtime these restate the two edges on a
+ * registration's SinkBox, so that a host's callable and what it captures
+ * need no fences; elsewhere they do nothing. */
+inline void sink_edge_release(void* box) noexcept {
+  if (__tsan_release != nullptr) {
+    __tsan_release(box);
+  }
 }
 
-inline void sink_edge_acquire(void* callable) noexcept {
-#ifdef KVZCH_HPP_TSAN
-  __tsan_acquire(callable);
-#else
-  static_cast<void>(callable);
-#endif
+inline void sink_edge_acquire(void* box) noexcept {
+  if (__tsan_acquire != nullptr) {
+    __tsan_acquire(box);
+  }
 }
+
+/* A registration's callable, behind a byte of its own at the box's address
+ * (its first member, with no base before it), which the annotations use:
+ * a mutex or atomic at the start of the callable is a synchronization
+ * object of its own to TSan, which the sink's edges must not join. */
+template <class F>
+struct SinkBox {
+  char edge;
+  F callable;
+};
 
 template <class F>
-void sink_trampoline(void* user_data, const kvzch_batch_event* event) noexcept {
-  sink_edge_acquire(user_data);
+void sink_trampoline(void* box, const kvzch_batch_event* event) noexcept {
+  sink_edge_acquire(box);
   try {
-    (*static_cast<F*>(user_data))(*event);
+    static_cast<SinkBox<F>*>(box)->callable(*event);
   } catch (...) {
     swallowed_sink_exceptions.fetch_add(1, std::memory_order_relaxed);
   }
-  sink_edge_release(user_data);
+  sink_edge_release(box);
 }
 
 template <class F>
-void delete_callable(void* callable) noexcept {
-  delete static_cast<F*>(callable);
+void delete_sink_box(void* box) noexcept {
+  delete static_cast<SinkBox<F>*>(box);
 }
 
 /* Histogram bounds as the Prometheus format needs them: finite, and strictly
@@ -506,8 +509,9 @@ SinkRegistration register_sink(const Library& library, kvzch_cache* cache, F&& c
     static_cast<void>(detail::entry(lib, &kvzch_api_v1::unregister_global_stat_sink,
                                     "kvzch_unregister_global_stat_sink"));
   }
-  SinkRegistration::Owned owned(new Callable(std::forward<F>(callable)),
-                                &detail::delete_callable<Callable>);
+  SinkRegistration::Owned owned(
+      new detail::SinkBox<Callable>{0, Callable(std::forward<F>(callable))},
+      &detail::delete_sink_box<Callable>);
   detail::sink_edge_release(owned.get());
   std::uint64_t id = 0;
   if (cache != nullptr) {
@@ -813,10 +817,11 @@ template <class AddStatValue>
 
 /* One counter summed over a sliding window of whole seconds and over all
  * time: what fb303 exports for a stat of type SUM. Per-second buckets in a
- * ring one second longer than the longest window, so that a sum at a second
- * before the latest addition's (a reader that read the clock before a writer
- * did) still finds the window's first second; one mutex, held for an
- * addition or a sum's pass over the ring. */
+ * ring one second longer than the longest window, so that a sum at the
+ * second before the latest addition's (a reader that read the clock just
+ * before a writer did) still finds the window's first second; a sum further
+ * behind may miss its oldest seconds. One mutex, held for an addition or a
+ * sum's pass over the ring. */
 class WindowedSum {
  public:
   using Clock = std::chrono::steady_clock;
