@@ -328,75 +328,78 @@ fn oldest_timestamp_always_evicts_the_oldest_unprotected_rows() {
     // protects) and new ones, stamps that repeat over several publishes
     // (ties) and sometimes go back. Whatever the hand's order, every row a
     // publish evicts must be as old as any unprotected row it keeps, and the
-    // shard must stay exactly full.
-    const CAPACITY: usize = 500;
-    let cache = one_shard_cache(EvictionPolicy::OldestTimestamp, CAPACITY as u64);
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = |below: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % below
-    };
-    // What the cache holds, by the stamp each row has.
-    let mut stamps = std::collections::HashMap::<i64, u32>::new();
-    let mut next_id = 0i64;
-    for round in 0..1_000u32 {
-        let timestamp = if next(10) == 0 {
-            round - round.min(3)
-        } else {
-            round
+    // shard must stay exactly full. Each cache's hash key is random, and so
+    // the hand's order: three caches take the same publishes.
+    for _ in 0..3 {
+        const CAPACITY: usize = 500;
+        let cache = one_shard_cache(EvictionPolicy::OldestTimestamp, CAPACITY as u64);
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |below: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % below
         };
-        // Oldest first: republishing old rows protects the rows the search
-        // meets first, which sends it past them.
-        let mut stored: Vec<i64> = stamps.keys().copied().collect();
-        stored.sort_unstable_by_key(|id| (stamps[id], *id));
-        let mut batch = Vec::new();
-        for _ in 0..1 + next(40) {
-            if !stored.is_empty() && next(100) < 60 {
-                let among = if next(2) == 0 {
-                    stored.len() / 4 + 1
+        // What the cache holds, by the stamp each row has.
+        let mut stamps = std::collections::HashMap::<i64, u32>::new();
+        let mut next_id = 0i64;
+        for round in 0..1_000u32 {
+            let timestamp = if next(10) == 0 {
+                round - round.min(3)
+            } else {
+                round
+            };
+            // Oldest first: republishing old rows protects the rows the search
+            // meets first, which sends it past them.
+            let mut stored: Vec<i64> = stamps.keys().copied().collect();
+            stored.sort_unstable_by_key(|id| (stamps[id], *id));
+            let mut batch = Vec::new();
+            for _ in 0..1 + next(40) {
+                if !stored.is_empty() && next(100) < 60 {
+                    let among = if next(2) == 0 {
+                        stored.len() / 4 + 1
+                    } else {
+                        stored.len()
+                    };
+                    batch.push(stored[next(among as u64) as usize]);
                 } else {
-                    stored.len()
-                };
-                batch.push(stored[next(among as u64) as usize]);
-            } else {
-                batch.push(next_id);
-                next_id += 1;
+                    batch.push(next_id);
+                    next_id += 1;
+                }
             }
-        }
-        publish(&cache, &batch, timestamp);
-        let held = present(&cache, &stored);
-        let in_batch: std::collections::HashSet<i64> = batch.iter().copied().collect();
-        let (mut newest_gone, mut oldest_kept) = (None::<u32>, None::<u32>);
-        for (&id, &kept) in stored.iter().zip(&held) {
-            if in_batch.contains(&id) {
-                assert!(kept, "round {round}: id {id} of the publish was evicted");
-                continue;
+            publish(&cache, &batch, timestamp);
+            let held = present(&cache, &stored);
+            let in_batch: std::collections::HashSet<i64> = batch.iter().copied().collect();
+            let (mut newest_gone, mut oldest_kept) = (None::<u32>, None::<u32>);
+            for (&id, &kept) in stored.iter().zip(&held) {
+                if in_batch.contains(&id) {
+                    assert!(kept, "round {round}: id {id} of the publish was evicted");
+                    continue;
+                }
+                let stamp = stamps[&id];
+                if kept {
+                    oldest_kept = oldest_kept.min(Some(stamp)).or(Some(stamp));
+                } else {
+                    newest_gone = newest_gone.max(Some(stamp));
+                    stamps.remove(&id);
+                }
             }
-            let stamp = stamps[&id];
-            if kept {
-                oldest_kept = oldest_kept.min(Some(stamp)).or(Some(stamp));
-            } else {
-                newest_gone = newest_gone.max(Some(stamp));
-                stamps.remove(&id);
+            if let (Some(gone), Some(kept)) = (newest_gone, oldest_kept) {
+                assert!(
+                    gone <= kept,
+                    "round {round}: a row stamped {gone} went while one stamped {kept} stayed"
+                );
             }
-        }
-        if let (Some(gone), Some(kept)) = (newest_gone, oldest_kept) {
-            assert!(
-                gone <= kept,
-                "round {round}: a row stamped {gone} went while one stamped {kept} stayed"
+            for &id in &batch {
+                stamps.insert(id, timestamp);
+            }
+            assert!(present(&cache, &batch).iter().all(|&p| p) || batch.len() > CAPACITY);
+            assert_eq!(
+                cache.info().rows as usize,
+                stamps.len().min(CAPACITY),
+                "round {round}"
             );
         }
-        for &id in &batch {
-            stamps.insert(id, timestamp);
-        }
-        assert!(present(&cache, &batch).iter().all(|&p| p) || batch.len() > CAPACITY);
-        assert_eq!(
-            cache.info().rows as usize,
-            stamps.len().min(CAPACITY),
-            "round {round}"
-        );
+        assert!(stamps.len() == CAPACITY, "the shard filled");
     }
-    assert!(stamps.len() == CAPACITY, "the shard filled");
 }
