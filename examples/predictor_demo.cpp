@@ -33,6 +33,7 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -461,6 +462,29 @@ class MetricsServer {
 };
 #endif
 
+// The request and publisher threads. Stops and joins them on the way out of
+// run(), also when it throws: a joinable std::thread destroyed by the
+// unwinding would call std::terminate, where the demo promises exit status 1.
+struct TrafficThreads {
+  explicit TrafficThreads(std::atomic<bool>& stop_flag) : stop(stop_flag) {}
+  TrafficThreads(const TrafficThreads&) = delete;
+  TrafficThreads& operator=(const TrafficThreads&) = delete;
+  ~TrafficThreads() { stop_and_join(); }
+
+  void stop_and_join() {
+    stop = true;
+    for (std::vector<std::thread>* group : {&workers, &publishers}) {
+      for (std::thread& t : *group) {
+        if (t.joinable()) t.join();
+      }
+    }
+  }
+
+  std::atomic<bool>& stop;
+  std::vector<std::thread> workers;
+  std::vector<std::thread> publishers;
+};
+
 // Sleeps until `until`, waking early for a stop request.
 void sleep_until_or_stop(SteadyClock::time_point until) {
   while (g_stop_requested == 0) {
@@ -549,20 +573,19 @@ int run(const Config& config) {
   std::atomic<bool> stop{false};
   std::atomic<bool> shifted{false};
   ServeTotals totals;
-  std::vector<std::thread> workers;
-  std::vector<std::thread> publishers;
   const auto serve_start = SteadyClock::now();
   const auto since_start = [&serve_start] {
     return std::chrono::duration<double>(SteadyClock::now() - serve_start).count();
   };
-  for (unsigned i = 0; i < config.threads; ++i) {
-    workers.emplace_back(serve, std::ref(tables), std::cref(config), i, std::cref(shifted),
-                         std::cref(stop), std::ref(totals));
-  }
-
   const auto deadline = serve_start + std::chrono::seconds(config.duration_s);
   const auto republish_at = serve_start + std::chrono::milliseconds(config.duration_s * 500);
   const std::chrono::duration<double> republish_span(config.duration_s / 5.0);
+  // After everything its threads use, so that it joins them before those go.
+  TrafficThreads threads(stop);
+  for (unsigned i = 0; i < config.threads; ++i) {
+    threads.workers.emplace_back(serve, std::ref(tables), std::cref(config), i,
+                                 std::cref(shifted), std::cref(stop), std::ref(totals));
+  }
   std::vector<std::uint64_t> last_hits(tables.size());
   std::vector<std::uint64_t> last_total(tables.size());
   std::vector<std::uint64_t> last_latency(LatencyHistogram::kBuckets);
@@ -581,7 +604,7 @@ int run(const Config& config) {
         std::fflush(stdout);
         shifted = true;
         for (Table& table : tables) {
-          publishers.emplace_back([&, t = &table, next_version] {
+          threads.publishers.emplace_back([&, t = &table, next_version] {
             try {
               publish(*t->cache, t->shift, t->spec.rows, t->spec.row_bytes, next_version,
                       republish_span, stop);
@@ -610,13 +633,7 @@ int run(const Config& config) {
     sleep_until_or_stop(tick);
     const bool last = tick >= deadline || g_stop_requested != 0;
     if (last) {
-      stop = true;
-      for (std::thread& w : workers) {
-        w.join();
-      }
-      for (std::thread& p : publishers) {
-        p.join();
-      }
+      threads.stop_and_join();
     }
     const auto now = SteadyClock::now();
     const double elapsed = std::chrono::duration<double>(now - last_tick).count();
