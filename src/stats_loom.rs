@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use loom::sync::atomic::AtomicU64;
 use loom::sync::Arc;
 
-use crate::cache::TableName;
+use crate::cache::{Error, TableName};
 use crate::stats::{BatchEvent, BatchStats, ReadCounters, SinkId, SinkRegistry};
 
 /// A host's `user_data`: a sink reads it, and the host frees (writes) it once
@@ -54,6 +54,23 @@ fn notify_on_another_thread(registry: &Arc<SinkRegistry>) -> loom::thread::JoinH
             std::panic::resume_unwind(payload);
         }
     })
+}
+
+/// Registers a sink that unregisters itself in each of its calls and hands
+/// `then` the answer.
+fn register_self_unregistering(
+    registry: &Arc<SinkRegistry>,
+    then: impl Fn(Result<(), Error>) + Send + Sync + 'static,
+) -> SinkId {
+    let own_id = Arc::new(AtomicU64::new(0));
+    let id = {
+        let (registry_in_sink, own_id) = (Arc::clone(registry), Arc::clone(&own_id));
+        registry.register(Box::new(move |_| {
+            then(registry_in_sink.unregister(SinkId(own_id.load(Ordering::SeqCst))));
+        }))
+    };
+    own_id.store(id.0, Ordering::SeqCst);
+    id
 }
 
 #[test]
@@ -101,20 +118,11 @@ fn loom_an_unregister_after_a_sink_unregistered_itself_waits_for_that_call() {
     loom::model(|| {
         let registry = Arc::new(SinkRegistry::new());
         let user_data = UserData::new();
-        let own_id = Arc::new(AtomicU64::new(0));
         let id = {
-            let (registry_in_sink, user_data, own_id) = (
-                Arc::clone(&registry),
-                Arc::clone(&user_data),
-                Arc::clone(&own_id),
-            );
-            registry.register(Box::new(move |_| {
-                // NotFound if the other unregister came first.
-                let _ = registry_in_sink.unregister(SinkId(own_id.load(Ordering::SeqCst)));
-                user_data.read();
-            }))
+            let user_data = Arc::clone(&user_data);
+            // NotFound if the other unregister came first.
+            register_self_unregistering(&registry, move |_| user_data.read())
         };
-        own_id.store(id.0, Ordering::SeqCst);
         let batch = notify_on_another_thread(&registry);
         // Ok before the sink unregistered itself, NotFound after: either
         // way, the host may free user_data now.
@@ -129,19 +137,12 @@ fn loom_two_calls_of_a_sink_that_both_unregister_it_both_return() {
     loom::model(|| {
         let registry = Arc::new(SinkRegistry::new());
         let answers = Arc::new(loom::sync::Mutex::new(Vec::new()));
-        let own_id = Arc::new(AtomicU64::new(0));
         let id = {
-            let (registry_in_sink, answers, own_id) = (
-                Arc::clone(&registry),
-                Arc::clone(&answers),
-                Arc::clone(&own_id),
-            );
-            registry.register(Box::new(move |_| {
-                let answer = registry_in_sink.unregister(SinkId(own_id.load(Ordering::SeqCst)));
+            let answers = Arc::clone(&answers);
+            register_self_unregistering(&registry, move |answer| {
                 answers.lock().unwrap().push(answer.map_err(|e| e.kind()));
-            }))
+            })
         };
-        own_id.store(id.0, Ordering::SeqCst);
         let batches = [
             notify_on_another_thread(&registry),
             notify_on_another_thread(&registry),
