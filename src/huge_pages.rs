@@ -50,52 +50,6 @@ unsafe impl<T: Send> Send for HugePageArray<T> {}
 // SAFETY: as above; `&HugePageArray<T>` gives only `&[T]`.
 unsafe impl<T: Sync> Sync for HugePageArray<T> {}
 
-impl<T> HugePageArray<T> {
-    /// An array of `len` elements made by `init`, or `None` when the memory
-    /// cannot be had.
-    pub(crate) fn new(len: usize, mut init: impl FnMut() -> T) -> Option<HugePageArray<T>> {
-        const { assert!(std::mem::align_of::<T>() <= MAPPING_ALIGN) };
-        let bytes = len.checked_mul(std::mem::size_of::<T>())?;
-        if bytes < MAPPED_BYTES {
-            let mut elements = Vec::new();
-            elements.try_reserve_exact(len).ok()?;
-            elements.resize_with(len, init);
-            let elements = Box::into_raw(elements.into_boxed_slice());
-            return Some(HugePageArray {
-                first: NonNull::new(elements.cast::<T>()).expect("a box is not null"),
-                len,
-                mapping: None,
-                _owns: PhantomData,
-            });
-        }
-        let first = map_aligned(bytes)?.cast::<T>();
-        for i in 0..len {
-            // SAFETY: the mapping holds `bytes = len * size_of::<T>()` bytes and
-            // starts on a page boundary, which satisfies `T`'s alignment (checked
-            // above), so element `i < len` lies inside it, aligned; `write` does
-            // not read or drop the uninitialised (zero) bytes it replaces.
-            unsafe { first.add(i).write(init()) };
-        }
-        Some(HugePageArray::mapped(first, len, bytes))
-    }
-
-    /// The array of the `len` elements, initialised, at the start of the
-    /// mapping of `bytes` at `first`.
-    fn mapped(first: NonNull<T>, len: usize, bytes: usize) -> HugePageArray<T> {
-        HugePageArray {
-            first,
-            len,
-            mapping: Some(bytes),
-            _owns: PhantomData,
-        }
-    }
-
-    #[cfg(test)]
-    fn is_mapped(&self) -> bool {
-        self.mapping.is_some()
-    }
-}
-
 /// Types whose every byte may be zero: an array of them can start as a fresh
 /// mapping, which reads as zeros already.
 ///
@@ -123,8 +77,10 @@ unsafe impl Zeroable for u32 {}
 unsafe impl Zeroable for crate::cache::index::Bucket {}
 
 impl<T: Zeroable> HugePageArray<T> {
-    /// `len` elements of zero bytes. A fresh mapping's pages are touched, and
-    /// paid for, only when first written.
+    /// `len` elements of zero bytes, or `None` when the memory cannot be had.
+    /// A fresh mapping's pages are touched, and paid for, only when first
+    /// written. Zero bytes are the only elements an array starts with, so no
+    /// caller's code runs between the mapping and the array that owns it.
     pub(crate) fn zeroed(len: usize) -> Option<HugePageArray<T>> {
         const { assert!(std::mem::align_of::<T>() <= MAPPING_ALIGN) };
         #[cfg(test)]
@@ -132,14 +88,29 @@ impl<T: Zeroable> HugePageArray<T> {
             return None;
         }
         let bytes = len.checked_mul(std::mem::size_of::<T>())?;
-        if bytes < MAPPED_BYTES {
-            return HugePageArray::new(len, T::zero);
-        }
-        Some(HugePageArray::mapped(
-            map_aligned(bytes)?.cast(),
+        let (first, mapping) = if bytes < MAPPED_BYTES {
+            let mut elements = Vec::new();
+            elements.try_reserve_exact(len).ok()?;
+            elements.resize_with(len, T::zero);
+            let elements = Box::into_raw(elements.into_boxed_slice());
+            (
+                NonNull::new(elements.cast::<T>()).expect("a box is not null"),
+                None,
+            )
+        } else {
+            (map_aligned(bytes)?.cast::<T>(), Some(bytes))
+        };
+        Some(HugePageArray {
+            first,
             len,
-            bytes,
-        ))
+            mapping,
+            _owns: PhantomData,
+        })
+    }
+
+    #[cfg(test)]
+    fn is_mapped(&self) -> bool {
+        self.mapping.is_some()
     }
 }
 
@@ -148,8 +119,8 @@ impl<T> Deref for HugePageArray<T> {
 
     #[inline]
     fn deref(&self) -> &[T] {
-        // SAFETY: `first` points at `len` initialised elements (written by `new`,
-        // or zero bytes of a fresh mapping for `zeroed`), owned by `self` and
+        // SAFETY: `first` points at `len` initialised elements (zero bytes,
+        // valid for a `Zeroable` type, written or freshly mapped), owned by `self` and
         // only reached through it, so a shared borrow of `self` makes a shared
         // slice of them sound.
         unsafe { std::slice::from_raw_parts(self.first.as_ptr(), self.len) }
@@ -178,7 +149,7 @@ impl<T> Drop for HugePageArray<T> {
             }
         } else {
             // SAFETY: `first` and `len` came from `Box::into_raw` of a boxed
-            // slice in `new`, and the box is taken back once, here.
+            // slice in `zeroed`, and the box is taken back once, here.
             drop(unsafe { Box::from_raw(elements) });
         }
     }
@@ -420,7 +391,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
-    fn elements_are_made_kept_and_dropped_once() {
+    fn elements_are_kept_and_dropped_once() {
         static DROPPED: AtomicUsize = AtomicUsize::new(0);
         struct Counted(u64);
         impl Drop for Counted {
@@ -428,22 +399,17 @@ mod tests {
                 DROPPED.fetch_add(1, Ordering::Relaxed);
             }
         }
+        // SAFETY: zero bytes are a `u64`.
+        unsafe impl Zeroable for Counted {}
         let mut total = 0;
         // Small, mapped on small pages, and mapped with a huge page and a tail.
         for len in [3, MAPPED_BYTES / 8, HUGE_PAGE_BYTES / 8 + 5] {
-            let mut next = 0;
-            let mut array = HugePageArray::new(len, || {
-                next += 1;
-                Counted(next)
-            })
-            .expect("memory");
+            let mut array = HugePageArray::<Counted>::zeroed(len).expect("memory");
             assert_eq!(array.len(), len);
-            array[len - 1].0 = 0;
-            assert!(array
-                .iter()
-                .take(len - 1)
-                .enumerate()
-                .all(|(i, c)| c.0 == i as u64 + 1));
+            for (i, element) in array.iter_mut().enumerate() {
+                element.0 = i as u64 + 1;
+            }
+            assert!(array.iter().enumerate().all(|(i, c)| c.0 == i as u64 + 1));
             assert_eq!(array.is_mapped(), len > 3);
             drop(array);
             total += len;
