@@ -1,5 +1,5 @@
 # .ci/test script: an installed kvzch has the layout of a system library.
-#   cmake -DPREFIX=<install prefix> -P KvzchCheckInstall.cmake
+#   cmake -DPREFIX=<install prefix> [-DLIBDIR=<CMAKE_INSTALL_LIBDIR>] -P KvzchCheckInstall.cmake
 # The consumers built against the prefix prove each file works for its use;
 # this pins what they cannot see: the real file carries the package version
 # in its name and the ABI major in its SONAME, each link points one step down
@@ -11,7 +11,10 @@ cmake_minimum_required(VERSION 3.16)
 if(NOT DEFINED PREFIX)
   message(FATAL_ERROR "KvzchCheckInstall.cmake needs -DPREFIX=...")
 endif()
-set(libdir "${PREFIX}/lib")
+if(NOT LIBDIR)
+  set(LIBDIR lib)
+endif()
+set(libdir "${PREFIX}/${LIBDIR}")
 set(soname "libkvzch.so.1")
 set(problems "")
 
@@ -49,7 +52,7 @@ endforeach()
 
 foreach(file libkvzch.a cmake/kvzch/kvzchConfig.cmake pkgconfig/kvzch.pc)
   if(NOT EXISTS "${libdir}/${file}")
-    string(APPEND problems "  lib/${file} is missing\n")
+    string(APPEND problems "  ${LIBDIR}/${file} is missing\n")
   endif()
 endforeach()
 

@@ -8,6 +8,12 @@
 #   lib/pkgconfig/kvzch.pc
 # (lib and include as GNUInstallDirs names them.) Every file is relocatable:
 # the CMake package and the .pc file find the prefix from where they are.
+#
+# Two components: kvzch_Runtime, what a host's installed binary loads (the
+# real file and its SONAME link), and kvzch_Development, the rest. A host that
+# pulls kvzch in with add_subdirectory and ships binaries linked to
+# kvzch::kvzch sets KVZCH_INSTALL=ON and installs at least the runtime
+# (`cmake --install <build> --component kvzch_Runtime`).
 
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
@@ -17,6 +23,7 @@ set(KVZCH_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/kvzch")
 
 install(FILES "${KVZCH_SHARED_LIBRARY}"
   DESTINATION "${CMAKE_INSTALL_LIBDIR}"
+  COMPONENT kvzch_Runtime
   RENAME "${KVZCH_REALNAME}"
   PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE
               WORLD_READ WORLD_EXECUTE)
@@ -26,11 +33,12 @@ set(_kvzch_links "${CMAKE_CURRENT_BINARY_DIR}/install-links")
 file(MAKE_DIRECTORY "${_kvzch_links}")
 file(CREATE_LINK "${KVZCH_REALNAME}" "${_kvzch_links}/${KVZCH_SONAME}" SYMBOLIC)
 file(CREATE_LINK "${KVZCH_SONAME}" "${_kvzch_links}/libkvzch.so" SYMBOLIC)
-install(FILES "${_kvzch_links}/${KVZCH_SONAME}" "${_kvzch_links}/libkvzch.so"
-  DESTINATION "${CMAKE_INSTALL_LIBDIR}")
-install(FILES "${KVZCH_STATIC_LIBRARY}" DESTINATION "${CMAKE_INSTALL_LIBDIR}")
+install(FILES "${_kvzch_links}/${KVZCH_SONAME}"
+  DESTINATION "${CMAKE_INSTALL_LIBDIR}" COMPONENT kvzch_Runtime)
+install(FILES "${_kvzch_links}/libkvzch.so" "${KVZCH_STATIC_LIBRARY}"
+  DESTINATION "${CMAKE_INSTALL_LIBDIR}" COMPONENT kvzch_Development)
 install(FILES "${KVZCH_INCLUDE_DIR}/kvzch.h" "${KVZCH_INCLUDE_DIR}/kvzch.hpp"
-  DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
+  DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}" COMPONENT kvzch_Development)
 
 # The libraries are not CMake-built targets, so there is no install(EXPORT):
 # kvzchConfig.cmake declares the imported targets itself.
@@ -47,7 +55,8 @@ write_basic_package_version_file(
 install(FILES
   "${CMAKE_CURRENT_BINARY_DIR}/kvzchConfig.cmake"
   "${CMAKE_CURRENT_BINARY_DIR}/kvzchConfigVersion.cmake"
-  DESTINATION "${KVZCH_INSTALL_CMAKEDIR}")
+  DESTINATION "${KVZCH_INSTALL_CMAKEDIR}"
+  COMPONENT kvzch_Development)
 
 # kvzch.pc finds the prefix from its own directory (${pcfiledir}), so it stays
 # right under `cmake --install --prefix` and when the tree is moved; an
@@ -72,4 +81,5 @@ list(TRANSFORM KVZCH_STATIC_SYSTEM_LIBRARIES PREPEND " -l" OUTPUT_VARIABLE _kvzc
 string(CONCAT KVZCH_PC_LIBS_PRIVATE "-lpthread" ${_kvzch_pc_flags})
 configure_file("${CMAKE_CURRENT_LIST_DIR}/kvzch.pc.in" "${CMAKE_CURRENT_BINARY_DIR}/kvzch.pc" @ONLY)
 install(FILES "${CMAKE_CURRENT_BINARY_DIR}/kvzch.pc"
-  DESTINATION "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
+  DESTINATION "${CMAKE_INSTALL_LIBDIR}/pkgconfig"
+  COMPONENT kvzch_Development)
