@@ -407,8 +407,9 @@ void kvzch_cache_destroy(struct kvzch_cache *cache);
  * occurrence of a duplicate id wins. With `max_rows` / `max_memory_bytes` set
  * and no room: `KVZCH_STATUS_CAPACITY_EXCEEDED`, and nothing is stored. When
  * memory cannot be allocated: `KVZCH_STATUS_OUT_OF_MEMORY`, and nothing is
- * stored or, under an eviction policy, evicted. Concurrent readers see every
- * row whole, old or new.
+ * stored or, under an eviction policy, evicted; shards that grew their room
+ * before the failure keep it (`memory_bytes` counts it, and the next publish
+ * uses it). Concurrent readers see every row whole, old or new.
  */
 enum kvzch_status kvzch_cache_batch_set(struct kvzch_cache *cache,
                                         const int64_t *ids,
@@ -460,6 +461,8 @@ enum kvzch_status kvzch_cache_evict_older_than(struct kvzch_cache *cache,
  * 1.1: returns free memory to the operating system: packs each shard's rows
  * into an arena no larger than they need and rebuilds its index for the rows
  * it holds. Readers of a shard wait while that shard is packed.
+ * `KVZCH_STATUS_OUT_OF_MEMORY` when a shard's packed copy cannot be
+ * allocated: every row stays, and the shards packed before it stay packed.
  */
 enum kvzch_status kvzch_cache_compact(struct kvzch_cache *cache);
 

@@ -647,7 +647,8 @@ impl Cache {
 
     /// Stores `rows` (row `i` is `rows[i * row_bytes..][..row_bytes]`) for `ids`,
     /// stamped with `timestamp`. The last occurrence of a duplicate id wins. On
-    /// error nothing is stored.
+    /// error nothing is stored; after `OutOfMemory`, the shards that grew their
+    /// room before the failure keep it for the next publish.
     pub fn batch_set(&self, ids: &[i64], rows: &[u8], timestamp: u32) -> Result<(), Error> {
         self.expect_bytes("rows", rows.len(), ids.len())?;
         if ids.is_empty() {
@@ -1321,7 +1322,9 @@ impl Cache {
     /// Returns free memory to the operating system: each shard's rows are
     /// packed into an arena no larger than they need and its index is rebuilt
     /// for the rows it holds. A shard is write-locked while it is
-    /// packed, so its readers wait for that shard only.
+    /// packed, so its readers wait for that shard only. `OutOfMemory` when a
+    /// shard's packed copy cannot be allocated: every row stays, and the
+    /// shards packed before it stay packed.
     pub fn compact(&self) -> Result<(), Error> {
         let _writer = self.writer.lock();
         for shard in self.shards.iter() {
@@ -2135,16 +2138,31 @@ mod tests {
     /// A publish that grows every shard, a `reserve` and a `compact`, failing
     /// at each of their allocations in turn, some after other shards have
     /// grown or been compacted: each failure leaves every row and counter as
-    /// it was.
+    /// it was. The room a failed publish grew serves the same publish made
+    /// again: it then holds what it would have without the failure.
     #[test]
     fn failed_allocations_leave_every_row_as_it_was() {
         let stored: Vec<i64> = (0..1000).collect();
         let publish: Vec<i64> = (1000..50_000).collect();
         let rows = rows_of(&publish, 8);
+        // One hash key for every cache: the ids then fall into the same
+        // shards, which grow to the same sizes.
+        let holding_stored = || {
+            let mut cache = eight_shards_of_8_byte_rows();
+            cache.hasher = IdHasher::with_key(0x6b76_7a63);
+            cache.batch_set(&stored, &rows_of(&stored, 8), 1).unwrap();
+            cache
+        };
+        let published = holding_stored();
+        published.batch_set(&publish, &rows, 2).unwrap();
         let (failures, _) = fail_allocations_in_turn(
-            || eight_shards_holding(&stored),
+            holding_stored,
             |cache| cache.batch_set(&publish, &rows, 2),
-            |cache| assert_holds(cache, &stored, &publish[..1000]),
+            |cache| {
+                assert_holds(cache, &stored, &publish[..1000]);
+                cache.batch_set(&publish, &rows, 2).unwrap();
+                assert_eq!(cache.info(), published.info());
+            },
         );
         assert!(failures > 8);
 
