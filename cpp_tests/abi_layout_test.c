@@ -135,6 +135,9 @@ kvzch_status (kvzch_cache_reserve)(kvzch_cache *cache, uint64_t additional_rows)
 LAYOUT(sizeof(kvzch_options) == 48);
 LAYOUT(sizeof(kvzch_cache_info) == 72);
 LAYOUT(sizeof(kvzch_api_v1) == 8 + 23 * 8);
+#else
+/* A new minor pins its additions' offsets and its sizes here first. */
+#error "abi_layout_test.c has no layout for this KVZCH_ABI_MINOR: add its block"
 #endif
 #endif
 #endif

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bitset>
 #include <chrono>
 #include <climits>
 #include <condition_variable>
@@ -482,6 +483,9 @@ TEST(Data, NoTornRowsUnderConcurrentWrites) {
       }
     }
   });
+  // The versions (version * 7, mod 256) the reader saw: two or more mean the
+  // reads did overlap the writes.
+  std::bitset<256> versions_seen;
   std::thread reader([&] {
     std::vector<uint8_t> out(ids.size() * rb);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(700);
@@ -497,6 +501,7 @@ TEST(Data, NoTornRowsUnderConcurrentWrites) {
         const uint8_t* row = out.data() + i * rb;
         const uint64_t id = static_cast<uint64_t>(ids[i]);
         const uint32_t version_times_7 = row[0] ^ static_cast<uint8_t>(id);
+        versions_seen.set(version_times_7);
         for (uint32_t b = 1; b < rb; ++b) {
           const uint8_t id_byte = static_cast<uint8_t>(id >> (8 * (b % 8)));
           if (row[b] != static_cast<uint8_t>(id_byte ^ (version_times_7 + b * 31u))) {
@@ -512,6 +517,7 @@ TEST(Data, NoTornRowsUnderConcurrentWrites) {
   writer.join();
   EXPECT_EQ(torn.load(), 0u);
   EXPECT_EQ(failed_calls.load(), 0u);
+  EXPECT_GE(versions_seen.count(), 2u);
 }
 
 // ---------------------------------------------------------------- counters
@@ -887,6 +893,9 @@ void unregister_while_batches_run(bool global) {
     });
   }
   while (watched->calls.load() < 50) std::this_thread::yield();
+  // Unregister while a call runs, so that it has one to wait for (each call
+  // stays 200 us, and two threads make them back to back).
+  while (watched->running.load() == 0) std::this_thread::yield();
 
   const kvzch_status status =
       global ? kvzch_unregister_global_stat_sink(id) : kvzch_cache_unregister_stat_sink(cache.get(), id);
@@ -1252,6 +1261,9 @@ TEST(Concurrency, EveryKindOfCallAtOnceOnOneCache) {
       std::this_thread::yield();
     }
   });
+  // Calls the churned sinks received: when none was called, the check that
+  // none ran after its unregister returned checked nothing.
+  std::atomic<uint64_t> churned_calls{0};
   threads.emplace_back([&] {  // sinks coming and going while batches call them
     for (uint64_t round = 0; running(); ++round) {
       Churned* state = new Churned;
@@ -1263,7 +1275,7 @@ TEST(Concurrency, EveryKindOfCallAtOnceOnOneCache) {
       std::this_thread::sleep_for(std::chrono::microseconds(200));
       check(global ? kvzch_unregister_global_stat_sink(id)
                    : kvzch_cache_unregister_stat_sink(c, id));
-      static_cast<void>(state->calls.load(std::memory_order_acquire));
+      churned_calls.fetch_add(state->calls.load(std::memory_order_acquire));
       state->magic.store(0, std::memory_order_relaxed);
       delete state;
       round_done(round);
@@ -1298,6 +1310,7 @@ TEST(Concurrency, EveryKindOfCallAtOnceOnOneCache) {
   EXPECT_EQ(torn.load(), 0u);
   EXPECT_EQ(misplaced.load(), 0u);
   EXPECT_EQ(g_churn_violations.load(), 0u) << "a sink ran after its unregister returned";
+  EXPECT_GT(churned_calls.load(), 0u);
   EXPECT_EQ(inconsistent_snapshots, 0u);
   EXPECT_GE(read_batches.load(), static_cast<uint64_t>(kReaders) * kBatchesPerReader);
   EXPECT_EQ(cum.total, read_total.load());

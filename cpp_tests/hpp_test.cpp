@@ -348,7 +348,9 @@ TEST(Sinks, DestroyWhileBatchesRunFromOtherThreads) {
 // The callable and what it captures are built on this thread while another
 // thread's batches already run, and that thread reads them in its calls:
 // only the registration orders the construction before the reads. Without
-// kvzch.hpp's edge there, TSan reports them as racing.
+// kvzch.hpp's edge there, TSan reports them as racing. This test has teeth
+// only in the TSan build (ctest -L sanitize); elsewhere it checks no more
+// than that the sink is called with what it captured.
 TEST(Sinks, RegisteredWhileBatchesRunOnAnotherThread) {
   kvzch::Cache cache(kvzch::Options().row_bytes(8));
   std::atomic<bool> stop{false};

@@ -10,12 +10,17 @@
 #
 # usage: prometheus_check.sh DEMO HTTP PROMTOOL CURL
 #   HTTP is ON when DEMO was built with cpp-httplib; a missing piece makes
-#   the test exit 77, which ctest reports as skipped.
+#   the test exit 77, which ctest reports as skipped, or fail where
+#   KVZCH_REQUIRE_METRICS_CHECK=1 says the pieces were installed (.ci/run).
 set -euo pipefail
 
 demo=$1 http=$2 promtool=$3 curl=$4
 
 skip() {
+  if [ "${KVZCH_REQUIRE_METRICS_CHECK:-0}" = 1 ]; then
+    echo "FAIL: KVZCH_REQUIRE_METRICS_CHECK=1, yet $*" >&2
+    exit 1
+  fi
   echo "SKIPPED: $*"
   exit 77
 }

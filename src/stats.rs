@@ -529,40 +529,52 @@ mod tests {
 
     #[test]
     fn concurrent_windows_never_split_a_batch() {
-        // Fewer under Miri, which interprets each batch thousands of times
-        // slower and checks the atomics' orderings as it goes.
-        let batches = if cfg!(miri) { 500 } else { 200_000 };
+        // The writers record until the poller has taken this many windows
+        // that held batches, so the windows do race the records. Fewer under
+        // Miri, which interprets each batch thousands of times slower and
+        // checks the atomics' orderings as it goes.
+        let windows_during: u64 = if cfg!(miri) { 20 } else { 2000 };
         let counters = Arc::new(ReadCounters::new());
-        let done = Arc::new(AtomicBool::new(false));
+        let (stop, done) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
         let writers: Vec<_> = (0..2)
             .map(|_| {
-                let counters = Arc::clone(&counters);
+                let (counters, stop) = (Arc::clone(&counters), Arc::clone(&stop));
                 std::thread::spawn(move || {
-                    for _ in 0..batches {
+                    let mut batches = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
                         counters.record(3, 1);
+                        batches += 1;
                     }
+                    batches
                 })
             })
             .collect();
         let poller = {
-            let counters = Arc::clone(&counters);
-            let done = Arc::clone(&done);
+            let (counters, stop, done) =
+                (Arc::clone(&counters), Arc::clone(&stop), Arc::clone(&done));
             std::thread::spawn(move || {
-                let mut seen = 0;
+                let (mut seen, mut nonempty) = (0, 0);
                 while !done.load(Ordering::Acquire) {
                     let window = counters.take_window();
                     assert_eq!(window.hits, 3 * window.misses, "{window:?}");
                     let cumulative = counters.cumulative();
                     assert_eq!(cumulative.hits, 3 * cumulative.misses, "{cumulative:?}");
                     seen += window.total;
+                    if window.total > 0 {
+                        nonempty += 1;
+                        if nonempty == windows_during {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
                 }
                 seen + counters.take_window().total
             })
         };
-        for writer in writers {
-            writer.join().unwrap();
-        }
+        let batches: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
         done.store(true, Ordering::Release);
-        assert_eq!(poller.join().unwrap(), 2 * batches * 4);
+        assert_eq!(poller.join().unwrap(), batches * 4);
     }
 }

@@ -123,29 +123,35 @@ fn readers_never_see_a_torn_or_foreign_row_while_rows_change() {
 
 /// Batches of four ids, three stored and one not: every batch is 3:1, so every
 /// snapshot that holds whole batches is 3:1 too. Two counters reset one after
-/// the other (upstream's design) break this within a few thousand polls.
+/// the other (upstream's design) break this within a few thousand polls. The
+/// lookups run until the poller has taken `WINDOWS_DURING` windows that held
+/// batches, so the snapshots do race the lookups.
 #[test]
 fn every_snapshot_holds_whole_batches_and_windows_count_each_batch_once() {
     let cache = Arc::new(Cache::new(CacheConfig::new(8)).unwrap());
     cache.batch_set(&[1, 2, 3], &[0; 24], 0).unwrap();
-    const BATCHES: u64 = 100_000;
+    const WINDOWS_DURING: u64 = 2000;
+    let stop = Arc::new(AtomicBool::new(false));
     let lookups: Vec<_> = (0..2)
         .map(|_| {
-            let cache = Arc::clone(&cache);
+            let (cache, stop) = (Arc::clone(&cache), Arc::clone(&stop));
             thread::spawn(move || {
                 let mut out = [0u8; 32];
-                for _ in 0..BATCHES {
+                let mut batches = 0u64;
+                while !stop.load(Ordering::Relaxed) {
                     let stats = cache.batch_get(&[1, 2, 3, 4], &mut out, None).unwrap();
                     assert_eq!((stats.hits, stats.misses), (3, 1));
+                    batches += 1;
                 }
+                batches
             })
         })
         .collect();
     let done = Arc::new(AtomicBool::new(false));
     let poller = {
-        let (cache, done) = (Arc::clone(&cache), Arc::clone(&done));
+        let (cache, done, stop) = (Arc::clone(&cache), Arc::clone(&done), Arc::clone(&stop));
         thread::spawn(move || {
-            let (mut counted, mut polls) = (0u64, 0u64);
+            let (mut counted, mut windows_during) = (0u64, 0u64);
             loop {
                 let finished = done.load(Ordering::Acquire);
                 let window = cache.take_read_hit_rate_stats();
@@ -158,20 +164,27 @@ fn every_snapshot_holds_whole_batches_and_windows_count_each_batch_once() {
                 let cumulative = cache.cumulative_read_stats();
                 assert_eq!(cumulative.hits, 3 * cumulative.misses, "{cumulative:?}");
                 counted += window.total;
-                polls += 1;
                 if finished {
-                    return (counted, polls);
+                    return (counted, windows_during);
+                }
+                if window.total > 0 && !stop.load(Ordering::Relaxed) {
+                    windows_during += 1;
+                    if windows_during == WINDOWS_DURING {
+                        stop.store(true, Ordering::Relaxed);
+                    }
                 }
             }
         })
     };
-    for lookup in lookups {
-        lookup.join().unwrap();
-    }
+    let batches: u64 = lookups.into_iter().map(|l| l.join().unwrap()).sum();
     done.store(true, Ordering::Release);
-    let (counted, polls) = poller.join().unwrap();
-    assert_eq!(counted, 2 * BATCHES * 4, "across {polls} windows");
-    assert_eq!(cache.cumulative_read_stats().total, 2 * BATCHES * 4);
+    let (counted, windows_during) = poller.join().unwrap();
+    assert_eq!(
+        counted,
+        batches * 4,
+        "across {windows_during} windows during"
+    );
+    assert_eq!(cache.cumulative_read_stats().total, batches * 4);
 }
 
 /// `info()` is one snapshot of the counts: in every one, the rows stored are
@@ -200,7 +213,7 @@ fn every_info_snapshot_counts_the_rows_its_counters_add_up_to() {
             }
         })
     };
-    let mut polls = 0u64;
+    let (mut polls, mut polls_during) = (0u64, 0u64);
     loop {
         let finished = writer.is_finished();
         let info = cache.info();
@@ -213,8 +226,17 @@ fn every_info_snapshot_counts_the_rows_its_counters_add_up_to() {
         if finished {
             break;
         }
+        // Taken while the writer still ran, and after it had changed something.
+        if info.inserts > 0 {
+            polls_during += 1;
+        }
     }
     writer.join().unwrap();
+    // The writer's 50,000 rounds take far longer than 100 snapshots.
+    assert!(
+        polls_during >= 100,
+        "{polls_during} snapshots during the writes"
+    );
     let info = cache.info();
     assert_eq!((info.rows, info.removals), (28, 4 * u64::from(ROUNDS)));
 }

@@ -313,7 +313,10 @@ unsafe extern "C" fn churn_sink(user_data: *mut c_void, event: *const kvzch_batc
                 keys.ids[EVICTED.start],
             ];
             let mut out = [0u8; 4 * ROW_BYTES];
+            let mut hit = [0u8; 4];
             let mut stats = kvzch_batch_stats::default();
+            // Read before the lookup: once set, the published id must hit.
+            let published_ready = PUBLISHED_READY.load(Ordering::SeqCst);
             let status = unsafe {
                 kvzch_cache_batch_get(
                     cache,
@@ -321,19 +324,28 @@ unsafe extern "C" fn churn_sink(user_data: *mut c_void, event: *const kvzch_batc
                     4,
                     out.as_mut_ptr().cast(),
                     out.len(),
-                    std::ptr::null_mut(),
+                    hit.as_mut_ptr(),
                     &mut stats,
                 )
             };
             if check(status, "a lookup from inside a sink") {
                 NESTED.add(stats.hits, stats.misses);
-                if stats.total != 4 || stats.hits + stats.misses != 4 {
-                    fail(format!("nested lookup stats {stats:?}"));
+                let hits = hit.iter().filter(|&&h| h != 0).count() as u64;
+                if stats.total != 4 || stats.hits + stats.misses != 4 || stats.hits != hits {
+                    fail(format!("nested lookup stats {stats:?}, hit mask {hit:?}"));
+                }
+                if published_ready && (hit[0] == 0 || hit[2] == 0) {
+                    fail(format!("nested lookup missed published id {}", ids[0]));
+                }
+                if hit[1] != 0 {
+                    fail(format!(
+                        "nested lookup found id {}, never published",
+                        ids[1]
+                    ));
                 }
                 for (i, &id) in ids.iter().enumerate() {
-                    let row = &out[i * ROW_BYTES..][..ROW_BYTES];
-                    if row.iter().any(|&b| b != 0) {
-                        if let Err(why) = decode(id, row) {
+                    if hit[i] != 0 {
+                        if let Err(why) = decode(id, &out[i * ROW_BYTES..][..ROW_BYTES]) {
                             fail(format!("nested lookup of id {id}: {why}"));
                         }
                     }
@@ -1093,9 +1105,15 @@ fn everything_at_once_on_one_cache() {
         failures.len(),
         failures.join("\n  ")
     );
-    // The run did what it is for.
+    // The run did what it is for: every path the invariants above cover ran.
     assert!(
         rounds >= 1 && removals > 0 && evictions > 0 && churned > 0,
+        "{summary}"
+    );
+    assert!(
+        CHURN_CALLS.load(Ordering::Relaxed) > 0
+            && SELF_UNREGISTERS.load(Ordering::Relaxed) > 0
+            && nested_batches > 0,
         "{summary}"
     );
     assert!(
