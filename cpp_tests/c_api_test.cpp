@@ -893,8 +893,9 @@ void unregister_while_batches_run(bool global) {
     });
   }
   while (watched->calls.load() < 50) std::this_thread::yield();
-  // Unregister while a call runs, so that it has one to wait for (each call
-  // stays 200 us, and two threads make them back to back).
+  // Unregister right after a call was seen running, so that it most likely
+  // has one to wait for (each call stays 200 us, and two threads make them
+  // back to back).
   while (watched->running.load() == 0) std::this_thread::yield();
 
   const kvzch_status status =

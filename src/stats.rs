@@ -556,6 +556,15 @@ mod tests {
             let (counters, stop, done) =
                 (Arc::clone(&counters), Arc::clone(&stop), Arc::clone(&done));
             std::thread::spawn(move || {
+                // A failed assertion stops the writers too, or joining them
+                // hangs.
+                struct StopOnDrop(Arc<AtomicBool>);
+                impl Drop for StopOnDrop {
+                    fn drop(&mut self) {
+                        self.0.store(true, Ordering::Relaxed);
+                    }
+                }
+                let _stop_on_exit = StopOnDrop(Arc::clone(&stop));
                 let (mut seen, mut nonempty) = (0, 0);
                 while !done.load(Ordering::Acquire) {
                     let window = counters.take_window();

@@ -151,6 +151,8 @@ fn every_snapshot_holds_whole_batches_and_windows_count_each_batch_once() {
     let poller = {
         let (cache, done, stop) = (Arc::clone(&cache), Arc::clone(&done), Arc::clone(&stop));
         thread::spawn(move || {
+            // A failed assertion stops the lookups too, or joining them hangs.
+            let _stop_on_exit = StopOnDrop(Arc::clone(&stop));
             let (mut counted, mut windows_during) = (0u64, 0u64);
             loop {
                 let finished = done.load(Ordering::Acquire);
@@ -185,6 +187,15 @@ fn every_snapshot_holds_whole_batches_and_windows_count_each_batch_once() {
         "across {windows_during} windows during"
     );
     assert_eq!(cache.cumulative_read_stats().total, batches * 4);
+}
+
+/// Sets its flag when dropped, also by a panic's unwinding.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// `info()` is one snapshot of the counts: in every one, the rows stored are

@@ -647,8 +647,9 @@ impl Cache {
 
     /// Stores `rows` (row `i` is `rows[i * row_bytes..][..row_bytes]`) for `ids`,
     /// stamped with `timestamp`. The last occurrence of a duplicate id wins. On
-    /// error nothing is stored; after `OutOfMemory`, the shards that grew their
-    /// room before the failure keep it for the next publish.
+    /// error nothing is stored; after `OutOfMemory`, room grown before the
+    /// failure (in the shards before it, and the failing shard's room for
+    /// timestamps) stays for the next publish.
     pub fn batch_set(&self, ids: &[i64], rows: &[u8], timestamp: u32) -> Result<(), Error> {
         self.expect_bytes("rows", rows.len(), ids.len())?;
         if ids.is_empty() {
