@@ -252,7 +252,8 @@ fn rows_bytes(cache: &Cache, n: usize, len: usize, what: &str) -> Result<usize, 
 /// memory cannot be allocated: `KVZCH_STATUS_OUT_OF_MEMORY`, and nothing is
 /// stored or, under an eviction policy, evicted; room grown before the
 /// failure stays (the shards grown before it, and the failing shard's room
-/// for timestamps): `memory_bytes` counts it, and the next publish uses it. Concurrent readers see every row whole, old or new.
+/// for timestamps): `memory_bytes` counts it, and the next publish uses it.
+/// Concurrent readers see every row whole, old or new.
 #[no_mangle]
 pub extern "C" fn kvzch_cache_batch_set(
     cache: *mut kvzch_cache,
