@@ -100,6 +100,15 @@ static int serve(const kvzch_api_v1 *k, struct outcome *outcome) {
   }
 
   CHECK(k->cache_batch_get(cache, ids, 3, out, sizeof out, NULL, NULL) == KVZCH_STATUS_OK);
+  /* Either path leaves ids 1 and 3 with their rows of 7s and id 2 a miss,
+   * which the default miss policy fills with zeros. */
+  {
+    size_t first_wrong = sizeof out;
+    for (size_t i = sizeof out; i-- > 0;) {
+      if (out[i] != (i / ROW == 1 ? 0 : 7)) first_wrong = i;
+    }
+    CHECK(first_wrong == sizeof out);
+  }
 
   if (k->cache_batch_get(cache, ids, 3, out, sizeof out - 1, NULL, NULL) ==
       KVZCH_STATUS_INVALID_ARGUMENT) {

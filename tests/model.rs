@@ -189,6 +189,9 @@ struct Model {
     window_hits: u64,
     window_misses: u64,
     inserts: u64,
+    /// Stores of an id already stored, an earlier occurrence in the same
+    /// batch included: each occurrence is written in turn.
+    updates: u64,
     removals: u64,
     expirations: u64,
 }
@@ -199,6 +202,8 @@ impl Model {
             let row = rows[i * width..][..width].to_vec();
             if self.rows.insert(id, (row, ts)).is_none() {
                 self.inserts += 1;
+            } else {
+                self.updates += 1;
             }
         }
     }
@@ -456,12 +461,19 @@ fn run_engine(setup: Setup, ops: &[Op]) -> Result<(), TestCaseError> {
         prop_assert_eq!(
             (
                 info.inserts,
+                info.updates,
                 info.removals,
                 info.expirations,
                 info.capacity_evictions
             ),
-            (model.inserts, model.removals, model.expirations, 0),
-            "step {}: inserts, removals, expirations, capacity_evictions after {:?}",
+            (
+                model.inserts,
+                model.updates,
+                model.removals,
+                model.expirations,
+                0
+            ),
+            "step {}: inserts, updates, removals, expirations, capacity_evictions after {:?}",
             step,
             op
         );
