@@ -9,9 +9,14 @@ use super::guard::{
 use super::types::*;
 use crate::{Cache, CacheConfig, ErrorKind, EvictionPolicy, MissPolicy, TableName};
 
-/// Bytes of the 1.0 `kvzch_options`, the smallest a host may pass: where the
-/// 1.1 fields start (40 on 64-bit targets, 36 where a pointer is 4 bytes).
-const OPTIONS_V1_0_SIZE: usize = std::mem::offset_of!(kvzch_options, eviction_policy);
+/// Where the 1.0 fields of `kvzch_options` end and the 1.1 fields start.
+const OPTIONS_V1_0_FIELDS: usize = std::mem::offset_of!(kvzch_options, eviction_policy);
+/// Bytes of the 1.0 `kvzch_options`, the smallest a host may pass: its fields
+/// rounded up to the struct's alignment, as C sizes it. 40 on 64-bit targets;
+/// 36 on 32-bit x86, where a `u64` aligns on 4 bytes; 40 on 32-bit ARM, whose
+/// 1.0 struct ends in 4 bytes of padding where 1.1 put `eviction_policy`.
+const OPTIONS_V1_0_SIZE: usize =
+    OPTIONS_V1_0_FIELDS.next_multiple_of(std::mem::align_of::<kvzch_options>());
 /// Bytes of the 1.0 `kvzch_cache_info`, the smallest a host may pass.
 const CACHE_INFO_V1_0_SIZE: usize = std::mem::offset_of!(kvzch_cache_info, inserts);
 const MAX_NAME_BYTES: usize = 64;
@@ -107,7 +112,7 @@ unsafe fn read_options(opts: *const kvzch_options) -> Result<kvzch_options, FfiE
     let ours = size_of::<kvzch_options>();
     // SAFETY: the host's struct holds `host_size` bytes.
     let host_bytes = unsafe { std::slice::from_raw_parts(opts.cast::<u8>(), host_size) };
-    let known = host_size.min(ours);
+    let known = known_option_bytes(host_size, OPTIONS_V1_0_FIELDS, OPTIONS_V1_0_SIZE, ours);
     if let Some(offset) = host_bytes.iter().skip(ours).position(|&b| b != 0) {
         return Err(FfiError::new(
             kvzch_status::KVZCH_STATUS_UNSUPPORTED,
@@ -125,6 +130,23 @@ unsafe fn read_options(opts: *const kvzch_options) -> Result<kvzch_options, FfiE
         std::ptr::copy_nonoverlapping(opts.cast::<u8>(), (&raw mut options).cast::<u8>(), known);
     }
     Ok(options)
+}
+
+/// The bytes of a host's `kvzch_options` of `host_size` bytes to read: of a
+/// 1.0 struct (`v1_0_size` bytes) only its fields, since its tail padding may
+/// hold anything and may lie where a later field is; of a later one, as many
+/// as both it and ours (`ours` bytes) hold.
+fn known_option_bytes(
+    host_size: usize,
+    v1_0_fields: usize,
+    v1_0_size: usize,
+    ours: usize,
+) -> usize {
+    if host_size <= v1_0_size {
+        v1_0_fields
+    } else {
+        host_size.min(ours)
+    }
 }
 
 fn config_from(options: &kvzch_options) -> Result<CacheConfig, FfiError> {
@@ -552,6 +574,40 @@ mod tests {
     use super::*;
     use crate::ffi::guard::copy_last_error;
     use crate::ffi::stats::{kvzch_cache_register_stat_sink, kvzch_cache_unregister_stat_sink};
+
+    /// A 1.0 host's struct is read for its fields alone. On 32-bit ARM it is
+    /// 40 bytes whose last 4 are padding, where 1.1 put `eviction_policy`
+    /// (at 36, the 1.1 struct 48 bytes): that padding must not be read as a
+    /// policy. On this target, the 1.0 size is C's size of the 1.0 fields.
+    #[test]
+    fn a_1_0_struct_s_tail_padding_is_not_read_as_a_later_field() {
+        let (arm32_fields, arm32_v1_0, arm32_v1_1) = (36, 36usize.next_multiple_of(8), 48);
+        assert_eq!(arm32_v1_0, 40);
+        assert_eq!(
+            known_option_bytes(arm32_v1_0, arm32_fields, arm32_v1_0, arm32_v1_1),
+            36
+        );
+        assert_eq!(
+            known_option_bytes(arm32_v1_1, arm32_fields, arm32_v1_0, arm32_v1_1),
+            48
+        );
+        assert_eq!(
+            known_option_bytes(64, arm32_fields, arm32_v1_0, arm32_v1_1),
+            48
+        );
+
+        #[repr(C)]
+        struct OptionsV1_0 {
+            struct_size: u32,
+            row_bytes: u32,
+            num_shards: u32,
+            miss_policy: u32,
+            max_rows: u64,
+            max_memory_bytes: u64,
+            name: *const std::ffi::c_char,
+        }
+        assert_eq!(OPTIONS_V1_0_SIZE, size_of::<OptionsV1_0>());
+    }
 
     /// The default options, as a host compiled against this header gets
     /// them, for rows of 8 bytes.
