@@ -339,7 +339,8 @@ extern "C" {
 uint32_t kvzch_abi_version(void);
 
 /**
- * The library's semantic version, e.g. "0.1.0". Static.
+ * The library's semantic version, e.g. "1.2.0": the ABI's major and minor,
+ * then a patch number. Static.
  */
 const char *kvzch_version(void);
 

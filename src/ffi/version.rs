@@ -23,6 +23,28 @@ const FEATURES: &[&str] = &[
 ];
 const LONGEST_FEATURE: usize = 64;
 
+/// The value of a string of decimal digits, at compile time.
+const fn decimal(digits: &str) -> u32 {
+    let digits = digits.as_bytes();
+    let mut value = 0;
+    let mut at = 0;
+    while at < digits.len() {
+        value = value * 10 + (digits[at] - b'0') as u32;
+        at += 1;
+    }
+    value
+}
+
+// The package version is the ABI's major and minor and a patch of its own
+// (docs/ABI_POLICY.md), so that `find_package(kvzch 1.2)`, `kvzch >= 1.2` in
+// pkg-config and the installed `libkvzch.so.1.2.<patch>` mean the ABI they
+// name. An ABI bump without the version's fails the build here.
+const _: () = assert!(
+    decimal(env!("CARGO_PKG_VERSION_MAJOR")) == KVZCH_ABI_MAJOR
+        && decimal(env!("CARGO_PKG_VERSION_MINOR")) == KVZCH_ABI_MINOR,
+    "Cargo.toml's version must be <KVZCH_ABI_MAJOR>.<KVZCH_ABI_MINOR>.<patch>"
+);
+
 /// `(KVZCH_ABI_MAJOR << 16) | KVZCH_ABI_MINOR` of the loaded library, which may
 /// be newer than the header the host was compiled with.
 #[no_mangle]
@@ -32,7 +54,8 @@ pub extern "C" fn kvzch_abi_version() -> u32 {
     })
 }
 
-/// The library's semantic version, e.g. "0.1.0". Static.
+/// The library's semantic version, e.g. "1.2.0": the ABI's major and minor,
+/// then a patch number. Static.
 #[no_mangle]
 pub extern "C" fn kvzch_version() -> *const c_char {
     const VERSION: &CStr =
