@@ -23,20 +23,28 @@ set(KVZCH_RUST_TARGET "" CACHE STRING
 # Under kvzch's own binary directory, so that a host that pulls kvzch in with
 # add_subdirectory keeps its top-level build directory to itself.
 set(KVZCH_CARGO_TARGET_DIR "${CMAKE_CURRENT_BINARY_DIR}/cargo")
-# cargo names the target explicitly, or none: a CARGO_BUILD_TARGET in the
-# environment would move the libraries to where these paths do not look.
+# cargo is always told the target: a CARGO_BUILD_TARGET in the environment,
+# or a `[build] target` in a cargo configuration file (the user's, or one in a
+# directory above the source tree), would otherwise build for another target
+# and put the libraries where these paths do not look.
 set(_kvzch_cargo_env --unset=CARGO_BUILD_TARGET "CARGO_TARGET_DIR=${KVZCH_CARGO_TARGET_DIR}")
 if(KVZCH_RUST_TARGET)
-  set(_kvzch_cargo_target --target "${KVZCH_RUST_TARGET}")
-  set(_kvzch_release_dir "${KVZCH_CARGO_TARGET_DIR}/${KVZCH_RUST_TARGET}/release")
+  set(_kvzch_rust_target "${KVZCH_RUST_TARGET}")
   # cargo links for the target with the C compiler CMake cross-compiles with.
   string(TOUPPER "${KVZCH_RUST_TARGET}" _kvzch_target_var)
   string(REPLACE "-" "_" _kvzch_target_var "${_kvzch_target_var}")
   list(APPEND _kvzch_cargo_env "CARGO_TARGET_${_kvzch_target_var}_LINKER=${CMAKE_C_COMPILER}")
 else()
-  set(_kvzch_cargo_target "")
-  set(_kvzch_release_dir "${KVZCH_CARGO_TARGET_DIR}/release")
+  # The build machine's own triple, as cargo reports it.
+  execute_process(COMMAND "${KVZCH_CARGO}" -vV
+    OUTPUT_VARIABLE _kvzch_cargo_about RESULT_VARIABLE _kvzch_cargo_status)
+  if(NOT _kvzch_cargo_status EQUAL 0 OR NOT _kvzch_cargo_about MATCHES "\nhost: ([^\n]+)")
+    message(FATAL_ERROR "`${KVZCH_CARGO} -vV` names no host triple; set KVZCH_RUST_TARGET")
+  endif()
+  set(_kvzch_rust_target "${CMAKE_MATCH_1}")
 endif()
+set(_kvzch_cargo_target --target "${_kvzch_rust_target}")
+set(_kvzch_release_dir "${KVZCH_CARGO_TARGET_DIR}/${_kvzch_rust_target}/release")
 # build.rs sets it: the ABI major, so a 2.x library never satisfies a 1.x host.
 set(KVZCH_SONAME "libkvzch.so.1")
 set(KVZCH_SHARED_LIBRARY "${_kvzch_release_dir}/libkvzch.so")
