@@ -338,12 +338,23 @@ struct Publisher {
 }
 
 impl Publisher {
+    /// Staging room for batches of `batch` rows, its memory already resident:
+    /// the memory measured while a contender is filled must be the
+    /// contender's (at 100,000 rows a staging buffer paged in meanwhile
+    /// would add 10.5 B/row).
     fn new(batch: usize, row_bytes: usize) -> Publisher {
-        Publisher {
+        let mut publisher = Publisher {
             ids: Vec::with_capacity(batch),
             slots: Vec::with_capacity(batch),
             rows: vec![0; batch * row_bytes],
-        }
+        };
+        // Written, not only allocated: zeroed memory from the allocator may
+        // be pages the kernel maps at the first write.
+        std::hint::black_box(&mut publisher.rows).fill(0x5a);
+        publisher.ids.resize(batch, 0);
+        publisher.slots.resize(batch, 0);
+        std::hint::black_box(&mut publisher);
+        publisher
     }
 
     /// Stages the rows of key indexes `range`, published at `version`.
@@ -408,10 +419,10 @@ const FILL_BYTES_PER_ROW_BEYOND_PAYLOAD: usize = 96;
 fn fill(
     contender: &mut dyn Contender,
     universe: &Universe,
-    batch: usize,
+    publisher: &mut Publisher,
     hint: SizeHint,
 ) -> Measure {
-    let mut publisher = Publisher::new(batch, universe.row_bytes);
+    let batch = publisher.rows.len() / universe.row_bytes;
     let mut latencies = Vec::new();
     let mut reserve_ns = 0;
     if hint == SizeHint::Reserve {
@@ -755,11 +766,17 @@ fn main() {
     let mut agreements = Vec::new();
     let mut contenders: Vec<Box<dyn Contender>> = Vec::new();
     let mut tallies: Vec<Tally> = Vec::new();
+    let mut publisher = Publisher::new(batch, universe.row_bytes);
     for &name in &config.contenders {
         let before = measure::resident_bytes();
         let huge_before = measure::huge_page_bytes();
         let mut contender = make(name, &universe, shards);
-        let filled = fill(contender.as_mut(), &universe, batch, SizeHint::None);
+        let filled = fill(
+            contender.as_mut(),
+            &universe,
+            &mut publisher,
+            SizeHint::None,
+        );
         let rss_delta = measure::resident_bytes().saturating_sub(before);
         let huge_page_delta = huge_before
             .zip(measure::huge_page_bytes())
@@ -990,7 +1007,7 @@ fn main() {
                         universe.rows * (universe.row_bytes + FILL_BYTES_PER_ROW_BEYOND_PAYLOAD),
                     );
                     let mut fresh = make(name, &universe, shards);
-                    let filled = fill(fresh.as_mut(), &universe, batch, hint);
+                    let filled = fill(fresh.as_mut(), &universe, &mut publisher, hint);
                     results.push(hint.series(), name, 1, filled);
                     drop(fresh);
                     measure::return_freed_heap_memory();
