@@ -11,15 +11,10 @@
  *     "batch_remove", "global_stat_sink", nor any later name.
  * Everything else is the real library's.
  */
-#include "kvzch.h"
+#include "real_library_table.h"
 
-#include <dlfcn.h>
 #include <stddef.h>
 #include <string.h>
-
-#define SHIM_EXPORT __attribute__((visibility("default")))
-
-typedef kvzch_status (*get_api_fn)(uint32_t, kvzch_api_v1 *, size_t);
 
 /* Where the table ends: the first entry this library "predates". */
 #define SHIM_TABLE_END offsetof(kvzch_api_v1, register_global_stat_sink)
@@ -39,17 +34,8 @@ static bool shim_has_feature(const char *name) {
 SHIM_EXPORT kvzch_status kvzch_get_api(uint32_t abi_major, kvzch_api_v1 *table, size_t table_size);
 
 kvzch_status kvzch_get_api(uint32_t abi_major, kvzch_api_v1 *table, size_t table_size) {
-  /* Never closed: the functions in the table must outlive this call. */
-  void *real = dlopen(KVZCH_REAL_LIBRARY_PATH, RTLD_NOW | RTLD_LOCAL);
-  void *symbol = real != NULL ? dlsym(real, "kvzch_get_api") : NULL;
-  get_api_fn get_api;
-  kvzch_status status;
+  kvzch_status status = real_library_table(abi_major, table, table_size);
 
-  if (symbol == NULL) {
-    return KVZCH_STATUS_INTERNAL;
-  }
-  memcpy(&get_api, &symbol, sizeof get_api);
-  status = get_api(abi_major, table, table_size);
   if (status != KVZCH_STATUS_OK) {
     return status;
   }

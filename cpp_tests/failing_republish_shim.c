@@ -1,0 +1,43 @@
+/*
+ * Stands in for a libkvzch whose publishes fail after the first version, for
+ * predictor_demo's test of a republish that meets an error. It hands out the
+ * real library's table (KVZCH_REAL_LIBRARY_PATH) with cache_batch_set wrapped:
+ * a publish stamped later than the first one it saw reaches the real library
+ * one byte short of its rows, which refuses it with its own status and message
+ * (INVALID_ARGUMENT, "rows_len ... < n * row_bytes") and changes nothing.
+ */
+#include "real_library_table.h"
+
+#include <stdatomic.h>
+
+typedef kvzch_status (*batch_set_fn)(kvzch_cache *, const int64_t *, size_t, const void *,
+                                     size_t, uint32_t);
+
+static batch_set_fn real_batch_set;
+/* The first timestamp published, plus one; 0 before the first publish. */
+static atomic_uint_least64_t first_stamp;
+
+static kvzch_status failing_batch_set(kvzch_cache *cache, const int64_t *ids, size_t n,
+                                      const void *rows, size_t rows_len, uint32_t timestamp) {
+  uint_least64_t first = 0;
+  const uint_least64_t stamp = (uint_least64_t)timestamp + 1;
+
+  if (!atomic_compare_exchange_strong(&first_stamp, &first, stamp) && stamp > first &&
+      rows_len > 0) {
+    --rows_len;
+  }
+  return real_batch_set(cache, ids, n, rows, rows_len, timestamp);
+}
+
+SHIM_EXPORT kvzch_status kvzch_get_api(uint32_t abi_major, kvzch_api_v1 *table, size_t table_size);
+
+kvzch_status kvzch_get_api(uint32_t abi_major, kvzch_api_v1 *table, size_t table_size) {
+  kvzch_status status = real_library_table(abi_major, table, table_size);
+
+  if (status != KVZCH_STATUS_OK) {
+    return status;
+  }
+  real_batch_set = table->cache_batch_set;
+  table->cache_batch_set = failing_batch_set;
+  return KVZCH_STATUS_OK;
+}

@@ -1,0 +1,32 @@
+/*
+ * For the shims that stand in for libkvzch in tests: fills a plugin table from
+ * the real library (KVZCH_REAL_LIBRARY_PATH), which stays loaded, since the
+ * functions in the table must outlive the call.
+ */
+#ifndef KVZCH_REAL_LIBRARY_TABLE_H
+#define KVZCH_REAL_LIBRARY_TABLE_H
+
+#include "kvzch.h"
+
+#include <dlfcn.h>
+#include <string.h>
+
+/* A shim is built with hidden visibility and exports only what this marks. */
+#define SHIM_EXPORT __attribute__((visibility("default")))
+
+typedef kvzch_status (*kvzch_get_api_fn)(uint32_t, kvzch_api_v1 *, size_t);
+
+static kvzch_status real_library_table(uint32_t abi_major, kvzch_api_v1 *table,
+                                       size_t table_size) {
+  void *real = dlopen(KVZCH_REAL_LIBRARY_PATH, RTLD_NOW | RTLD_LOCAL);
+  void *symbol = real != NULL ? dlsym(real, "kvzch_get_api") : NULL;
+  kvzch_get_api_fn get_api;
+
+  if (symbol == NULL) {
+    return KVZCH_STATUS_INTERNAL;
+  }
+  memcpy(&get_api, &symbol, sizeof get_api);
+  return get_api(abi_major, table, table_size);
+}
+
+#endif
