@@ -24,10 +24,10 @@ set(KVZCH_RUST_TARGET "" CACHE STRING
 # add_subdirectory keeps its top-level build directory to itself.
 set(KVZCH_CARGO_TARGET_DIR "${CMAKE_CURRENT_BINARY_DIR}/cargo")
 # cargo is always told the target: a CARGO_BUILD_TARGET in the environment,
-# or a `[build] target` in a cargo configuration file (the user's, or one in a
-# directory above the source tree), would otherwise build for another target
-# and put the libraries where these paths do not look.
-set(_kvzch_cargo_env --unset=CARGO_BUILD_TARGET "CARGO_TARGET_DIR=${KVZCH_CARGO_TARGET_DIR}")
+# or a `[build] target` in a cargo configuration file (the user's, the source
+# tree's, or one in a directory above it), would otherwise build for another
+# target and put the libraries where these paths do not look.
+set(_kvzch_cargo_env "CARGO_TARGET_DIR=${KVZCH_CARGO_TARGET_DIR}")
 if(KVZCH_RUST_TARGET)
   set(_kvzch_rust_target "${KVZCH_RUST_TARGET}")
   # cargo links for the target with the C compiler CMake cross-compiles with.
@@ -35,11 +35,15 @@ if(KVZCH_RUST_TARGET)
   string(REPLACE "-" "_" _kvzch_target_var "${_kvzch_target_var}")
   list(APPEND _kvzch_cargo_env "CARGO_TARGET_${_kvzch_target_var}_LINKER=${CMAKE_C_COMPILER}")
 else()
-  # The build machine's own triple, as cargo reports it.
+  # The build machine's own triple, as the cargo the build runs reports it:
+  # from the source tree, where rustup picks the toolchain the build gets.
   execute_process(COMMAND "${KVZCH_CARGO}" -vV
-    OUTPUT_VARIABLE _kvzch_cargo_about RESULT_VARIABLE _kvzch_cargo_status)
+    WORKING_DIRECTORY "${CMAKE_CURRENT_SOURCE_DIR}"
+    OUTPUT_VARIABLE _kvzch_cargo_about ERROR_VARIABLE _kvzch_cargo_error
+    RESULT_VARIABLE _kvzch_cargo_status)
   if(NOT _kvzch_cargo_status EQUAL 0 OR NOT _kvzch_cargo_about MATCHES "\nhost: ([^\n]+)")
-    message(FATAL_ERROR "`${KVZCH_CARGO} -vV` names no host triple; set KVZCH_RUST_TARGET")
+    message(FATAL_ERROR "`${KVZCH_CARGO} -vV` names no host triple (set KVZCH_RUST_TARGET):\n"
+      "${_kvzch_cargo_error}${_kvzch_cargo_about}")
   endif()
   set(_kvzch_rust_target "${CMAKE_MATCH_1}")
 endif()
