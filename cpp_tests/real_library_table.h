@@ -16,8 +16,8 @@
 
 typedef kvzch_status (*kvzch_get_api_fn)(uint32_t, kvzch_api_v1 *, size_t);
 
-static kvzch_status real_library_table(uint32_t abi_major, kvzch_api_v1 *table,
-                                       size_t table_size) {
+static inline kvzch_status real_library_table(uint32_t abi_major, kvzch_api_v1 *table,
+                                              size_t table_size) {
   void *real = dlopen(KVZCH_REAL_LIBRARY_PATH, RTLD_NOW | RTLD_LOCAL);
   void *symbol = real != NULL ? dlsym(real, "kvzch_get_api") : NULL;
   kvzch_get_api_fn get_api;
