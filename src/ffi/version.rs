@@ -37,8 +37,8 @@ const fn decimal(digits: &str) -> u32 {
 
 // The package version is the ABI's major and minor and a patch of its own
 // (docs/ABI_POLICY.md), so that `find_package(kvzch 1.2)`, `kvzch >= 1.2` in
-// pkg-config and the installed `libkvzch.so.1.2.<patch>` mean the ABI they
-// name. An ABI bump without the version's fails the build here.
+// pkg-config and the installed `libkvzch.so.1.2.<patch>` name the ABI they
+// hold. An ABI bump without the version's fails the build here.
 const _: () = assert!(
     decimal(env!("CARGO_PKG_VERSION_MAJOR")) == KVZCH_ABI_MAJOR
         && decimal(env!("CARGO_PKG_VERSION_MINOR")) == KVZCH_ABI_MINOR,
