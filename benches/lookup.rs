@@ -353,7 +353,6 @@ impl Publisher {
         std::hint::black_box(&mut publisher.rows).fill(0x5a);
         publisher.ids.resize(batch, 0);
         publisher.slots.resize(batch, 0);
-        std::hint::black_box(&mut publisher);
         publisher
     }
 
