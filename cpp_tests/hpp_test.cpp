@@ -249,6 +249,31 @@ TEST(Sinks, ReassigningUnregistersThePrevious) {
   EXPECT_EQ(second, 1);
 }
 
+// A registration from on_batch keeps its cache alive, so the Cache may go
+// first: the cache still serves and calls the sink, and unregistering ends it.
+TEST(Sinks, RegistrationOutlivingItsCacheKeepsTheCacheAlive) {
+  kvzch::SinkRegistration reg;
+  kvzch_cache* handle = nullptr;
+  int calls = 0;
+  const std::int64_t id = 7;
+  {
+    kvzch::Cache cache(kvzch::Options().row_bytes(8));
+    const std::uint64_t row = 77;
+    cache.batch_set(&id, 1, &row, sizeof row, 1);
+    reg = cache.on_batch([&](const kvzch_batch_event&) { ++calls; });
+    handle = cache.handle();
+  }
+  std::uint64_t out = 0;
+  kvzch_batch_stats stats{};
+  ASSERT_EQ(kvzch_cache_batch_get(handle, &id, 1, &out, sizeof out, nullptr, &stats),
+            KVZCH_STATUS_OK);
+  EXPECT_EQ(out, 77u);
+  EXPECT_EQ(stats.hits, 1u);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(reg.unregister(), KVZCH_STATUS_OK);
+  EXPECT_FALSE(reg);
+}
+
 // The callable is owned by the registration: destroyed exactly when it ends.
 TEST(Sinks, CallableLifetimeIsTheRegistrations) {
   kvzch::Cache cache(kvzch::Options().row_bytes(8));

@@ -40,6 +40,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <shared_mutex>
 #include <stdexcept>
@@ -406,9 +407,13 @@ class Library {
  * inside themselves on two threads). unregister() reports that and keeps the
  * registration active, to be ended later from outside the sinks; reset() and
  * the destructor cannot, so the sink stays registered and its callable is
- * never freed. A registration on a cache must end before that Cache is
- * destroyed, and must not be ended from inside its own callable (that would
- * free the callable while it runs). */
+ * never freed. A registration from Cache::on_batch keeps its cache alive: the
+ * cache is destroyed when the later of the Cache and its registrations ends.
+ * One made by register_sink on a kvzch_cache* must end before that cache is
+ * destroyed. No registration may be ended from inside its own callable (that
+ * would free the callable while it runs), nor, once its Cache is gone, from
+ * inside another sink of its cache (that could destroy the cache during its
+ * own lookup). */
 class [[nodiscard]] SinkRegistration {
  public:
   SinkRegistration() noexcept = default;
@@ -447,10 +452,14 @@ class [[nodiscard]] SinkRegistration {
 
   /* Unregisters and leaves the registration inactive whatever the library
    * answers. When it refuses, it may still call the sink, so the callable is
-   * leaked rather than freed. */
+   * leaked rather than freed, and so is the cache it keeps alive, if any. */
   void reset() noexcept {
     if (unregister() != KVZCH_STATUS_OK && callable_) {
       static_cast<void>(callable_.release());
+      if (cache_owner_) {
+        using Owner = std::shared_ptr<kvzch_cache>;
+        static_cast<void>(new (std::nothrow) Owner(std::move(cache_owner_)));
+      }
       forget();
     }
   }
@@ -463,27 +472,34 @@ class [[nodiscard]] SinkRegistration {
   friend SinkRegistration register_sink(const Library& library, kvzch_cache* cache, F&& callable);
 
  private:
+  friend class Cache;
+
   using Owned = std::unique_ptr<void, void (*)(void*) noexcept>;
 
   SinkRegistration(detail::LibraryPtr library, kvzch_cache* cache, std::uint64_t id,
                    Owned callable) noexcept
       : library_(std::move(library)), cache_(cache), id_(id), callable_(std::move(callable)) {}
 
-  /* Drops what names the sink, once the callable is freed or leaked. */
+  /* Drops what names the sink, once the callable is freed or leaked; the
+   * cache it kept alive is destroyed here if nothing else holds it. */
   void forget() noexcept {
     cache_ = nullptr;
     id_ = 0;
+    cache_owner_.reset();
     library_.reset();
   }
 
   void swap(SinkRegistration& other) noexcept {
     std::swap(library_, other.library_);
+    std::swap(cache_owner_, other.cache_owner_);
     std::swap(cache_, other.cache_);
     std::swap(id_, other.id_);
     std::swap(callable_, other.callable_);
   }
 
-  detail::LibraryPtr library_;   /* keeps the library loaded while the sink may run */
+  detail::LibraryPtr library_; /* keeps the library loaded while the sink may run */
+  /* From Cache::on_batch: keeps cache_ alive until the sink is unregistered. */
+  std::shared_ptr<kvzch_cache> cache_owner_;
   kvzch_cache* cache_ = nullptr; /* nullptr: a global sink */
   std::uint64_t id_ = 0;
   Owned callable_{nullptr, nullptr};
@@ -542,18 +558,18 @@ template <class F>
   return Library::linked().on_any_batch(std::forward<F>(callable));
 }
 
-/* Owns one kvzch_cache. Move-only; a moved-from Cache has no handle and its
- * calls throw Error(KVZCH_STATUS_NULL_ARGUMENT). All calls may run
- * concurrently from many threads, like the C functions they wrap. A call
- * the cache's library lacks throws Unsupported. */
+/* Owns one kvzch_cache, shared with the sink registrations made by on_batch:
+ * the cache is destroyed when the last of them ends. Move-only; a moved-from
+ * Cache has no handle and its calls throw Error(KVZCH_STATUS_NULL_ARGUMENT).
+ * All calls may run concurrently from many threads, like the C functions
+ * they wrap. A call the cache's library lacks throws Unsupported. */
 class Cache {
  public:
   /* A cache of the linked library. */
   explicit Cache(const Options& options) : Cache(Library::linked(), options) {}
 
   /* A cache of `library`, which stays loaded while the cache lives. */
-  Cache(const Library& library, const Options& options)
-      : handle_(nullptr, Deleter(library.state_)) {
+  Cache(const Library& library, const Options& options) : library_(library.state_) {
     /* Checked before creating: a cache must always be destroyable. */
     static_cast<void>(library.entry(&kvzch_api_v1::cache_destroy, "kvzch_cache_destroy"));
     const kvzch_options raw = options.raw();
@@ -566,12 +582,20 @@ class Cache {
     }
     kvzch_cache* created = nullptr;
     call(&kvzch_api_v1::cache_create, "kvzch_cache_create", &raw, &created);
-    handle_.reset(created);
+    /* Should the shared state's allocation throw, the deleter runs first. */
+    handle_ = std::shared_ptr<kvzch_cache>(created, Deleter(library_));
     row_bytes_ = raw.row_bytes;
   }
 
-  Cache(Cache&&) noexcept = default;
-  Cache& operator=(Cache&&) noexcept = default;
+  /* A moved-from Cache keeps its library, so that its calls fail there. */
+  Cache(Cache&& other) noexcept
+      : library_(other.library_), handle_(std::move(other.handle_)), row_bytes_(other.row_bytes_) {}
+  Cache& operator=(Cache&& other) noexcept {
+    library_ = other.library_;
+    handle_ = std::move(other.handle_);
+    row_bytes_ = other.row_bytes_;
+    return *this;
+  }
   Cache(const Cache&) = delete;
   Cache& operator=(const Cache&) = delete;
   ~Cache() = default;
@@ -668,7 +692,7 @@ class Cache {
   [[nodiscard]] std::uint32_t row_bytes() const noexcept { return row_bytes_; }
   [[nodiscard]] kvzch_cache* handle() const noexcept { return handle_.get(); }
   /* The library this cache belongs to, for its other calls (has(), entry()). */
-  [[nodiscard]] Library library() const noexcept { return Library(handle_.get_deleter().library); }
+  [[nodiscard]] Library library() const noexcept { return Library(library_); }
 
   /* Calls `callable` once per non-empty batch_get on this cache, on the
    * calling thread, until the returned registration ends. Threads that look
@@ -681,14 +705,14 @@ class Cache {
       const std::string message = "kvzch::Cache::on_batch: this Cache was moved from";
       throw Error(KVZCH_STATUS_NULL_ARGUMENT, "NULL_ARGUMENT: " + message, message);
     }
-    return register_sink(library(), handle(), std::forward<F>(callable));
+    SinkRegistration registration = register_sink(library(), handle(), std::forward<F>(callable));
+    registration.cache_owner_ = handle_;
+    return registration;
   }
 
  private:
   /* Holds the library, so a cache is destroyed by the library that made it,
-   * before that library can be unloaded. Moving copies the reference: a
-   * moved-from Cache still reaches its library, and its calls fail there
-   * with NULL_ARGUMENT like any call on a NULL cache. */
+   * before that library can be unloaded. */
   struct Deleter {
     explicit Deleter(detail::LibraryPtr lib) noexcept : library(std::move(lib)) {}
     Deleter(const Deleter&) noexcept = default;
@@ -701,10 +725,14 @@ class Cache {
 
   template <class Fn, class... Args>
   void call(Fn kvzch_api_v1::*member, const char* function, Args... args) const {
-    detail::call(*handle_.get_deleter().library, member, function, args...);
+    detail::call(*library_, member, function, args...);
   }
 
-  std::unique_ptr<kvzch_cache, Deleter> handle_;
+  /* Copied, not moved, by moves: a moved-from Cache still reaches its
+   * library, and its calls fail there with NULL_ARGUMENT like any call on a
+   * NULL cache. */
+  detail::LibraryPtr library_;
+  std::shared_ptr<kvzch_cache> handle_;
   std::uint32_t row_bytes_ = 0;
 };
 
