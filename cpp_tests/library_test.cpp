@@ -204,6 +204,64 @@ TEST(Dlopen, CachesAndSinksKeepTheLibraryLoaded) {
   EXPECT_EQ(hits, (std::vector<std::uint64_t>{1}));
 }
 
+// destroy_counting_shim.c: the real library, counting the caches destroyed.
+// A cache lives until the last of its Cache and the registrations from its
+// on_batch ends.
+class CacheLifetime : public ::testing::Test {
+ protected:
+  std::size_t destroyed() const {
+    void* shim = dlopen(KVZCH_COUNTING_SHIM_PATH, RTLD_NOW | RTLD_NOLOAD);
+    void* symbol = shim != nullptr ? dlsym(shim, "kvzch_shim_destroyed_caches") : nullptr;
+    EXPECT_NE(symbol, nullptr) << "the shim is loaded and counts";
+    std::size_t (*count)(void) = nullptr;
+    std::memcpy(&count, &symbol, sizeof count);
+    const std::size_t destroyed = count != nullptr ? count() : 0;
+    if (shim != nullptr) {
+      dlclose(shim);
+    }
+    return destroyed;
+  }
+
+  kvzch::Library shim_ = kvzch::Library::open(KVZCH_COUNTING_SHIM_PATH);
+};
+
+TEST_F(CacheLifetime, ARegistrationOutlivingItsCacheDestroysItWhenItEnds) {
+  const std::size_t before = destroyed();
+  kvzch::SinkRegistration registration;
+  {
+    kvzch::Cache cache(shim_, kvzch::Options().row_bytes(8));
+    registration = cache.on_batch([](const kvzch_batch_event&) {});
+  }
+  EXPECT_EQ(destroyed(), before) << "the registration keeps the cache";
+  EXPECT_EQ(registration.unregister(), KVZCH_STATUS_OK);
+  EXPECT_EQ(destroyed(), before + 1);
+}
+
+TEST_F(CacheLifetime, ACacheOutlivingItsRegistrationsDestroysItAlone) {
+  const std::size_t before = destroyed();
+  {
+    kvzch::Cache cache(shim_, kvzch::Options().row_bytes(8));
+    {
+      kvzch::SinkRegistration registration = cache.on_batch([](const kvzch_batch_event&) {});
+    }
+    EXPECT_EQ(destroyed(), before);
+  }
+  EXPECT_EQ(destroyed(), before + 1);
+}
+
+TEST_F(CacheLifetime, AMovedCacheAndItsRegistrationsShareOneCache) {
+  const std::size_t before = destroyed();
+  kvzch::Cache first(shim_, kvzch::Options().row_bytes(8));
+  kvzch::SinkRegistration registration = first.on_batch([](const kvzch_batch_event&) {});
+  {
+    kvzch::Cache second(std::move(first));
+  }
+  EXPECT_EQ(destroyed(), before);
+  registration.reset();
+  EXPECT_EQ(destroyed(), before + 1);
+  EXPECT_THROW(static_cast<void>(first.info()), kvzch::Error) << "moved from";
+}
+
 TEST(Dlopen, AMissingFileIsNotFound) {
   try {
     static_cast<void>(kvzch::Library::open("libkvzch_that_does_not_exist.so"));

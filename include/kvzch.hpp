@@ -40,7 +40,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <new>
 #include <optional>
 #include <shared_mutex>
 #include <stdexcept>
@@ -408,12 +407,14 @@ class Library {
  * registration active, to be ended later from outside the sinks; reset() and
  * the destructor cannot, so the sink stays registered and its callable is
  * never freed. A registration from Cache::on_batch keeps its cache alive: the
- * cache is destroyed when the later of the Cache and its registrations ends.
- * One made by register_sink on a kvzch_cache* must end before that cache is
- * destroyed. No registration may be ended from inside its own callable (that
- * would free the callable while it runs), nor, once its Cache is gone, from
- * inside another sink of its cache (that could destroy the cache during its
- * own lookup). */
+ * cache is destroyed when the last of the Cache and its registrations ends
+ * (but a refused reset() or destructor of that last one leaks the cache with
+ * the callable, as destroying it then would destroy it inside its own
+ * lookup). One made by register_sink on a kvzch_cache* must end before that
+ * cache is destroyed. No registration may be ended from inside its own
+ * callable (that would free the callable while it runs), nor, once its Cache
+ * is gone, from inside any sink called for its cache's lookups (that could
+ * destroy the cache during one). */
 class [[nodiscard]] SinkRegistration {
  public:
   SinkRegistration() noexcept = default;
@@ -452,13 +453,13 @@ class [[nodiscard]] SinkRegistration {
 
   /* Unregisters and leaves the registration inactive whatever the library
    * answers. When it refuses, it may still call the sink, so the callable is
-   * leaked rather than freed, and so is the cache it keeps alive, if any. */
+   * leaked rather than freed, and so is the cache this registration keeps
+   * alive if nothing else does: the refusal comes from inside a sink. */
   void reset() noexcept {
     if (unregister() != KVZCH_STATUS_OK && callable_) {
       static_cast<void>(callable_.release());
-      if (cache_owner_) {
-        using Owner = std::shared_ptr<kvzch_cache>;
-        static_cast<void>(new (std::nothrow) Owner(std::move(cache_owner_)));
+      if (kept_cache_ && kept_cache_->use_count() == 1) {
+        static_cast<void>(kept_cache_.release());
       }
       forget();
     }
@@ -485,21 +486,23 @@ class [[nodiscard]] SinkRegistration {
   void forget() noexcept {
     cache_ = nullptr;
     id_ = 0;
-    cache_owner_.reset();
+    kept_cache_.reset();
     library_.reset();
   }
 
   void swap(SinkRegistration& other) noexcept {
     std::swap(library_, other.library_);
-    std::swap(cache_owner_, other.cache_owner_);
+    std::swap(kept_cache_, other.kept_cache_);
     std::swap(cache_, other.cache_);
     std::swap(id_, other.id_);
     std::swap(callable_, other.callable_);
   }
 
   detail::LibraryPtr library_; /* keeps the library loaded while the sink may run */
-  /* From Cache::on_batch: keeps cache_ alive until the sink is unregistered. */
-  std::shared_ptr<kvzch_cache> cache_owner_;
+  /* From Cache::on_batch: keeps cache_ alive until the sink is unregistered.
+   * On the heap, allocated before registering, so that reset() can leak it
+   * without allocating. */
+  std::unique_ptr<std::shared_ptr<kvzch_cache>> kept_cache_;
   kvzch_cache* cache_ = nullptr; /* nullptr: a global sink */
   std::uint64_t id_ = 0;
   Owned callable_{nullptr, nullptr};
@@ -690,6 +693,9 @@ class Cache {
   }
 
   [[nodiscard]] std::uint32_t row_bytes() const noexcept { return row_bytes_; }
+  /* Valid while the Cache lives, and after it while a registration from
+   * on_batch keeps the cache: for calls that return before the last one
+   * ends. */
   [[nodiscard]] kvzch_cache* handle() const noexcept { return handle_.get(); }
   /* The library this cache belongs to, for its other calls (has(), entry()). */
   [[nodiscard]] Library library() const noexcept { return Library(library_); }
@@ -705,8 +711,9 @@ class Cache {
       const std::string message = "kvzch::Cache::on_batch: this Cache was moved from";
       throw Error(KVZCH_STATUS_NULL_ARGUMENT, "NULL_ARGUMENT: " + message, message);
     }
+    auto kept_cache = std::make_unique<std::shared_ptr<kvzch_cache>>(handle_);
     SinkRegistration registration = register_sink(library(), handle(), std::forward<F>(callable));
-    registration.cache_owner_ = handle_;
+    registration.kept_cache_ = std::move(kept_cache);
     return registration;
   }
 
