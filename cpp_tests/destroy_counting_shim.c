@@ -23,15 +23,4 @@ SHIM_EXPORT size_t kvzch_shim_destroyed_caches(void);
 
 size_t kvzch_shim_destroyed_caches(void) { return atomic_load(&destroyed_caches); }
 
-SHIM_EXPORT kvzch_status kvzch_get_api(uint32_t abi_major, kvzch_api_v1 *table, size_t table_size);
-
-kvzch_status kvzch_get_api(uint32_t abi_major, kvzch_api_v1 *table, size_t table_size) {
-  kvzch_status status = real_library_table(abi_major, table, table_size);
-
-  if (status != KVZCH_STATUS_OK) {
-    return status;
-  }
-  real_cache_destroy = table->cache_destroy;
-  table->cache_destroy = counting_cache_destroy;
-  return KVZCH_STATUS_OK;
-}
+SHIM_WRAP_ENTRY(cache_destroy, counting_cache_destroy, real_cache_destroy)

@@ -29,15 +29,4 @@ static kvzch_status failing_batch_set(kvzch_cache *cache, const int64_t *ids, si
   return real_batch_set(cache, ids, n, rows, rows_len, timestamp);
 }
 
-SHIM_EXPORT kvzch_status kvzch_get_api(uint32_t abi_major, kvzch_api_v1 *table, size_t table_size);
-
-kvzch_status kvzch_get_api(uint32_t abi_major, kvzch_api_v1 *table, size_t table_size) {
-  kvzch_status status = real_library_table(abi_major, table, table_size);
-
-  if (status != KVZCH_STATUS_OK) {
-    return status;
-  }
-  real_batch_set = table->cache_batch_set;
-  table->cache_batch_set = failing_batch_set;
-  return KVZCH_STATUS_OK;
-}
+SHIM_WRAP_ENTRY(cache_batch_set, failing_batch_set, real_batch_set)

@@ -29,4 +29,18 @@ static inline kvzch_status real_library_table(uint32_t abi_major, kvzch_api_v1 *
   return get_api(abi_major, table, table_size);
 }
 
+/* Defines the shim's kvzch_get_api: the real library's table with its entry
+ * `entry` replaced by `wrapper`, which calls the real one through `real`. */
+#define SHIM_WRAP_ENTRY(entry, wrapper, real)                                                \
+  SHIM_EXPORT kvzch_status kvzch_get_api(uint32_t abi_major, kvzch_api_v1 *table,             \
+                                         size_t table_size);                                  \
+  kvzch_status kvzch_get_api(uint32_t abi_major, kvzch_api_v1 *table, size_t table_size) {    \
+    kvzch_status status = real_library_table(abi_major, table, table_size);                   \
+    if (status == KVZCH_STATUS_OK) {                                                          \
+      (real) = table->entry;                                                                  \
+      table->entry = (wrapper);                                                               \
+    }                                                                                         \
+    return status;                                                                            \
+  }
+
 #endif
