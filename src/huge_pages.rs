@@ -120,9 +120,10 @@ impl<T> Deref for HugePageArray<T> {
     #[inline]
     fn deref(&self) -> &[T] {
         // SAFETY: `first` points at `len` initialised elements (zero bytes,
-        // valid for a `Zeroable` type, written or freshly mapped), owned by `self` and
-        // only reached through it, so a shared borrow of `self` makes a shared
-        // slice of them sound.
+        // written or freshly mapped, valid as `T: Zeroable`, or values written
+        // since through `&mut self`), owned by `self` and only reached through
+        // it, so a shared borrow of `self` makes a shared slice of them sound;
+        // for `len` 0 it is the empty box's dangling but aligned pointer.
         unsafe { std::slice::from_raw_parts(self.first.as_ptr(), self.len) }
     }
 }
