@@ -121,6 +121,80 @@ fn readers_never_see_a_torn_or_foreign_row_while_rows_change() {
     );
 }
 
+/// A publish that holds an id twice: a reader finds the id's old row or the
+/// last occurrence's, never the earlier occurrence's, though the publish lets
+/// readers into the shard between stretches of a few hundred rows. The
+/// batch holds the watched id first with a decoy row and last with the real
+/// one, a thousand ids apart in the one shard.
+#[test]
+fn readers_never_see_the_row_of_an_earlier_duplicate() {
+    const WATCHED: i64 = 0;
+    const DECOY: u64 = 0xFFFF;
+    const ROUNDS: u64 = 400;
+    let cache = Arc::new(
+        Cache::new(CacheConfig {
+            num_shards: 1,
+            ..CacheConfig::new(ROW_BYTES)
+        })
+        .unwrap(),
+    );
+    let mut batch = vec![WATCHED];
+    batch.extend(1..1024);
+    batch.push(WATCHED);
+    let rows_of = |version: u64| -> Vec<u8> {
+        let decoy = encoded_row(WATCHED, DECOY);
+        let real = batch
+            .iter()
+            .skip(1)
+            .flat_map(|&id| encoded_row(id, version));
+        decoy.into_iter().chain(real).collect()
+    };
+    cache.batch_set(&batch, &rows_of(1), 1).unwrap();
+    assert_eq!(cache.info().rows, 1024);
+    let published = Arc::new(AtomicU64::new(1));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (cache, published) = (Arc::clone(&cache), Arc::clone(&published));
+            thread::spawn(move || {
+                let mut out = [0u8; ROW_BYTES];
+                let mut lookups = 0u64;
+                while published.load(Ordering::Relaxed) < ROUNDS {
+                    let stats = cache.batch_get(&[WATCHED], &mut out, None).unwrap();
+                    assert_eq!(stats.hits, 1);
+                    let version = u64::from_le_bytes(out[..8].try_into().unwrap()) & 0xFFFF;
+                    assert_ne!(version, DECOY, "a reader found the earlier duplicate's row");
+                    assert_eq!(out, encoded_row(WATCHED, version), "torn row");
+                    lookups += 1;
+                }
+                lookups
+            })
+        })
+        .collect();
+    for version in 2..=ROUNDS {
+        cache
+            .batch_set(&batch, &rows_of(version), version as u32)
+            .unwrap();
+        published.store(version, Ordering::Relaxed);
+    }
+    for reader in readers {
+        assert!(reader.join().unwrap() > 0);
+    }
+    let mut out = [0u8; ROW_BYTES];
+    cache.batch_get(&[WATCHED], &mut out, None).unwrap();
+    assert_eq!(
+        out,
+        encoded_row(WATCHED, ROUNDS),
+        "the last occurrence wins"
+    );
+    let info = cache.info();
+    assert_eq!((info.rows, info.inserts), (1024, 1024));
+    assert_eq!(
+        info.updates,
+        1 + (ROUNDS - 1) * 1025,
+        "every occurrence but the first publish's inserts counts as an update"
+    );
+}
+
 /// Batches of four ids, three stored and one not: every batch is 3:1, so every
 /// snapshot that holds whole batches is 3:1 too. Two counters reset one after
 /// the other (upstream's design) break this within a few thousand polls. The

@@ -49,6 +49,9 @@ const ROW_BYTES: usize = 200;
 const WORDS: usize = ROW_BYTES / 8;
 const VERSION_BITS: u32 = 28;
 const VERSION_MASK: u64 = (1 << VERSION_BITS) - 1;
+/// The version of a row that a later occurrence of its id in the same batch
+/// replaces: no writer counts this far.
+const DECOY_VERSION: u64 = VERSION_MASK;
 
 /// Key ranges (indices into `Keys::ids`), each owned by one writer.
 const PUBLISHED: std::ops::Range<usize> = 0..6000;
@@ -115,7 +118,10 @@ fn decode(id: i64, row: &[u8]) -> Result<u64, String> {
             tag(id)
         ));
     }
-    Ok(first & VERSION_MASK)
+    match first & VERSION_MASK {
+        DECOY_VERSION => Err("the row of an earlier duplicate in its batch".to_string()),
+        version => Ok(version),
+    }
 }
 
 fn rows_for(ids: &[i64], versions: &[u64]) -> Vec<u8> {
@@ -399,15 +405,32 @@ fn publisher(cache: Handle, seed: u64) -> (HashMap<usize, u64>, u64) {
             };
             let end = (start + len).min(PUBLISHED.end);
             let mut batch: Vec<i64> = keys.ids[start..end].to_vec();
-            // Duplicates carry the same row: the earlier occurrence may become
-            // visible between write stretches, and must not look older.
             for _ in 0..rng.below(8) {
                 let k = rng.in_range(start..end);
                 let at = rng.below(batch.len() + 1);
                 batch.insert(at, keys.ids[k]);
             }
+            // An id's earlier occurrences carry a decoy: readers must never
+            // find one, as only the last occurrence is written.
+            let mut passed = std::collections::HashSet::new();
+            let mut versions: Vec<u64> = batch
+                .iter()
+                .rev()
+                .map(|id| {
+                    if passed.insert(id) {
+                        version
+                    } else {
+                        DECOY_VERSION
+                    }
+                })
+                .collect();
+            versions.reverse();
             let timestamp = HIGH_TS + version as u32;
-            if !publish(cache.0, &batch, version, timestamp, "publisher batch_set") {
+            let rows = rows_for(&batch, &versions);
+            if !check(
+                batch_set(cache.0, &batch, &rows, timestamp),
+                "publisher batch_set",
+            ) {
                 return (HashMap::new(), rounds);
             }
             start = end;

@@ -26,7 +26,9 @@
 //! only then write, so a failure leaves the cache unchanged. Writers hold a
 //! shard's write lock only for a bounded stretch (`WRITE_STRETCH` rows or
 //! `EVICT_STRETCH` buckets) and then let waiting readers in, so a large publish
-//! or an eviction pass delays a lookup by one stretch at most. A lookup that
+//! or an eviction pass delays a lookup by one stretch at most. A publish
+//! writes only the last occurrence of an id it holds twice, so a reader let in
+//! between stretches finds the old row or the new one. A lookup that
 //! finds a shard write-locked reads the batch's other shards first and comes
 //! back to it, so the wait overlaps useful work.
 //!
@@ -58,7 +60,7 @@ use crate::prefetch::{prefetch, prefetch_row, row_lines};
 use crate::stats::{
     self, BatchEvent, BatchStats, ReadCounters, ReadStats, Sink, SinkId, SinkRegistry,
 };
-use batch::{with_scratch, Grouping, HashedId};
+use batch::{with_scratch, Grouping, HashedId, SUPERSEDED};
 use fallible::reserve_to;
 use hash::IdHasher;
 use index::{FirstProbe, Growth, ShardBits, Sizing};
@@ -646,10 +648,13 @@ impl Cache {
     }
 
     /// Stores `rows` (row `i` is `rows[i * row_bytes..][..row_bytes]`) for `ids`,
-    /// stamped with `timestamp`. The last occurrence of a duplicate id wins. On
-    /// error nothing is stored; after `OutOfMemory`, room grown before the
-    /// failure (in the shards before it, and the failing shard's room for
-    /// timestamps) stays for the next publish.
+    /// stamped with `timestamp`. The last occurrence of a duplicate id wins, and
+    /// only its row is written, so a concurrent reader finds the id's old row or
+    /// that one. (Each earlier occurrence still counts as an update, as if it
+    /// had been written and then overwritten.) On error nothing is stored;
+    /// after `OutOfMemory`, room grown before the failure (in the shards before
+    /// it, and the failing shard's room for timestamps) stays for the next
+    /// publish.
     pub fn batch_set(&self, ids: &[i64], rows: &[u8], timestamp: u32) -> Result<(), Error> {
         self.expect_bytes("rows", rows.len(), ids.len())?;
         if ids.is_empty() {
@@ -665,6 +670,8 @@ impl Cache {
         let _writer = self.writer.lock();
         with_scratch(|grouping| {
             self.reserve_and_group(grouping, ids)?;
+            // A group written in one stretch is never seen half written.
+            grouping.mark_superseded(WRITE_STRETCH)?;
             let dropped = match self.capacity {
                 Some(capacity) => self.make_room(grouping, capacity)?,
                 None => {
@@ -679,8 +686,12 @@ impl Cache {
                     if !dropped.is_empty() && dropped.contains(&key.id) {
                         return;
                     }
-                    let position = positions[written] as usize;
-                    let row = &rows[position * self.row_bytes..][..self.row_bytes];
+                    let position = positions[written];
+                    if position == SUPERSEDED {
+                        updated += 1;
+                        return;
+                    }
+                    let row = &rows[position as usize * self.row_bytes..][..self.row_bytes];
                     if guard.upsert(key.hash, row, timestamp) {
                         inserted += 1;
                     } else {
