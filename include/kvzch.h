@@ -372,9 +372,10 @@ const char *kvzch_stat_name(uint32_t stat);
 
 /**
  * Fills the 1.0 fields of `opts` with the defaults and sets `struct_size` to
- * their size (40). `row_bytes` is left 0: the host must set it. NULL: no-op.
+ * their size (40 bytes; 36 on 32-bit x86). `row_bytes` is left 0: the host
+ * must set it. NULL: no-op.
  *
- * A host compiled against a 1.0 header has a 40-byte struct, and this writes
+ * A host compiled against a 1.0 header has a struct of that size, and this writes
  * no more than that whatever the library's version. In hosts compiled against
  * this header, `kvzch_options_init` is the header's own inline function (see
  * its end), which initializes every field the host knows.
@@ -384,8 +385,8 @@ void kvzch_options_init(struct kvzch_options *opts);
 /**
  * 1.1: fills the first `size` bytes of `opts` (`sizeof` the host's
  * `kvzch_options`) with the defaults, up to the fields this library has, and
- * sets `struct_size` to the bytes it filled. `size` below the 1.0 size (40):
- * `KVZCH_STATUS_INVALID_ARGUMENT`.
+ * sets `struct_size` to the bytes it filled. `size` below the 1.0 size (40;
+ * 36 on 32-bit x86): `KVZCH_STATUS_INVALID_ARGUMENT`.
  */
 enum kvzch_status kvzch_options_init_sized(struct kvzch_options *opts, size_t size);
 
@@ -576,9 +577,13 @@ enum kvzch_status kvzch_get_api(uint32_t abi_major, struct kvzch_api_v1 *table, 
  * ::kvzch_options_init(&opts) compiles; NULL is a no-op. */
 static inline void kvzch_options_init_as_compiled(kvzch_options *opts) {
   static kvzch_options defaults; /* all zero, as static storage starts */
-  if (opts != NULL) {
+  if (opts) {
     *opts = defaults;
+#ifdef __cplusplus /* no C-style cast for hosts built with -Wold-style-cast */
+    opts->struct_size = static_cast<uint32_t>(sizeof(kvzch_options));
+#else
     opts->struct_size = (uint32_t)sizeof(kvzch_options);
+#endif
   }
 }
 #define kvzch_options_init(opts) kvzch_options_init_as_compiled(opts)

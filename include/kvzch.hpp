@@ -883,7 +883,7 @@ class WindowedSum {
    * Throws std::invalid_argument unless 1 s <= window <= the longest. */
   [[nodiscard]] std::int64_t sum(std::chrono::seconds window,
                                  Clock::time_point now = Clock::now()) const {
-    const std::int64_t span = checked_window(window, longest_window());
+    const auto span = static_cast<std::int64_t>(checked_window(window, longest_window()));
     const std::int64_t second = second_of(now);
     const std::lock_guard<std::mutex> lock(mutex_);
     std::int64_t out = 0;
@@ -1321,8 +1321,8 @@ class PrometheusReadStats {
 
  private:
   struct Table {
-    explicit Table(std::size_t buckets)
-        : buckets(std::make_unique<std::atomic<std::uint64_t>[]>(buckets)) {}
+    explicit Table(std::size_t bucket_count)
+        : buckets(std::make_unique<std::atomic<std::uint64_t>[]>(bucket_count)) {}
     std::atomic<std::uint64_t> hits{0};
     std::atomic<std::uint64_t> misses{0};
     std::atomic<std::uint64_t> duration_ns{0};

@@ -22,9 +22,10 @@ const CACHE_INFO_V1_0_SIZE: usize = std::mem::offset_of!(kvzch_cache_info, inser
 const MAX_NAME_BYTES: usize = 64;
 
 /// Fills the 1.0 fields of `opts` with the defaults and sets `struct_size` to
-/// their size (40). `row_bytes` is left 0: the host must set it. NULL: no-op.
+/// their size (40 bytes; 36 on 32-bit x86). `row_bytes` is left 0: the host
+/// must set it. NULL: no-op.
 ///
-/// A host compiled against a 1.0 header has a 40-byte struct, and this writes
+/// A host compiled against a 1.0 header has a struct of that size, and this writes
 /// no more than that whatever the library's version. In hosts compiled against
 /// this header, `kvzch_options_init` is the header's own inline function (see
 /// its end), which initializes every field the host knows.
@@ -36,8 +37,8 @@ pub extern "C" fn kvzch_options_init(opts: *mut kvzch_options) {
             return;
         }
         let defaults = default_options(OPTIONS_V1_0_SIZE);
-        // SAFETY: a non-NULL `opts` points to at least the 1.0 struct (40
-        // bytes), and only that many bytes are written.
+        // SAFETY: a non-NULL `opts` points to at least the 1.0 struct
+        // (`OPTIONS_V1_0_SIZE` bytes), and only that many bytes are written.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 (&raw const defaults).cast::<u8>(),
@@ -50,8 +51,8 @@ pub extern "C" fn kvzch_options_init(opts: *mut kvzch_options) {
 
 /// 1.1: fills the first `size` bytes of `opts` (`sizeof` the host's
 /// `kvzch_options`) with the defaults, up to the fields this library has, and
-/// sets `struct_size` to the bytes it filled. `size` below the 1.0 size (40):
-/// `KVZCH_STATUS_INVALID_ARGUMENT`.
+/// sets `struct_size` to the bytes it filled. `size` below the 1.0 size (40;
+/// 36 on 32-bit x86): `KVZCH_STATUS_INVALID_ARGUMENT`.
 #[no_mangle]
 pub extern "C" fn kvzch_options_init_sized(opts: *mut kvzch_options, size: usize) -> kvzch_status {
     boundary("kvzch_options_init_sized", || {
