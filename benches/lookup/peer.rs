@@ -5,9 +5,10 @@
 //! (allocated per call, like upstream's `shard_input`), each shard is read under
 //! its read lock, and the hits and misses go to two separate atomic counters.
 //!
-//! It is kinder to itself than upstream in two ways, so its numbers are an
-//! upper bound for the design: the shards of a batch are read on the calling
-//! thread (no executor hop per shard), and there are no clock reads per id.
+//! Per CPU-second it is kinder to itself than upstream in two ways: the shards
+//! of a batch are read on the calling thread (no executor hop per shard), and
+//! there are no clock reads per id. The hop is also how upstream spreads one
+//! caller's batch over idle CPUs, which the peer does not (see BENCHMARKS.md).
 //! Upstream updates existing rows in place under the read lock (the torn-row
 //! bug); safe Rust can't, so the peer takes the write lock for that.
 
@@ -104,13 +105,23 @@ impl Contender for UpstreamPeer {
         }
     }
 
+    /// As upstream's eviction loop: finds a shard's victims with readers let
+    /// in (upstream walks its block pool under the pool's mutex, which lookups
+    /// do not take), then write-locks the shard only to erase them.
     fn evict_older_than(&self, threshold: u32) -> u64 {
         let mut evicted = 0;
         for shard in self.shards.iter() {
+            let victims: Vec<i64> = shard
+                .read()
+                .iter()
+                .filter(|(_, block)| timestamp_of(block) < threshold)
+                .map(|(&id, _)| id)
+                .collect();
             let mut map = shard.write();
-            let before = map.len();
-            map.retain(|_, block| timestamp_of(block) >= threshold);
-            evicted += (before - map.len()) as u64;
+            for id in &victims {
+                map.remove(id);
+            }
+            evicted += victims.len() as u64;
         }
         evicted
     }
