@@ -276,7 +276,8 @@ fn rows_bytes(cache: &Cache, n: usize, len: usize, what: &str) -> Result<usize, 
 /// stored or, under an eviction policy, evicted; room grown before the
 /// failure stays (the shards grown before it, and the failing shard's room
 /// for timestamps): `memory_bytes` counts it, and the next publish uses it.
-/// Concurrent readers see every row whole, old or new.
+/// Concurrent readers see every row whole, old or new (for an id given twice,
+/// the new row is its last occurrence's: the earlier ones are never written).
 #[no_mangle]
 pub extern "C" fn kvzch_cache_batch_set(
     cache: *mut kvzch_cache,
