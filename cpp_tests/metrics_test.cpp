@@ -100,6 +100,11 @@ TEST(WindowedSum, ASumBehindTheLatestAdditionStillHasItsFirstSecond) {
 
 TEST(WindowedSum, RejectsWindowsOutsideItsRing) {
   EXPECT_THROW(static_cast<void>(kvzch::WindowedSum(seconds(0))), std::invalid_argument);
+  // A ring for these could not even be sized (length_error, not a window error).
+  EXPECT_THROW(static_cast<void>(kvzch::WindowedSum(seconds::max())), std::invalid_argument);
+  EXPECT_THROW(
+      static_cast<void>(kvzch::WindowedSum(kvzch::WindowedSum::max_window() + seconds(1))),
+      std::invalid_argument);
   kvzch::WindowedSum sum(seconds(10));
   EXPECT_THROW(static_cast<void>(sum.sum(seconds(11))), std::invalid_argument);
   EXPECT_THROW(static_cast<void>(sum.sum(seconds(0))), std::invalid_argument);
@@ -134,6 +139,17 @@ TEST(SumStats, ExportsLikeFb303GetCounters) {
   EXPECT_EQ(stats.sum("never", seconds(60)), 0);
 }
 
+// The longest window there is: its ring (16 bytes a second) cannot be
+// allocated, so every addition of a new name throws, and leaves the registry
+// as it was, the name unknown.
+TEST(SumStats, AnAdditionWhoseRingCannotBeAllocatedLeavesNoEntry) {
+  kvzch::SumStats stats({kvzch::WindowedSum::max_window()});
+  EXPECT_THROW(stats.add_stat_value("a", 1), std::bad_alloc);
+  EXPECT_THROW(stats.add_stat_value("a", 1), std::bad_alloc) << "tried again, not half made";
+  EXPECT_EQ(stats.total("a"), 0);
+  EXPECT_TRUE(stats.counters().empty());
+}
+
 TEST(SumStats, WithNoWindowExportsOnlyTheAllTimeSum) {
   kvzch::SumStats stats({});  // as the README writes it
   stats.add_stat_value("a.b", 4, at(0.0));
@@ -143,6 +159,8 @@ TEST(SumStats, WithNoWindowExportsOnlyTheAllTimeSum) {
 
 TEST(SumStats, RejectsBadWindows) {
   EXPECT_THROW(static_cast<void>(kvzch::SumStats({seconds(0)})), std::invalid_argument);
+  // Rejected here, not on the first addition inside a sink.
+  EXPECT_THROW(static_cast<void>(kvzch::SumStats({seconds::max()})), std::invalid_argument);
   kvzch::SumStats stats;  // 60 s
   EXPECT_THROW(static_cast<void>(stats.sum("x", seconds(61))), std::invalid_argument);
   stats.add_stat_value("x", 1);

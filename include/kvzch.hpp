@@ -235,6 +235,27 @@ inline bool strictly_ascending_finite(const std::vector<double>& bounds) noexcep
   return true;
 }
 
+/* The entry named `name` in `map` (a map from std::string to unique_ptr with
+ * a transparent comparator), made by `make` on first use: looked up under a
+ * shared lock of `mutex`, made and inserted under the exclusive one. Made
+ * before it is inserted, so a `make` that throws leaves no entry behind. */
+template <class Map, class Make>
+auto& find_or_make(Map& map, std::shared_mutex& mutex, std::string_view name, Make make) {
+  {
+    const std::shared_lock<std::shared_mutex> lock(mutex);
+    const auto it = map.find(name);
+    if (it != map.end()) {
+      return *it->second;
+    }
+  }
+  const std::unique_lock<std::shared_mutex> lock(mutex);
+  auto it = map.find(name);
+  if (it == map.end()) {
+    it = map.emplace(std::string(name), make()).first;
+  }
+  return *it->second;
+}
+
 }  // namespace detail
 
 /* How many exceptions sink callables have thrown (and the trampoline caught)
@@ -861,9 +882,17 @@ class WindowedSum {
  public:
   using Clock = std::chrono::steady_clock;
 
+  /* Throws std::invalid_argument for a window under 1 s or over max_window(). */
   explicit WindowedSum(std::chrono::seconds longest_window = std::chrono::seconds(60))
-      : longest_(checked_window(longest_window, std::chrono::seconds::max())),
-        buckets_(longest_ + 1) {}
+      : longest_(checked_window(longest_window, max_window())), buckets_(longest_ + 1) {}
+
+  /* The longest window whose ring, a bucket a second and one more, a vector
+   * can hold. Memory may run out well before: 16 bytes a second. */
+  [[nodiscard]] static std::chrono::seconds max_window() noexcept {
+    const std::size_t buckets = std::vector<Bucket>().max_size();
+    const auto most = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
+    return std::chrono::seconds(static_cast<std::int64_t>(std::min(buckets, most) - 1));
+  }
 
   /* Now, read under the lock, so additions land in their seconds in order. */
   void add(std::int64_t value) {
@@ -954,13 +983,17 @@ class SumStats {
  public:
   using Clock = WindowedSum::Clock;
 
-  /* Throws std::invalid_argument for a window under 1 s. */
+  /* Throws std::invalid_argument for a window under 1 s or over
+   * WindowedSum::max_window(). Each name's ring is allocated when the name is
+   * first added: if that throws (std::bad_alloc), the addition throws and the
+   * name stays unknown, and the next addition tries again. */
   explicit SumStats(std::vector<std::chrono::seconds> windows = {std::chrono::seconds(60)})
       : windows_(std::move(windows)) {
     for (const std::chrono::seconds window : windows_) {
-      if (window.count() < 1) {
+      if (window.count() < 1 || window > WindowedSum::max_window()) {
         throw std::invalid_argument("kvzch::SumStats: window of " +
-                                    std::to_string(window.count()) + " s is under 1 s");
+                                    std::to_string(window.count()) + " s is not in 1.." +
+                                    std::to_string(WindowedSum::max_window().count()) + " s");
       }
       longest_ = std::max(longest_, window);
     }
@@ -1019,19 +1052,8 @@ class SumStats {
 
  private:
   WindowedSum& stat(std::string_view name) {
-    {
-      const std::shared_lock<std::shared_mutex> lock(mutex_);
-      const auto it = stats_.find(name);
-      if (it != stats_.end()) {
-        return *it->second;
-      }
-    }
-    const std::unique_lock<std::shared_mutex> lock(mutex_);
-    auto& slot = stats_[std::string(name)];
-    if (!slot) {
-      slot = std::make_unique<WindowedSum>(longest_);
-    }
-    return *slot;
+    return detail::find_or_make(stats_, mutex_, name,
+                                [this] { return std::make_unique<WindowedSum>(longest_); });
   }
 
   std::vector<std::chrono::seconds> windows_;
@@ -1349,19 +1371,8 @@ class PrometheusReadStats {
   }
 
   Table& state(std::string_view table) {
-    {
-      const std::shared_lock<std::shared_mutex> lock(mutex_);
-      const auto it = tables_.find(table);
-      if (it != tables_.end()) {
-        return *it->second;
-      }
-    }
-    const std::unique_lock<std::shared_mutex> lock(mutex_);
-    auto& slot = tables_[std::string(table)];
-    if (!slot) {
-      slot = std::make_unique<Table>(bounds_.size() + 1);
-    }
-    return *slot;
+    return detail::find_or_make(tables_, mutex_, table,
+                                [this] { return std::make_unique<Table>(bounds_.size() + 1); });
   }
 
   std::string names_[3]; /* hit, miss, total */
