@@ -67,6 +67,27 @@ TEST(Cache, OptionsBuilderReachesTheLibrary) {
   EXPECT_EQ(out[0], 0xAB);
 }
 
+// Each bound reaches the library as itself: one too small to hold an empty
+// cache is refused, and named, at creation.
+TEST(Cache, OptionsBoundsReachTheLibrary) {
+  try {
+    kvzch::Cache cache(kvzch::Options().row_bytes(8).max_memory_bytes(1));
+    FAIL() << "a 1-byte memory bound was accepted";
+  } catch (const kvzch::Error& e) {
+    EXPECT_EQ(e.status(), KVZCH_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(e.what()).find("max_memory_bytes 1"), std::string::npos) << e.what();
+  }
+  kvzch::Cache capped(kvzch::Options().row_bytes(8).max_rows(2));
+  const std::vector<std::int64_t> ids = {1, 2, 3};
+  const std::vector<std::uint8_t> rows(ids.size() * 8, 1);
+  try {
+    capped.batch_set(ids.data(), ids.size(), rows.data(), rows.size(), 1);
+    FAIL() << "3 rows went into max_rows 2";
+  } catch (const kvzch::Error& e) {
+    EXPECT_EQ(e.status(), KVZCH_STATUS_CAPACITY_EXCEEDED);
+  }
+}
+
 TEST(Cache, OptionsCopyKeepsItsOwnName) {
   kvzch::Options original = kvzch::Options().row_bytes(8).name("first");
   const kvzch::Options copy = original;

@@ -323,6 +323,32 @@ fn a_publish_that_fits_a_small_capacity_keeps_every_row() {
 }
 
 #[test]
+fn under_a_policy_the_shard_count_leaves_every_share_its_rows() {
+    // The library's own count (8 or more on any machine) halves until each
+    // share holds 16,384 rows; a host's count, until each holds one row.
+    for (num_shards, max_rows, kept) in [
+        (0, 49_152, 2),
+        (0, 65_536, 4),
+        (0, 100_000, 4),
+        (0, 32_767, 1),
+        (8, 4, 4),
+        (8, 3, 2),
+        (8, 8, 8),
+    ] {
+        let cache = Cache::new(CacheConfig {
+            num_shards,
+            ..config(EvictionPolicy::LruApprox, Some(max_rows), None)
+        })
+        .unwrap();
+        assert_eq!(
+            cache.info().num_shards,
+            kept,
+            "num_shards {num_shards}, max_rows {max_rows}"
+        );
+    }
+}
+
+#[test]
 fn oldest_timestamp_always_evicts_the_oldest_unprotected_rows() {
     // Random publishes into a full shard: ids it holds (which the publish
     // protects) and new ones, stamps that repeat over several publishes

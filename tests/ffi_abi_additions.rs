@@ -7,7 +7,7 @@ use kvzch::ffi::*;
 
 #[path = "common/ffi.rs"]
 mod ffi_calls;
-use ffi_calls::{info, last_error};
+use ffi_calls::{batch_get, batch_set, info, last_error};
 
 const OPTIONS_1_0: usize = 40;
 const INFO_1_0: usize = 32;
@@ -119,6 +119,50 @@ fn bad_1_1_options_are_rejected() {
         create(&reserved).unwrap_err(),
         kvzch_status::KVZCH_STATUS_UNSUPPORTED
     );
+}
+
+/// Each policy value reaches the engine as that policy. Hot rows, stamped
+/// oldest and read before every publish of new ids, are what `LRU_APPROX`
+/// keeps and what `OLDEST_TIMESTAMP` takes first.
+#[test]
+fn each_eviction_policy_value_selects_its_policy() {
+    for (policy, hot_rows_kept) in [
+        (KVZCH_EVICT_LRU_APPROX, 500),
+        (KVZCH_EVICT_OLDEST_TIMESTAMP, 0),
+    ] {
+        let mut options = options(8);
+        options.num_shards = 1;
+        options.max_rows = 1200;
+        options.eviction_policy = policy;
+        let cache = create(&options).unwrap();
+        let publish = |ids: &[i64], timestamp: u32| {
+            let rows = vec![1u8; ids.len() * 8];
+            let status = batch_set(cache, ids, &rows, timestamp);
+            assert_eq!(status, kvzch_status::KVZCH_STATUS_OK, "{}", last_error());
+        };
+        let hits = |ids: &[i64]| {
+            let mut out = vec![0u8; ids.len() * 8];
+            let mut stats = kvzch_batch_stats::default();
+            let status = batch_get(cache, ids, &mut out, Some(&mut stats));
+            assert_eq!(status, kvzch_status::KVZCH_STATUS_OK, "{}", last_error());
+            stats.hits
+        };
+        let hot: Vec<i64> = (0..500).collect();
+        let cold: Vec<i64> = (500..1000).collect();
+        publish(&hot, 1);
+        publish(&cold, 2);
+        for round in 0..10 {
+            hits(&hot);
+            let fresh: Vec<i64> = (10_000 + round * 100..10_100 + round * 100).collect();
+            publish(&fresh, 3 + round as u32);
+        }
+        assert_eq!(
+            (hits(&hot), info(cache).capacity_evictions),
+            (hot_rows_kept, 800),
+            "policy {policy}"
+        );
+        kvzch_cache_destroy(cache);
+    }
 }
 
 #[test]

@@ -107,9 +107,9 @@ fn publish_under_a_capped_address_space() {
 
 /// 1,000 rows of 4 KiB a shard, past a huge page, so that each grows by
 /// moving its pages into a larger mapping; then 4,096 more a shard, 16 MiB
-/// each, under a cap that lets about one shard's new mapping through: the
-/// first shards grow, a later one cannot map its rows, and the publish
-/// stores nothing. The index's room is reserved beforehand, so what the
+/// each, under a cap that leaves room for about one shard's new mapping at
+/// most: a shard cannot map its rows (here, already the first: its mapping
+/// moves into a larger one), and the publish stores nothing. The index's room is reserved beforehand, so what the
 /// publish lacks is the rows' memory (`HugePageVec`'s mapping), not an index
 /// or scratch.
 fn grow_rows_under_a_capped_address_space() {
@@ -127,6 +127,7 @@ fn grow_rows_under_a_capped_address_space() {
         kvzch_status::KVZCH_STATUS_OK
     );
 
+    let memory_before = info(cache).memory_bytes;
     let uncapped = cap_address_space(mapped_bytes() + HEADROOM_BYTES);
     let status = batch_set(cache, &more, &more_rows, 2);
     let message = last_error();
@@ -136,6 +137,14 @@ fn grow_rows_under_a_capped_address_space() {
         status,
         kvzch_status::KVZCH_STATUS_OUT_OF_MEMORY,
         "{message}"
+    );
+    // Room grown before the failure stays, and is counted, so that a bound on
+    // memory_bytes sees it: at least the failing shard's room for its new
+    // rows' timestamps, grown before their rows.
+    let grown = info(cache).memory_bytes - memory_before;
+    assert!(
+        grown >= 4096 * size_of::<u32>() as u64,
+        "memory_bytes grew {grown} bytes, less than one shard's new timestamps"
     );
     let rows_message = message
         .strip_prefix("kvzch_cache_batch_set: could not allocate memory for ")
