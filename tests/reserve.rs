@@ -147,11 +147,20 @@ fn readers_see_every_row_while_the_index_grows_for_a_reservation() {
         while batches.load(Ordering::Relaxed) == 0 {
             std::thread::yield_now();
         }
+        let memory_before = cache.info().memory_bytes;
+        let batches_before = batches.load(Ordering::Relaxed);
         for step in 1..=20u64 {
             cache.reserve(step * 20_000).unwrap();
         }
+        let batches_during = batches.load(Ordering::Relaxed) - batches_before;
         done.store(true, Ordering::Relaxed);
         reader.join().unwrap();
+        // The reservations did grow the index, and the reader read meanwhile.
+        assert!(cache.info().memory_bytes > memory_before);
+        assert!(
+            batches_during >= 2,
+            "{batches_during} batches during 20 reservations"
+        );
     });
     assert!(all_present(&cache, &stored));
 }
