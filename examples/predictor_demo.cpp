@@ -636,6 +636,16 @@ int run(const Config& config) {
               t->new_version_stored = true;
               t->evicting = true;
               const std::uint64_t evicted = t->cache->evict_older_than(next_version);
+              // The old version's ids below the new one's go; the table holds
+              // the new version whole.
+              const auto expected_evicted = static_cast<std::uint64_t>(t->shift);
+              const std::uint64_t rows = t->cache->info().rows;
+              if (evicted != expected_evicted || rows != t->spec.rows) {
+                throw std::runtime_error(
+                    "evict_older_than removed " + std::to_string(evicted) + " rows and left " +
+                    std::to_string(rows) + ", expected " + std::to_string(expected_evicted) +
+                    " and " + std::to_string(t->spec.rows));
+              }
               const bool compact = library.has("compact");
               if (compact) {
                 t->cache->compact();
