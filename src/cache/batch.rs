@@ -155,8 +155,9 @@ impl Grouping {
     /// Fails, having changed nothing but this scratch, when the room to find
     /// them cannot be had.
     pub(crate) fn mark_superseded(&mut self, longer_than: usize) -> Result<(), Error> {
-        let Some(longest) = (0..self.starts.len().saturating_sub(1))
-            .map(|shard| self.range_of(shard).len())
+        let Some(longest) = self
+            .shard_groups()
+            .map(|(_, range)| range.len())
             .filter(|&len| len > longer_than)
             .max()
         else {
