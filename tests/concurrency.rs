@@ -152,12 +152,18 @@ fn readers_never_see_the_row_of_an_earlier_duplicate() {
     cache.batch_set(&batch, &rows_of(1), 1).unwrap();
     assert_eq!(cache.info().rows, 1024);
     let published = Arc::new(AtomicU64::new(1));
+    let reading = Arc::new(AtomicU64::new(0));
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let (cache, published) = (Arc::clone(&cache), Arc::clone(&published));
+            let (cache, published, reading) = (
+                Arc::clone(&cache),
+                Arc::clone(&published),
+                Arc::clone(&reading),
+            );
             thread::spawn(move || {
                 let mut out = [0u8; ROW_BYTES];
                 let mut lookups = 0u64;
+                reading.fetch_add(1, Ordering::Relaxed);
                 while published.load(Ordering::Relaxed) < ROUNDS {
                     let stats = cache.batch_get(&[WATCHED], &mut out, None).unwrap();
                     assert_eq!(stats.hits, 1);
@@ -170,6 +176,10 @@ fn readers_never_see_the_row_of_an_earlier_duplicate() {
             })
         })
         .collect();
+    // Both readers are in their loops before the republishes start.
+    while reading.load(Ordering::Relaxed) < 2 {
+        thread::yield_now();
+    }
     for version in 2..=ROUNDS {
         cache
             .batch_set(&batch, &rows_of(version), version as u32)
