@@ -565,7 +565,9 @@ TEST(Counters, CountersArePerCache) {
 
 // Every batch has exactly 3 hits per miss. Two independent atomics (the
 // upstream design) let a poller see a batch's hits without its misses, which
-// breaks hits == 3 * misses; one indivisible snapshot never does.
+// breaks hits == 3 * misses; one indivisible snapshot never does. The
+// lookups go on until the poller has taken kWindowsDuring windows that held
+// batches, so the snapshots do race the lookups.
 TEST(Counters, ConcurrentSnapshotsNeverSplitABatch) {
   const uint32_t rb = 8;
   CachePtr cache = make_cache(rb);
@@ -576,7 +578,9 @@ TEST(Counters, ConcurrentSnapshotsNeverSplitABatch) {
 
   const int kWorkers = 2;
   const int kBatchesPerWorker = 20000;
+  const uint64_t kWindowsDuring = 100;
   std::atomic<int> running{kWorkers};
+  std::atomic<bool> raced{false};
   std::atomic<uint64_t> lookups{0};
   std::vector<std::thread> workers;
   for (int w = 0; w < kWorkers; ++w) {
@@ -584,7 +588,7 @@ TEST(Counters, ConcurrentSnapshotsNeverSplitABatch) {
       std::mt19937 rng(static_cast<uint32_t>(w) + 1);
       std::vector<int64_t> ids;
       std::vector<uint8_t> out;
-      for (int i = 0; i < kBatchesPerWorker; ++i) {
+      for (int i = 0; i < kBatchesPerWorker || !raced.load(); ++i) {
         const size_t k = 1 + rng() % 25;  // 3k hits, k misses
         ids.clear();
         for (size_t h = 0; h < 3 * k; ++h) ids.push_back(present[rng() % present.size()]);
@@ -601,33 +605,36 @@ TEST(Counters, ConcurrentSnapshotsNeverSplitABatch) {
   }
 
   uint64_t window_sum = 0;
-  uint64_t snapshots = 0;
+  uint64_t windows_during = 0;
   uint64_t poll_failures = 0;
   uint64_t bad_window = 0;
   uint64_t bad_cumulative = 0;
   uint64_t last_cumulative = 0;
   uint64_t cumulative_went_back = 0;
-  auto poll = [&] {
+  // Returns the ids the window counted.
+  auto poll = [&]() -> uint64_t {
     kvzch_read_stats w{};
     kvzch_read_stats c{};
     if (kvzch_cache_get_read_hit_rate_stats(cache.get(), &w) != KVZCH_STATUS_OK ||
         kvzch_cache_get_cumulative_read_stats(cache.get(), &c) != KVZCH_STATUS_OK) {
       ++poll_failures;
-      return;
+      return 0;
     }
-    ++snapshots;
     if (w.hits != 3 * w.misses || w.hits + w.misses != w.total) ++bad_window;
     if (c.hits != 3 * c.misses || c.hits + c.misses != c.total) ++bad_cumulative;
     if (c.total < last_cumulative) ++cumulative_went_back;
     last_cumulative = c.total;
     window_sum += w.total;
+    return w.total;
   };
-  while (running.load() > 0) poll();
+  while (running.load() > 0) {
+    if (poll() > 0 && ++windows_during == kWindowsDuring) raced.store(true);
+  }
   for (std::thread& t : workers) t.join();
   poll();  // drain the last window
 
   EXPECT_EQ(poll_failures, 0u);
-  EXPECT_GT(snapshots, 10u);
+  EXPECT_GE(windows_during, kWindowsDuring);
   EXPECT_EQ(bad_window, 0u) << "a read_hit_rate snapshot split a batch";
   EXPECT_EQ(bad_cumulative, 0u) << "a cumulative snapshot split a batch";
   EXPECT_EQ(cumulative_went_back, 0u);
