@@ -256,6 +256,18 @@ auto& find_or_make(Map& map, std::shared_mutex& mutex, std::string_view name, Ma
   return *it->second;
 }
 
+/* `window` in seconds, or std::invalid_argument naming `owner` unless
+ * 1 s <= window <= `longest`. */
+inline std::size_t checked_window(const char* owner, std::chrono::seconds window,
+                                  std::chrono::seconds longest) {
+  if (window.count() < 1 || window > longest) {
+    throw std::invalid_argument(std::string(owner) + ": window of " +
+                                std::to_string(window.count()) + " s is not in 1.." +
+                                std::to_string(longest.count()) + " s");
+  }
+  return static_cast<std::size_t>(window.count());
+}
+
 }  // namespace detail
 
 /* How many exceptions sink callables have thrown (and the trampoline caught)
@@ -884,7 +896,8 @@ class WindowedSum {
 
   /* Throws std::invalid_argument for a window under 1 s or over max_window(). */
   explicit WindowedSum(std::chrono::seconds longest_window = std::chrono::seconds(60))
-      : longest_(checked_window(longest_window, max_window())), buckets_(longest_ + 1) {}
+      : longest_(detail::checked_window("kvzch::WindowedSum", longest_window, max_window())),
+        buckets_(longest_ + 1) {}
 
   /* The longest window whose ring, a bucket a second and one more, a vector
    * can hold. Memory may run out well before: 16 bytes a second. */
@@ -912,7 +925,8 @@ class WindowedSum {
    * Throws std::invalid_argument unless 1 s <= window <= the longest. */
   [[nodiscard]] std::int64_t sum(std::chrono::seconds window,
                                  Clock::time_point now = Clock::now()) const {
-    const auto span = static_cast<std::int64_t>(checked_window(window, longest_window()));
+    const auto span = static_cast<std::int64_t>(
+        detail::checked_window("kvzch::WindowedSum", window, longest_window()));
     const std::int64_t second = second_of(now);
     const std::lock_guard<std::mutex> lock(mutex_);
     std::int64_t out = 0;
@@ -939,15 +953,6 @@ class WindowedSum {
     std::int64_t second = std::numeric_limits<std::int64_t>::min(); /* no second yet */
     std::int64_t value = 0;
   };
-
-  static std::size_t checked_window(std::chrono::seconds window, std::chrono::seconds longest) {
-    if (window.count() < 1 || window > longest) {
-      throw std::invalid_argument("kvzch::WindowedSum: window of " +
-                                  std::to_string(window.count()) + " s is not in 1.." +
-                                  std::to_string(longest.count()) + " s");
-    }
-    return static_cast<std::size_t>(window.count());
-  }
 
   static std::int64_t second_of(Clock::time_point t) {
     return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
@@ -990,11 +995,8 @@ class SumStats {
   explicit SumStats(std::vector<std::chrono::seconds> windows = {std::chrono::seconds(60)})
       : windows_(std::move(windows)) {
     for (const std::chrono::seconds window : windows_) {
-      if (window.count() < 1 || window > WindowedSum::max_window()) {
-        throw std::invalid_argument("kvzch::SumStats: window of " +
-                                    std::to_string(window.count()) + " s is not in 1.." +
-                                    std::to_string(WindowedSum::max_window().count()) + " s");
-      }
+      static_cast<void>(
+          detail::checked_window("kvzch::SumStats", window, WindowedSum::max_window()));
       longest_ = std::max(longest_, window);
     }
   }
@@ -1012,10 +1014,7 @@ class SumStats {
    * longer than the longest this registry keeps. */
   [[nodiscard]] std::int64_t sum(std::string_view name, std::chrono::seconds window,
                                  Clock::time_point now = Clock::now()) const {
-    if (window.count() < 1 || window > longest_) {
-      throw std::invalid_argument("kvzch::SumStats: window of " + std::to_string(window.count()) +
-                                  " s is not in 1.." + std::to_string(longest_.count()) + " s");
-    }
+    static_cast<void>(detail::checked_window("kvzch::SumStats", window, longest_));
     const std::shared_lock<std::shared_mutex> lock(mutex_);
     const auto it = stats_.find(name);
     return it == stats_.end() ? 0 : it->second->sum(window, now);
