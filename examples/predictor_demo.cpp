@@ -319,10 +319,9 @@ constexpr std::int64_t kColdIdBase = std::int64_t{1} << 40;
 struct Table {
   TableSpec spec;
   std::int64_t shift = 0; // the new version's first id
-  // Set by the table's republish: every row of the new version is stored;
-  // then, the old version's rows may be going.
+  // Set by the table's republish once every row of the new version is
+  // stored, just before the old version's rows start to go.
   std::atomic<bool> new_version_stored{false};
-  std::atomic<bool> evicting{false};
   std::unique_ptr<kvzch::Cache> cache;
   std::unique_ptr<ZipfPool> zipf;
   LatencyHistogram latency;
@@ -420,7 +419,7 @@ void serve(std::vector<Table>& tables, const Config& config, unsigned index,
       // A stored id must hit: the old version's until its eviction may have
       // begun (read after the batch, whose locks order it after any evicted
       // row it missed), the new version's once all of it is stored.
-      if (new_version ? new_version_stored : !table.evicting.load()) {
+      if (new_version ? new_version_stored : !table.new_version_stored.load()) {
         std::uint64_t missed = 0;
         for (std::size_t i = 0; i < ids.size(); ++i) {
           missed += mask[i] == 0 && ids[i] < kColdIdBase;
@@ -634,7 +633,6 @@ int run(const Config& config) {
                 return;
               }
               t->new_version_stored = true;
-              t->evicting = true;
               const std::uint64_t evicted = t->cache->evict_older_than(next_version);
               // The old version's ids below the new one's go; the table holds
               // the new version whole.
