@@ -9,6 +9,8 @@ missing_required_packages() {
   command -v nm >/dev/null || echo binutils
   command -v pkg-config >/dev/null || echo pkg-config
   command -v valgrind >/dev/null || echo valgrind
+  # The locale sources metrics_test builds its de_DE and ps_AF locales from.
+  [ -f /usr/share/i18n/locales/ps_AF ] || echo locales
 }
 
 # The demo's /metrics check uses these when present and says it skipped

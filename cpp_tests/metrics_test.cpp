@@ -7,7 +7,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <clocale>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <map>
 #include <stdexcept>
@@ -249,7 +251,8 @@ TEST(PrometheusText, EscapesLabelValuesAndHelp) {
             "g{a=\"q\\\"b\\\\n\\nx\",b=\"\"} -3\n");
 }
 
-TEST(PrometheusText, WritesFloatsShortestAndSpecialValuesByName) {
+// Floats of every shape PrometheusText writes, and the text they must give.
+std::string floats_text() {
   kvzch::PrometheusText text;
   text.gauge("f", "", {{"v", "1"}}, 0.1);
   text.gauge("f", "", {{"v", "2"}}, 1e-5);
@@ -258,15 +261,51 @@ TEST(PrometheusText, WritesFloatsShortestAndSpecialValuesByName) {
   text.gauge("f", "", {{"v", "5"}}, -std::numeric_limits<double>::infinity());
   text.gauge("f", "", {{"v", "6"}}, std::numeric_limits<double>::quiet_NaN());
   text.gauge("f", "", {{"v", "7"}}, 12345678.0);
-  EXPECT_EQ(text.str(),
-            "# HELP f \n# TYPE f gauge\n"
-            "f{v=\"1\"} 0.1\n"
-            "f{v=\"2\"} 1e-05\n"
-            "f{v=\"3\"} 0.3333333333333333\n"
-            "f{v=\"4\"} +Inf\n"
-            "f{v=\"5\"} -Inf\n"
-            "f{v=\"6\"} NaN\n"
-            "f{v=\"7\"} 12345678\n");
+  text.gauge("f", "", {{"v", "8"}}, -2.5e300);
+  text.histogram("d_seconds", "", {}, {0.00025, 1.5}, {1, 2, 3}, 0.75);
+  return text.str();
+}
+
+constexpr std::string_view kFloatsText =
+    "# HELP f \n# TYPE f gauge\n"
+    "f{v=\"1\"} 0.1\n"
+    "f{v=\"2\"} 1e-05\n"
+    "f{v=\"3\"} 0.3333333333333333\n"
+    "f{v=\"4\"} +Inf\n"
+    "f{v=\"5\"} -Inf\n"
+    "f{v=\"6\"} NaN\n"
+    "f{v=\"7\"} 12345678\n"
+    "f{v=\"8\"} -2.5e+300\n"
+    "# HELP d_seconds \n# TYPE d_seconds histogram\n"
+    "d_seconds_bucket{le=\"0.00025\"} 1\n"
+    "d_seconds_bucket{le=\"1.5\"} 3\n"
+    "d_seconds_bucket{le=\"+Inf\"} 6\n"
+    "d_seconds_sum 0.75\n"
+    "d_seconds_count 6\n";
+
+TEST(PrometheusText, WritesFloatsShortestAndSpecialValuesByName) {
+  EXPECT_EQ(floats_text(), kFloatsText);
+}
+
+// A host may set a locale whose decimal point is a comma (de_DE) or two
+// bytes (ps_AF's U+066B); the scrape must still read 0.1. CMake builds both
+// locales into KVZCH_TEST_LOCALE_DIR with localedef.
+TEST(PrometheusText, WritesADecimalPointWhateverTheLocale) {
+#ifndef KVZCH_TEST_LOCALE_DIR
+  GTEST_SKIP() << "CMake found no localedef and locale sources (Debian package locales) "
+                  "to build the test's locales with";
+#else
+  ASSERT_EQ(setenv("LOCPATH", KVZCH_TEST_LOCALE_DIR, 1), 0);
+  struct RestoreCLocale {
+    ~RestoreCLocale() { std::setlocale(LC_ALL, "C"); }
+  } restore;
+  for (const char* name : {"de_DE.UTF-8", "ps_AF.UTF-8"}) {
+    ASSERT_NE(std::setlocale(LC_ALL, name), nullptr) << name;
+    // A locale with '.' for its point would check nothing.
+    ASSERT_STRNE(std::localeconv()->decimal_point, ".") << name;
+    EXPECT_EQ(floats_text(), kFloatsText) << name;
+  }
+#endif
 }
 
 TEST(PrometheusText, WritesHistogramsCumulatively) {

@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <clocale>
 #include <cmath>
@@ -1229,7 +1230,12 @@ class PrometheusText {
   }
 
   /* The shortest of %.15g..%.17g that reads back as the same double, with
-   * '.' for the decimal point whatever the C locale says. */
+   * '.' for the decimal point whatever locale the host has set: a decimal
+   * comma, or a point of several bytes (ps_AF's U+066B), would make the
+   * scrape unparseable. std::to_chars never looks at the locale; standard
+   * libraries without it for floating point (libstdc++ before 11) take
+   * snprintf's text and put '.' in place of the C locale's point. Defining
+   * KVZCH_HPP_FORMAT_WITH_SNPRINTF chooses that path anyway. */
   static std::string format_double(double value) {
     if (std::isnan(value)) {
       return "NaN";
@@ -1238,6 +1244,17 @@ class PrometheusText {
       return value > 0 ? "+Inf" : "-Inf";
     }
     char buf[32];
+#if defined(__cpp_lib_to_chars) && !defined(KVZCH_HPP_FORMAT_WITH_SNPRINTF)
+    for (int precision = 15;; ++precision) {
+      const char* const end =
+          std::to_chars(buf, buf + sizeof buf, value, std::chars_format::general, precision).ptr;
+      double read_back = 0;
+      std::from_chars(buf, end, read_back);
+      if (precision == 17 || read_back == value) {
+        return std::string(buf, static_cast<std::size_t>(end - buf));
+      }
+    }
+#else
     for (int precision = 15;; ++precision) {
       std::snprintf(buf, sizeof buf, "%.*g", precision, value);
       if (precision == 17 || std::strtod(buf, nullptr) == value) {
@@ -1245,9 +1262,13 @@ class PrometheusText {
       }
     }
     std::string out(buf);
-    const char point = *std::localeconv()->decimal_point;
-    std::replace(out.begin(), out.end(), point, '.');
+    const std::string_view point = std::localeconv()->decimal_point;
+    const std::size_t at = out.find(point);
+    if (!point.empty() && at != std::string::npos) {
+      out.replace(at, point.size(), ".");
+    }
     return out;
+#endif
   }
 
   std::vector<Family> families_;
