@@ -10,9 +10,6 @@
 
 #include <stdatomic.h>
 
-typedef kvzch_status (*batch_set_fn)(kvzch_cache *, const int64_t *, size_t, const void *,
-                                     size_t, uint32_t);
-
 static batch_set_fn real_batch_set;
 /* The first timestamp published, plus one; 0 before the first publish. */
 static atomic_uint_least64_t first_stamp;

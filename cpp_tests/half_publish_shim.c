@@ -6,9 +6,6 @@
  */
 #include "real_library_table.h"
 
-typedef kvzch_status (*batch_set_fn)(kvzch_cache *, const int64_t *, size_t, const void *,
-                                     size_t, uint32_t);
-
 static batch_set_fn real_batch_set;
 
 static kvzch_status half_batch_set(kvzch_cache *cache, const int64_t *ids, size_t n,

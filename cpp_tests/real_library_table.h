@@ -15,6 +15,9 @@
 #define SHIM_EXPORT __attribute__((visibility("default")))
 
 typedef kvzch_status (*kvzch_get_api_fn)(uint32_t, kvzch_api_v1 *, size_t);
+/* The type of the entry the publish-faking shims wrap. */
+typedef kvzch_status (*batch_set_fn)(kvzch_cache *, const int64_t *, size_t, const void *,
+                                     size_t, uint32_t);
 
 static inline kvzch_status real_library_table(uint32_t abi_major, kvzch_api_v1 *table,
                                               size_t table_size) {
