@@ -517,7 +517,8 @@ enum kvzch_status kvzch_cache_get_cumulative_read_stats(const struct kvzch_cache
 
 /**
  * Registers `callback` to be called with `user_data` once per non-empty
- * `batch_get` on this cache; `*out_id` gets its id for unregistering.
+ * `batch_get` on this cache; `*out_id` gets its id for unregistering, before
+ * any batch can call the sink, so a sink may read its own id from there.
  */
 enum kvzch_status kvzch_cache_register_stat_sink(struct kvzch_cache *cache,
                                                  kvzch_stat_sink_fn callback,
@@ -532,7 +533,9 @@ enum kvzch_status kvzch_cache_register_stat_sink(struct kvzch_cache *cache,
  * on another thread, even while another unregister of it is still waiting
  * for them. Called from inside that same sink, waits for nothing: the sink
  * is never called again, but its calls on other threads may still run.
- * Called from inside another sink where the wait could never end:
+ * Called from inside another sink where the wait could never end (that sink
+ * runs, on this thread, under a call of the sink unregistered; or two sinks
+ * unregister each other from inside themselves on two threads):
  * `KVZCH_STATUS_WOULD_DEADLOCK`, changing nothing: the sink stays registered
  * unless another unregister had removed it already.
  */
@@ -540,7 +543,8 @@ enum kvzch_status kvzch_cache_unregister_stat_sink(struct kvzch_cache *cache, ui
 
 /**
  * Registers `callback` to be called with `user_data` once per non-empty
- * `batch_get` on every cache of the process; `*out_id` gets its id.
+ * `batch_get` on every cache of the process; `*out_id` gets its id, before
+ * any batch can call the sink.
  */
 enum kvzch_status kvzch_register_global_stat_sink(kvzch_stat_sink_fn callback,
                                                   void *user_data,

@@ -437,7 +437,8 @@ class Library {
  * running anywhere and has been freed. The library refuses only one
  * unregister, with KVZCH_STATUS_WOULD_DEADLOCK: one made from inside a sink
  * whose wait would close a cycle (two sinks unregistering each other from
- * inside themselves on two threads). unregister() reports that and keeps the
+ * inside themselves on two threads, or a sink unregistering one that it runs
+ * under on its thread). unregister() reports that and keeps the
  * registration active, to be ended later from outside the sinks; reset() and
  * the destructor cannot, so the sink stays registered and its callable is
  * never freed. A registration from Cache::on_batch keeps its cache alive: the

@@ -26,5 +26,6 @@ pub use cache::{
     Cache, CacheConfig, CacheInfo, Error, ErrorKind, EvictionPolicy, MissPolicy, TableName,
 };
 pub use stats::{
-    register_global_sink, unregister_global_sink, BatchEvent, BatchStats, ReadStats, Sink, SinkId,
+    register_global_sink, register_global_sink_with_id, unregister_global_sink, BatchEvent,
+    BatchStats, ReadStats, Sink, SinkId,
 };

@@ -247,6 +247,15 @@ static WAITS: ShortMutex<Vec<Wait>> = ShortMutex::new(Vec::new());
 /// Since every recorded wait was checked, a cycle could only pass through the
 /// new one.
 fn record_wait(wait: &Wait) -> Result<(), Error> {
+    // The shortest cycle: this thread runs a call of the sink it waits for,
+    // under the sink it unregisters that one from.
+    if wait.inside.contains(&wait.for_sink) {
+        return Err(Error::would_deadlock(format!(
+            "unregistering sink {} from inside sink(s) {:?} would wait forever: this thread \
+             runs a call of it, under the sink that unregisters it",
+            wait.for_sink, wait.inside
+        )));
+    }
     let mut waits = WAITS.lock();
     let mut reached = vec![false; waits.len()];
     let mut frontier = vec![wait.for_sink];
@@ -347,11 +356,14 @@ impl SinkRegistry {
         }
     }
 
-    pub(crate) fn register(&self, sink: Sink) -> SinkId {
+    /// Registers the sink `make` returns, given the new sink's id before
+    /// any batch can call it: whatever `make` writes the id to, a call of
+    /// the sink finds it there.
+    pub(crate) fn register(&self, make: impl FnOnce(SinkId) -> Sink) -> SinkId {
         let id = NEXT_SINK_ID.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(SinkEntry {
             id,
-            sink,
+            sink: make(SinkId(id)),
             state: AtomicU64::new(0),
         });
         let mut sinks = self.sinks.write();
@@ -373,12 +385,14 @@ impl SinkRegistry {
 
     /// Unregisters sink `id` and waits for its calls on other threads, or,
     /// when it was unregistered already but still runs, only waits and answers
-    /// `NotFound`. From inside a call of that sink, waits for nothing. Called
-    /// from inside other sinks, answers `WouldDeadlock`, changing nothing,
-    /// where the wait could never end.
+    /// `NotFound`. From inside a call of that sink (the innermost this thread
+    /// runs), waits for nothing. Called from inside other sinks, answers
+    /// `WouldDeadlock`, changing nothing, where the wait could never end: a
+    /// cycle of waits, or a call of sink `id` that this thread runs under
+    /// them.
     pub(crate) fn unregister(&self, id: SinkId) -> Result<(), Error> {
         let inside = sinks_this_thread_runs();
-        let from_itself = inside.contains(&id.0);
+        let from_itself = inside.last() == Some(&id.0);
         let wait = (!from_itself && !inside.is_empty()).then_some(Wait {
             for_sink: id.0,
             inside,
@@ -457,7 +471,13 @@ static GLOBAL_SINKS: LazyLock<SinkRegistry> = LazyLock::new(SinkRegistry::new);
 
 /// Registers a sink that sees the batches of every cache in the process.
 pub fn register_global_sink(sink: Sink) -> SinkId {
-    GLOBAL_SINKS.register(sink)
+    GLOBAL_SINKS.register(|_| sink)
+}
+
+/// Registers the global sink `make` returns, with the guarantee of
+/// [`Cache::register_stat_sink_with_id`](crate::Cache::register_stat_sink_with_id).
+pub fn register_global_sink_with_id(make: impl FnOnce(SinkId) -> Sink) -> SinkId {
+    GLOBAL_SINKS.register(make)
 }
 
 /// Unregisters a global sink, with the guarantee of

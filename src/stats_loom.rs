@@ -62,15 +62,8 @@ fn register_self_unregistering(
     registry: &Arc<SinkRegistry>,
     then: impl Fn(Result<(), Error>) + Send + Sync + 'static,
 ) -> SinkId {
-    let own_id = Arc::new(AtomicU64::new(0));
-    let id = {
-        let (registry_in_sink, own_id) = (Arc::clone(registry), Arc::clone(&own_id));
-        registry.register(Box::new(move |_| {
-            then(registry_in_sink.unregister(SinkId(own_id.load(Ordering::SeqCst))));
-        }))
-    };
-    own_id.store(id.0, Ordering::SeqCst);
-    id
+    let registry_in_sink = Arc::clone(registry);
+    registry.register(move |own_id| Box::new(move |_| then(registry_in_sink.unregister(own_id))))
 }
 
 #[test]
@@ -104,7 +97,7 @@ fn loom_no_sink_call_after_unregister_returns() {
         let user_data = UserData::new();
         let id = {
             let user_data = Arc::clone(&user_data);
-            registry.register(Box::new(move |_| user_data.read()))
+            registry.register(|_| Box::new(move |_| user_data.read()))
         };
         let batch = notify_on_another_thread(&registry);
         registry.unregister(id).unwrap();
@@ -179,14 +172,17 @@ fn loom_two_sinks_unregistering_each_other_end_or_one_is_refused() {
                 Arc::clone(&ids),
                 Arc::clone(&refused),
             );
-            let id = registry.register(Box::new(move |_| {
-                match other_registry.unregister(SinkId(other_ids[other].load(Ordering::SeqCst))) {
-                    Err(e) if e.kind() == crate::ErrorKind::WouldDeadlock => {
-                        refused.fetch_add(1, Ordering::SeqCst);
+            let id = registry.register(|_| {
+                Box::new(move |_| {
+                    match other_registry.unregister(SinkId(other_ids[other].load(Ordering::SeqCst)))
+                    {
+                        Err(e) if e.kind() == crate::ErrorKind::WouldDeadlock => {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                        _ => {}
                     }
-                    _ => {}
-                }
-            }));
+                })
+            });
             ids[sink].store(id.0, Ordering::SeqCst);
         }
         let batches = registries.each_ref().map(notify_on_another_thread);

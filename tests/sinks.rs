@@ -73,28 +73,32 @@ fn a_sink_may_look_up_the_same_cache_and_unregister_itself() {
     let cache = Arc::new(named("reentrant"));
     cache.batch_set(&[5], &[5; 4], 0).unwrap();
     let calls = Arc::new(AtomicU64::new(0));
-    let own_id = Arc::new(Mutex::new(None::<SinkId>));
+    let given_id = Arc::new(Mutex::new(None::<SinkId>));
     let id = {
-        let (weak, calls, own_id) = (
+        let (weak, calls, given_id) = (
             Arc::downgrade(&cache),
             Arc::clone(&calls),
-            Arc::clone(&own_id),
+            Arc::clone(&given_id),
         );
-        cache.register_stat_sink(Box::new(move |_| {
-            let nested = calls.fetch_add(1, Ordering::SeqCst) == 0;
-            let cache = weak.upgrade().unwrap();
-            if nested {
-                // Inside the sink: a lookup on the same cache (whose batch calls
-                // this sink again, one level down), then unregistering itself.
-                let mut out = [0u8; 4];
-                cache.batch_get(&[5], &mut out, None).unwrap();
-                assert_eq!(out, [5; 4]);
-                let id = own_id.lock().unwrap().expect("registered");
-                cache.unregister_stat_sink(id).unwrap();
-            }
-        }))
+        // The sink learns its id as it is made, before any batch can call it.
+        cache.register_stat_sink_with_id(move |own_id| {
+            *given_id.lock().unwrap() = Some(own_id);
+            Box::new(move |_| {
+                let nested = calls.fetch_add(1, Ordering::SeqCst) == 0;
+                let cache = weak.upgrade().unwrap();
+                if nested {
+                    // Inside the sink: a lookup on the same cache (whose batch
+                    // calls this sink again, one level down), then
+                    // unregistering itself.
+                    let mut out = [0u8; 4];
+                    cache.batch_get(&[5], &mut out, None).unwrap();
+                    assert_eq!(out, [5; 4]);
+                    cache.unregister_stat_sink(own_id).unwrap();
+                }
+            })
+        })
     };
-    *own_id.lock().unwrap() = Some(id);
+    assert_eq!(*given_id.lock().unwrap(), Some(id));
     let mut out = [0u8; 4];
     cache.batch_get(&[5], &mut out, None).unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -105,6 +109,46 @@ fn a_sink_may_look_up_the_same_cache_and_unregister_itself() {
         "no call after unregistering"
     );
     assert_eq!(cache.cumulative_read_stats().total, 3);
+}
+
+#[test]
+fn a_sink_under_a_call_of_another_cannot_unregister_that_one() {
+    // A call of `outer`'s sink looks up `inner`, whose sink unregisters
+    // `outer`'s. Waiting for `outer`'s calls would wait for the one this
+    // thread runs beneath; not waiting would let a host free its user data
+    // while calls on other threads still run. So: WouldDeadlock, changing
+    // nothing.
+    let outer = Arc::new(named("nested_outer"));
+    let inner = Arc::new(named("nested_inner"));
+    let outer_id = Arc::new(Mutex::new(None::<SinkId>));
+    let answer = Arc::new(Mutex::new(None));
+    let inner_id = {
+        let (weak, outer_id, answer) = (
+            Arc::downgrade(&outer),
+            Arc::clone(&outer_id),
+            Arc::clone(&answer),
+        );
+        inner.register_stat_sink(Box::new(move |_| {
+            let id = outer_id.lock().unwrap().expect("registered");
+            let unregistered = weak.upgrade().unwrap().unregister_stat_sink(id);
+            *answer.lock().unwrap() = Some(unregistered.map_err(|e| e.kind()));
+        }))
+    };
+    let (id, calls, _, _) = {
+        let inner = Arc::downgrade(&inner);
+        sink_with_first_call(&outer, move || {
+            let inner = inner.upgrade().unwrap();
+            inner.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+        })
+    };
+    *outer_id.lock().unwrap() = Some(id);
+    outer.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+    assert_eq!(*answer.lock().unwrap(), Some(Err(ErrorKind::WouldDeadlock)));
+    // Still registered: called again, and unregistered from outside.
+    outer.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    outer.unregister_stat_sink(id).unwrap();
+    inner.unregister_stat_sink(inner_id).unwrap();
 }
 
 #[test]

@@ -1362,12 +1362,22 @@ impl Cache {
 
     /// Registers a sink called once per non-empty lookup batch of this cache.
     pub fn register_stat_sink(&self, sink: Sink) -> SinkId {
-        self.sinks.register(sink)
+        self.sinks.register(|_| sink)
+    }
+
+    /// Registers the sink `make` returns, handing `make` the sink's id before
+    /// any batch can call it: a sink that unregisters itself finds its id
+    /// wherever `make` put it.
+    pub fn register_stat_sink_with_id(&self, make: impl FnOnce(SinkId) -> Sink) -> SinkId {
+        self.sinks.register(make)
     }
 
     /// When this returns, the sink will never be called again and, unless
     /// called from inside a call of that sink, is not running on any thread.
     /// From inside it, waits for nothing (its calls elsewhere may still run).
+    /// From inside another sink that runs, on this thread, under a call of
+    /// sink `id`, or where waits would close a cycle: `WouldDeadlock`,
+    /// changing nothing.
     pub fn unregister_stat_sink(&self, id: SinkId) -> Result<(), Error> {
         self.sinks.unregister(id)
     }

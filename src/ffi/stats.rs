@@ -4,7 +4,9 @@ use std::ffi::c_void;
 
 use super::guard::{boundary, live_cache, required_mut, FfiError};
 use super::types::*;
-use crate::stats::{register_global_sink, unregister_global_sink, BatchEvent, Sink, SinkId};
+use crate::stats::{
+    register_global_sink_with_id, unregister_global_sink, BatchEvent, Sink, SinkId,
+};
 
 /// A C sink and its `user_data`, called with each batch's event.
 struct CSink {
@@ -46,7 +48,8 @@ fn c_sink(callback: kvzch_stat_sink_fn, user_data: *mut c_void) -> Result<CSink,
 }
 
 /// Registers `callback` to be called with `user_data` once per non-empty
-/// `batch_get` on this cache; `*out_id` gets its id for unregistering.
+/// `batch_get` on this cache; `*out_id` gets its id for unregistering, before
+/// any batch can call the sink, so a sink may read its own id from there.
 #[no_mangle]
 pub extern "C" fn kvzch_cache_register_stat_sink(
     cache: *mut kvzch_cache,
@@ -60,7 +63,10 @@ pub extern "C" fn kvzch_cache_register_stat_sink(
         let sink = c_sink(callback, user_data)?;
         // SAFETY: `out_id` is NULL or a writable uint64_t.
         let out_id = unsafe { required_mut(out_id, "out_id") }?;
-        *out_id = cache.register_stat_sink(sink.into_sink()).0;
+        cache.register_stat_sink_with_id(|id| {
+            *out_id = id.0;
+            sink.into_sink()
+        });
         Ok(())
     })
 }
@@ -72,7 +78,9 @@ pub extern "C" fn kvzch_cache_register_stat_sink(
 /// on another thread, even while another unregister of it is still waiting
 /// for them. Called from inside that same sink, waits for nothing: the sink
 /// is never called again, but its calls on other threads may still run.
-/// Called from inside another sink where the wait could never end:
+/// Called from inside another sink where the wait could never end (that sink
+/// runs, on this thread, under a call of the sink unregistered; or two sinks
+/// unregister each other from inside themselves on two threads):
 /// `KVZCH_STATUS_WOULD_DEADLOCK`, changing nothing: the sink stays registered
 /// unless another unregister had removed it already.
 #[no_mangle]
@@ -89,7 +97,8 @@ pub extern "C" fn kvzch_cache_unregister_stat_sink(
 }
 
 /// Registers `callback` to be called with `user_data` once per non-empty
-/// `batch_get` on every cache of the process; `*out_id` gets its id.
+/// `batch_get` on every cache of the process; `*out_id` gets its id, before
+/// any batch can call the sink.
 #[no_mangle]
 pub extern "C" fn kvzch_register_global_stat_sink(
     callback: kvzch_stat_sink_fn,
@@ -100,7 +109,10 @@ pub extern "C" fn kvzch_register_global_stat_sink(
         let sink = c_sink(callback, user_data)?;
         // SAFETY: `out_id` is NULL or a writable uint64_t.
         let out_id = unsafe { required_mut(out_id, "out_id") }?;
-        *out_id = register_global_sink(sink.into_sink()).0;
+        register_global_sink_with_id(|id| {
+            *out_id = id.0;
+            sink.into_sink()
+        });
         Ok(())
     })
 }
