@@ -28,6 +28,16 @@ set(KVZCH_CARGO_TARGET_DIR "${CMAKE_CURRENT_BINARY_DIR}/cargo")
 # tree's, or one in a directory above it), would otherwise build for another
 # target and put the libraries where these paths do not look.
 set(_kvzch_cargo_env "CARGO_TARGET_DIR=${KVZCH_CARGO_TARGET_DIR}")
+# Both would otherwise surface only at link time, as "file in wrong format".
+if(CMAKE_SIZEOF_VOID_P AND NOT CMAKE_SIZEOF_VOID_P EQUAL 8)
+  math(EXPR _kvzch_bits "${CMAKE_SIZEOF_VOID_P} * 8")
+  message(FATAL_ERROR "kvzch builds for 64-bit targets only; this build's compiler targets "
+    "${_kvzch_bits}-bit code")
+endif()
+if(CMAKE_CROSSCOMPILING AND NOT KVZCH_RUST_TARGET)
+  message(FATAL_ERROR "cross-compiling for ${CMAKE_SYSTEM_NAME} ${CMAKE_SYSTEM_PROCESSOR}: set "
+    "KVZCH_RUST_TARGET to the Rust triple to build libkvzch for (e.g. aarch64-unknown-linux-gnu)")
+endif()
 if(KVZCH_RUST_TARGET)
   set(_kvzch_rust_target "${KVZCH_RUST_TARGET}")
   # cargo links for the target with the C compiler CMake cross-compiles with.

@@ -10,6 +10,10 @@
 //! The same engine is exported to C and C++ through the `kvzch_*` functions of
 //! `include/kvzch.h` (see `ffi`).
 
+// Bucket counts up to 2^32 and row arrays past 4 GiB are usize arithmetic.
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("kvzch builds for 64-bit targets only");
+
 #[cfg(test)]
 mod allocation_failure;
 pub mod cache;
