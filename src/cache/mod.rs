@@ -672,13 +672,20 @@ impl Cache {
             self.reserve_and_group(grouping, ids)?;
             // A group written in one stretch is never seen half written.
             grouping.mark_superseded(WRITE_STRETCH)?;
-            let dropped = match self.capacity {
-                Some(capacity) => self.make_room(grouping, capacity)?,
-                None => {
-                    self.reserve_for_publish(grouping)?;
-                    ahash::HashSet::default()
-                }
+            let reserved = match self.capacity {
+                Some(capacity) => self.make_room(grouping, capacity),
+                None => self
+                    .reserve_for_publish(grouping)
+                    .map(|()| ahash::HashSet::default()),
             };
+            let dropped = reserved.inspect_err(|_| {
+                // Shards reserved before the failure keep the room they grew,
+                // which `memory_bytes` counts; the overflow room it does not
+                // count goes, as a write would have freed it.
+                for (shard, _) in grouping.shard_groups() {
+                    self.shards[shard].write().release_overflow_room();
+                }
+            })?;
             let (mut inserted, mut updated) = (0u64, 0u64);
             for (shard, range) in grouping.shard_groups() {
                 let positions = &grouping.order[range.clone()];
@@ -1934,6 +1941,15 @@ mod tests {
         assert_eq!(cache.info().num_shards, 8);
     }
 
+    /// Each shard's overflow keys and the room its list holds: room that
+    /// `memory_bytes` does not count, so none may stay after a failure.
+    fn overflow_rooms(cache: &Cache) -> Vec<(usize, usize)> {
+        let rooms = cache.shards.iter();
+        rooms
+            .map(|shard| shard.read().index().overflow_room())
+            .collect()
+    }
+
     /// A cache of eight shards holding `rows_of(ids, 8)`.
     fn eight_shards_holding(ids: &[i64]) -> Cache {
         let cache = eight_shards_of_8_byte_rows();
@@ -2140,10 +2156,12 @@ mod tests {
                 cache.batch_set(&stored, &rows_of(&stored, 8), 1).unwrap();
                 cache
             };
+            let rooms_before = overflow_rooms(&holding());
             let (failures, cache) = fail_allocations_in_turn(
                 holding,
                 |cache| cache.batch_set(&stored, &rows_of(&stored, 8), 2),
                 |cache| {
+                    assert_eq!(overflow_rooms(cache), rooms_before);
                     // Still stamped 1: a sweep for older rows removes them all.
                     assert_eq!(cache.evict_older_than(2), 4000);
                 },
@@ -2167,26 +2185,38 @@ mod tests {
         let stored: Vec<i64> = (0..1000).collect();
         let publish: Vec<i64> = (1000..50_000).collect();
         let rows = rows_of(&publish, 8);
-        // One hash key for every cache: the ids then fall into the same
-        // shards, which grow to the same sizes.
-        let holding_stored = || {
-            let mut cache = eight_shards_of_8_byte_rows();
-            cache.hasher = IdHasher::with_key(0x6b76_7a63);
-            cache.batch_set(&stored, &rows_of(&stored, 8), 1).unwrap();
-            cache
-        };
-        let published = holding_stored();
-        published.batch_set(&publish, &rows, 2).unwrap();
-        let (failures, _) = fail_allocations_in_turn(
-            holding_stored,
-            |cache| cache.batch_set(&publish, &rows, 2),
-            |cache| {
-                assert_holds(cache, &stored, &publish[..1000]);
-                cache.batch_set(&publish, &rows, 2).unwrap();
-                assert_eq!(cache.info(), published.info());
-            },
-        );
-        assert!(failures > 8);
+        // Without a policy, and under one with room for every row (whose
+        // publish reserves in `make_room`).
+        for policy in [EvictionPolicy::None, EvictionPolicy::LruApprox] {
+            // One hash key for every cache: the ids then fall into the same
+            // shards, which grow to the same sizes.
+            let holding_stored = || {
+                let mut cache = Cache::new(CacheConfig {
+                    num_shards: 8,
+                    eviction_policy: policy,
+                    max_rows: (policy != EvictionPolicy::None).then_some(100_000),
+                    ..CacheConfig::new(8)
+                })
+                .unwrap();
+                cache.hasher = IdHasher::with_key(0x6b76_7a63);
+                cache.batch_set(&stored, &rows_of(&stored, 8), 1).unwrap();
+                cache
+            };
+            let published = holding_stored();
+            published.batch_set(&publish, &rows, 2).unwrap();
+            let rooms_before = overflow_rooms(&holding_stored());
+            let (failures, _) = fail_allocations_in_turn(
+                holding_stored,
+                |cache| cache.batch_set(&publish, &rows, 2),
+                |cache| {
+                    assert_holds(cache, &stored, &publish[..1000]);
+                    assert_eq!(overflow_rooms(cache), rooms_before, "{policy:?}");
+                    cache.batch_set(&publish, &rows, 2).unwrap();
+                    assert_eq!(cache.info(), published.info());
+                },
+            );
+            assert!(failures > 8);
+        }
 
         let all: Vec<i64> = (0..50_000).collect();
         let (failures, _) = fail_allocations_in_turn(

@@ -260,7 +260,9 @@ impl Shard {
     /// (more than `new_rows` when evictions free slots for some), and
     /// installs the index `grown_index` built (for them, or for a
     /// reservation), so that the `upsert`s of one publish allocate nothing.
-    /// On failure the shard is unchanged.
+    /// On failure the shard holds the same rows and index; the rooms reserved
+    /// before the failing allocation stay (the caller frees the overflow
+    /// room: see `release_overflow_room`).
     pub(crate) fn reserve(
         &mut self,
         new_rows: usize,
