@@ -228,7 +228,11 @@ typedef struct kvzch_cache_info {
    */
   uint64_t expirations;
   /**
-   * 1.1: rows dropped to stay within `max_rows` / `max_memory_bytes`.
+   * 1.1: rows dropped to stay within `max_rows` / `max_memory_bytes`:
+   * stored rows evicted, and new rows of a publish that its shard's share
+   * could not keep, which `inserts` does not count. So `rows == inserts -
+   * removals - expirations - capacity_evictions` only while no publish
+   * dropped rows of its own.
    */
   uint64_t capacity_evictions;
 } kvzch_cache_info;

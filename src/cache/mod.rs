@@ -403,8 +403,11 @@ pub struct CacheInfo {
     pub removals: u64,
     /// Rows removed by `evict_older_than`.
     pub expirations: u64,
-    /// Rows dropped to stay within `max_rows` / `max_memory_bytes`, including
-    /// rows of a publish larger than the whole capacity.
+    /// Rows dropped to stay within `max_rows` / `max_memory_bytes`: stored
+    /// rows evicted, and new rows of a publish that its shard's share could
+    /// not keep, which `inserts` does not count. So `rows == inserts -
+    /// removals - expirations - capacity_evictions` only while no publish
+    /// dropped rows of its own.
     pub capacity_evictions: u64,
 }
 

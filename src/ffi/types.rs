@@ -153,7 +153,11 @@ pub struct kvzch_cache_info {
     pub removals: u64,
     /// 1.1: rows removed by `evict_older_than`.
     pub expirations: u64,
-    /// 1.1: rows dropped to stay within `max_rows` / `max_memory_bytes`.
+    /// 1.1: rows dropped to stay within `max_rows` / `max_memory_bytes`:
+    /// stored rows evicted, and new rows of a publish that its shard's share
+    /// could not keep, which `inserts` does not count. So `rows == inserts -
+    /// removals - expirations - capacity_evictions` only while no publish
+    /// dropped rows of its own.
     pub capacity_evictions: u64,
 }
 
