@@ -9,6 +9,8 @@ missing_required_packages() {
   command -v nm >/dev/null || echo binutils
   command -v pkg-config >/dev/null || echo pkg-config
   command -v valgrind >/dev/null || echo valgrind
+  # .ci/check_rust_version.py reads cargo metadata.
+  command -v python3 >/dev/null || echo python3
   # The locale sources metrics_test builds its de_DE and ps_AF locales from.
   [ -f /usr/share/i18n/locales/ps_AF ] || echo locales
 }

@@ -34,7 +34,11 @@ if(CMAKE_SIZEOF_VOID_P AND NOT CMAKE_SIZEOF_VOID_P EQUAL 8)
   message(FATAL_ERROR "kvzch builds for 64-bit targets only; this build's compiler targets "
     "${_kvzch_bits}-bit code")
 endif()
-if(CMAKE_CROSSCOMPILING AND NOT KVZCH_RUST_TARGET)
+# A toolchain file for the build machine's own system (a sysroot) builds for
+# the build machine's Rust target, as a native build does.
+if(CMAKE_CROSSCOMPILING AND NOT KVZCH_RUST_TARGET AND NOT
+   (CMAKE_SYSTEM_NAME STREQUAL CMAKE_HOST_SYSTEM_NAME AND
+    CMAKE_SYSTEM_PROCESSOR STREQUAL CMAKE_HOST_SYSTEM_PROCESSOR))
   message(FATAL_ERROR "cross-compiling for ${CMAKE_SYSTEM_NAME} ${CMAKE_SYSTEM_PROCESSOR}: set "
     "KVZCH_RUST_TARGET to the Rust triple to build libkvzch for (e.g. aarch64-unknown-linux-gnu)")
 endif()

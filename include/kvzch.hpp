@@ -28,7 +28,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <charconv>
 #include <chrono>
 #include <clocale>
 #include <cmath>
@@ -49,6 +48,14 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+/* Before libstdc++ 8 and libc++ 7 there is no <charconv>; PrometheusText
+ * then formats through snprintf. */
+#if defined(__has_include)
+#if __has_include(<charconv>)
+#include <charconv>
+#endif
+#endif
 
 #if __cplusplus >= 202002L && defined(__has_include)
 #if __has_include(<span>)

@@ -44,8 +44,9 @@
 //! made from outside the sink answers, the host may then free the sink's data.
 //!
 //! Waiting can only deadlock if the waiting thread is itself inside a sink that
-//! another waiting thread waits for: sinks A and B, each unregistering the other
-//! from inside itself on two threads. Every unregister made from inside a sink
+//! a waiting thread waits for: sinks A and B, each unregistering the other from
+//! inside itself on two threads; or sink B unregistering A while it runs under
+//! a call of A on its own thread. Every unregister made from inside a sink
 //! records its wait in one process-wide list before it changes anything, and if
 //! that wait would close a cycle of waits, it answers `WOULD_DEADLOCK` and
 //! leaves the sink registered instead.

@@ -77,7 +77,8 @@ pub extern "C" fn kvzch_cache_register_stat_sink(
 /// `KVZCH_STATUS_NOT_FOUND`, returned only once no call of that sink is left
 /// on another thread, even while another unregister of it is still waiting
 /// for them. Called from inside that same sink, waits for nothing: the sink
-/// is never called again, but its calls on other threads may still run.
+/// is never called again, but its calls on other threads may still run (and,
+/// when it runs nested in a call of itself, that call on this thread).
 /// Called from inside another sink where the wait could never end (that sink
 /// runs, on this thread, under a call of the sink unregistered; or two sinks
 /// unregister each other from inside themselves on two threads):
