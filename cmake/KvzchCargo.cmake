@@ -109,10 +109,17 @@ add_dependencies(kvzch::kvzch kvzch_cargo)
 # (gcc_s and c come with every C/C++ link already), besides threads. The
 # installed kvzchConfig.cmake and kvzch.pc (Libs.private) list the same.
 set(KVZCH_STATIC_SYSTEM_LIBRARIES ${CMAKE_DL_LIBS} m rt util)
+# A host that links the archive into a shared library of its own would
+# otherwise export the archive's symbols from it: the kvzch_ functions, and
+# Rust std's (rust_eh_personality and some 150 mangled ones), which another
+# Rust library in the process could bind to. The installed kvzchConfig.cmake
+# and kvzch.pc (Libs.private) say the same.
+set(KVZCH_STATIC_LINK_OPTION "--exclude-libs,libkvzch.a")
 add_library(kvzch::kvzch_static STATIC IMPORTED GLOBAL)
 set_target_properties(kvzch::kvzch_static PROPERTIES
   IMPORTED_LOCATION "${KVZCH_STATIC_LIBRARY}"
   IMPORTED_LINK_INTERFACE_LANGUAGES "C"
   INTERFACE_INCLUDE_DIRECTORIES "${KVZCH_INCLUDE_DIR}"
-  INTERFACE_LINK_LIBRARIES "Threads::Threads;${KVZCH_STATIC_SYSTEM_LIBRARIES}")
+  INTERFACE_LINK_LIBRARIES "Threads::Threads;${KVZCH_STATIC_SYSTEM_LIBRARIES}"
+  INTERFACE_LINK_OPTIONS "LINKER:${KVZCH_STATIC_LINK_OPTION}")
 add_dependencies(kvzch::kvzch_static kvzch_cargo)

@@ -78,7 +78,7 @@ endforeach()
 list(TRANSFORM KVZCH_HPP_SYSTEM_LIBRARIES PREPEND " -l" OUTPUT_VARIABLE _kvzch_pc_flags)
 string(CONCAT KVZCH_PC_LIBS ${_kvzch_pc_flags})
 list(TRANSFORM KVZCH_STATIC_SYSTEM_LIBRARIES PREPEND " -l" OUTPUT_VARIABLE _kvzch_pc_flags)
-string(CONCAT KVZCH_PC_LIBS_PRIVATE "-lpthread" ${_kvzch_pc_flags})
+string(CONCAT KVZCH_PC_LIBS_PRIVATE "-Wl,${KVZCH_STATIC_LINK_OPTION} -lpthread" ${_kvzch_pc_flags})
 configure_file("${CMAKE_CURRENT_LIST_DIR}/kvzch.pc.in" "${CMAKE_CURRENT_BINARY_DIR}/kvzch.pc" @ONLY)
 install(FILES "${CMAKE_CURRENT_BINARY_DIR}/kvzch.pc"
   DESTINATION "${CMAKE_INSTALL_LIBDIR}/pkgconfig"
