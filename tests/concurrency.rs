@@ -121,6 +121,92 @@ fn readers_never_see_a_torn_or_foreign_row_while_rows_change() {
     );
 }
 
+/// ABI.md: a row that no writer touches is found by every lookup. Readers
+/// look up ids published once, while a writer grows the index with new ids
+/// (rebuilds move every entry), removes and expires them again, and compacts
+/// (which repacks rows and tables): never a miss, never another row.
+#[test]
+fn rows_no_writer_touches_are_found_while_the_index_grows_shrinks_and_compacts() {
+    const STABLE_STAMP: u32 = 1_000_000;
+    let cache = Arc::new(
+        Cache::new(CacheConfig {
+            num_shards: 8,
+            ..CacheConfig::new(ROW_BYTES)
+        })
+        .unwrap(),
+    );
+    let stable: Vec<i64> = (0..20_000).collect();
+    let rows: Vec<u8> = stable.iter().flat_map(|&id| encoded_row(id, 1)).collect();
+    cache.batch_set(&stable, &rows, STABLE_STAMP).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (cache, stop) = (Arc::clone(&cache), Arc::clone(&stop));
+        thread::spawn(move || {
+            let (mut rounds, mut rebuilt_from) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) || rounds < 3 {
+                rounds += 1;
+                // 60,000 new ids, three times the stable ones: the index
+                // grows through several rebuilds.
+                let churn: Vec<i64> = (0..60_000)
+                    .map(|k| 1_000_000 + k * 7 + i64::from(rounds))
+                    .collect();
+                for chunk in churn.chunks(4096) {
+                    let rows: Vec<u8> = chunk.iter().flat_map(|&id| encoded_row(id, 2)).collect();
+                    cache.batch_set(chunk, &rows, rounds).unwrap();
+                }
+                cache.batch_remove(&churn[..20_000]).unwrap();
+                assert_eq!(cache.evict_older_than(rounds + 1), 40_000);
+                let before = cache.info().memory_bytes;
+                cache.compact().unwrap();
+                rebuilt_from.push((before, cache.info().memory_bytes));
+            }
+            (rounds, rebuilt_from)
+        })
+    };
+    let readers: Vec<_> = (0..2u64)
+        .map(|seed| {
+            let (cache, stop, stable) = (Arc::clone(&cache), Arc::clone(&stop), stable.clone());
+            thread::spawn(move || {
+                let mut state = seed + 1;
+                let mut out = vec![0u8; 512 * ROW_BYTES];
+                let mut mask = vec![0u8; 512];
+                let mut checked = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let batch: Vec<i64> = (0..512)
+                        .map(|_| {
+                            state = state
+                                .wrapping_mul(6364136223846793005)
+                                .wrapping_add(1442695040888963407);
+                            stable[(state >> 33) as usize % stable.len()]
+                        })
+                        .collect();
+                    cache.batch_get(&batch, &mut out, Some(&mut mask)).unwrap();
+                    for (i, &id) in batch.iter().enumerate() {
+                        assert_eq!(mask[i], 1, "id {id}, never touched by a writer, missed");
+                        let row = &out[i * ROW_BYTES..][..ROW_BYTES];
+                        assert_eq!(row, encoded_row(id, 1), "id {id} returned another row");
+                    }
+                    checked += batch.len() as u64;
+                }
+                checked
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let (rounds, compactions) = writer.join().unwrap();
+    for reader in readers {
+        assert!(reader.join().unwrap() > 100_000);
+    }
+    // The writer ran whole rounds beside the readers, and each compaction
+    // gave memory back: tables and rows were rebuilt while they read.
+    assert!(rounds >= 3, "{rounds} rounds");
+    assert!(
+        compactions.iter().all(|&(before, after)| after < before),
+        "{compactions:?}"
+    );
+}
+
 /// A publish that holds an id twice: a reader finds the id's old row or the
 /// last occurrence's, never the earlier occurrence's, though the publish lets
 /// readers into the shard between stretches of a few hundred rows. The
