@@ -21,15 +21,29 @@ fn encoded_row(id: i64, version: u64) -> [u8; ROW_BYTES] {
     row
 }
 
+fn cache_of_shards(num_shards: usize) -> Arc<Cache> {
+    let config = CacheConfig {
+        num_shards,
+        ..CacheConfig::new(ROW_BYTES)
+    };
+    Arc::new(Cache::new(config).unwrap())
+}
+
+/// A reader's batch: 512 ids drawn uniformly from `0..below`.
+fn random_ids(state: &mut u64, below: i64) -> Vec<i64> {
+    (0..512)
+        .map(|_| {
+            *state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (*state >> 33) as i64 % below
+        })
+        .collect()
+}
+
 #[test]
 fn readers_never_see_a_torn_or_foreign_row_while_rows_change() {
-    let cache = Arc::new(
-        Cache::new(CacheConfig {
-            num_shards: 4,
-            ..CacheConfig::new(ROW_BYTES)
-        })
-        .unwrap(),
-    );
+    let cache = cache_of_shards(4);
     let ids: Vec<i64> = (0..20_000).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let checked = Arc::new(AtomicU64::new(0));
@@ -72,14 +86,7 @@ fn readers_never_see_a_torn_or_foreign_row_while_rows_change() {
                 let mut out = vec![0u8; 512 * ROW_BYTES];
                 let mut mask = vec![0u8; 512];
                 while !stop.load(Ordering::Relaxed) {
-                    let batch: Vec<i64> = (0..512)
-                        .map(|_| {
-                            state = state
-                                .wrapping_mul(6364136223846793005)
-                                .wrapping_add(1442695040888963407);
-                            (state >> 33) as i64 % 21_000
-                        })
-                        .collect();
+                    let batch = random_ids(&mut state, 21_000);
                     cache.batch_get(&batch, &mut out, Some(&mut mask)).unwrap();
                     for (i, &id) in batch.iter().enumerate() {
                         let row = &out[i * ROW_BYTES..][..ROW_BYTES];
@@ -128,16 +135,11 @@ fn readers_never_see_a_torn_or_foreign_row_while_rows_change() {
 #[test]
 fn rows_no_writer_touches_are_found_while_the_index_grows_shrinks_and_compacts() {
     const STABLE_STAMP: u32 = 1_000_000;
-    let cache = Arc::new(
-        Cache::new(CacheConfig {
-            num_shards: 8,
-            ..CacheConfig::new(ROW_BYTES)
-        })
-        .unwrap(),
-    );
-    let stable: Vec<i64> = (0..20_000).collect();
-    let rows: Vec<u8> = stable.iter().flat_map(|&id| encoded_row(id, 1)).collect();
-    cache.batch_set(&stable, &rows, STABLE_STAMP).unwrap();
+    let cache = cache_of_shards(8);
+    let stable = 20_000;
+    let ids: Vec<i64> = (0..stable).collect();
+    let rows: Vec<u8> = ids.iter().flat_map(|&id| encoded_row(id, 1)).collect();
+    cache.batch_set(&ids, &rows, STABLE_STAMP).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (cache, stop) = (Arc::clone(&cache), Arc::clone(&stop));
@@ -165,21 +167,14 @@ fn rows_no_writer_touches_are_found_while_the_index_grows_shrinks_and_compacts()
     };
     let readers: Vec<_> = (0..2u64)
         .map(|seed| {
-            let (cache, stop, stable) = (Arc::clone(&cache), Arc::clone(&stop), stable.clone());
+            let (cache, stop) = (Arc::clone(&cache), Arc::clone(&stop));
             thread::spawn(move || {
                 let mut state = seed + 1;
                 let mut out = vec![0u8; 512 * ROW_BYTES];
                 let mut mask = vec![0u8; 512];
                 let mut checked = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let batch: Vec<i64> = (0..512)
-                        .map(|_| {
-                            state = state
-                                .wrapping_mul(6364136223846793005)
-                                .wrapping_add(1442695040888963407);
-                            stable[(state >> 33) as usize % stable.len()]
-                        })
-                        .collect();
+                    let batch = random_ids(&mut state, stable);
                     cache.batch_get(&batch, &mut out, Some(&mut mask)).unwrap();
                     for (i, &id) in batch.iter().enumerate() {
                         assert_eq!(mask[i], 1, "id {id}, never touched by a writer, missed");
@@ -217,13 +212,7 @@ fn readers_never_see_the_row_of_an_earlier_duplicate() {
     const WATCHED: i64 = 0;
     const DECOY: u64 = 0xFFFF;
     const ROUNDS: u64 = 400;
-    let cache = Arc::new(
-        Cache::new(CacheConfig {
-            num_shards: 1,
-            ..CacheConfig::new(ROW_BYTES)
-        })
-        .unwrap(),
-    );
+    let cache = cache_of_shards(1);
     let mut batch = vec![WATCHED];
     batch.extend(1..1024);
     batch.push(WATCHED);

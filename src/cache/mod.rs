@@ -1947,10 +1947,8 @@ mod tests {
     /// Each shard's overflow keys and the room its list holds: room that
     /// `memory_bytes` does not count, so none may stay after a failure.
     fn overflow_rooms(cache: &Cache) -> Vec<(usize, usize)> {
-        let rooms = cache.shards.iter();
-        rooms
-            .map(|shard| shard.read().index().overflow_room())
-            .collect()
+        let shards = cache.shards.iter();
+        shards.map(|s| s.read().index().overflow_room()).collect()
     }
 
     /// A cache of eight shards holding `rows_of(ids, 8)`.

@@ -34,8 +34,13 @@ impl CSink {
         unsafe { (self.callback)(self.user_data, &event) }
     }
 
-    fn into_sink(self) -> Sink {
-        Box::new(move |event: &BatchEvent<'_>| self.call(event))
+    /// The sink to register, made once its id is known: the id goes to
+    /// `out_id` first, before any batch can call the sink.
+    fn into_sink_writing_id(self, out_id: &mut u64) -> impl FnOnce(SinkId) -> Sink + '_ {
+        move |id| {
+            *out_id = id.0;
+            Box::new(move |event: &BatchEvent<'_>| self.call(event))
+        }
     }
 }
 
@@ -63,10 +68,7 @@ pub extern "C" fn kvzch_cache_register_stat_sink(
         let sink = c_sink(callback, user_data)?;
         // SAFETY: `out_id` is NULL or a writable uint64_t.
         let out_id = unsafe { required_mut(out_id, "out_id") }?;
-        cache.register_stat_sink_with_id(|id| {
-            *out_id = id.0;
-            sink.into_sink()
-        });
+        cache.register_stat_sink_with_id(sink.into_sink_writing_id(out_id));
         Ok(())
     })
 }
@@ -110,10 +112,7 @@ pub extern "C" fn kvzch_register_global_stat_sink(
         let sink = c_sink(callback, user_data)?;
         // SAFETY: `out_id` is NULL or a writable uint64_t.
         let out_id = unsafe { required_mut(out_id, "out_id") }?;
-        register_global_sink_with_id(|id| {
-            *out_id = id.0;
-            sink.into_sink()
-        });
+        register_global_sink_with_id(sink.into_sink_writing_id(out_id));
         Ok(())
     })
 }
