@@ -864,13 +864,23 @@ struct OwnId {
   std::atomic<uint64_t> calls_without_id{0};
 };
 
-// Restates the library's edges for ThreadSanitizer, as churned_sink (below)
-// does: each state is made before a release here, and a call's last touch of
-// it is a release on `calls`, acquired after unregister returns.
-std::atomic<uint64_t> g_own_id_published{0};
+// The library promises that registering a sink happens before its first
+// call, and every call before unregister returns, but keeps those promises
+// with its own atomics, which ThreadSanitizer cannot see (libkvzch is not
+// instrumented). The tests whose sinks' state is made and freed while
+// lookups run restate both edges where TSan sees them: the owner calls
+// publish_sink_state() after making a state, and each call enter_sink()
+// first; each call's last touch of its state is a release on its `calls`,
+// which the owner acquires after unregister returns and before it frees the
+// state.
+std::atomic<uint64_t> g_sink_states_published{0};
+
+void publish_sink_state() { g_sink_states_published.fetch_add(1, std::memory_order_release); }
+
+void enter_sink() { static_cast<void>(g_sink_states_published.load(std::memory_order_acquire)); }
 
 void own_id_sink(void* user_data, const kvzch_batch_event*) {
-  static_cast<void>(g_own_id_published.load(std::memory_order_acquire));
+  enter_sink();
   OwnId* s = static_cast<OwnId*>(user_data);
   if (s->id == 0) s->calls_without_id.fetch_add(1);
   s->calls.fetch_add(1, std::memory_order_release);
@@ -904,7 +914,7 @@ void sinks_find_their_id_while_batches_run(bool global) {
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   while (std::chrono::steady_clock::now() < end) {
     OwnId state;
-    g_own_id_published.fetch_add(1, std::memory_order_release);
+    publish_sink_state();
     const kvzch_status registered =
         global ? kvzch_register_global_stat_sink(own_id_sink, &state, &state.id)
                : kvzch_cache_register_stat_sink(cache.get(), own_id_sink, &state, &state.id);
@@ -1210,18 +1220,9 @@ struct Churned {
 // Sinks that ran on state their registration no longer owned.
 std::atomic<uint64_t> g_churn_violations{0};
 
-// The library promises that registering a sink happens before its first
-// call, and every call before unregister returns, but keeps those promises
-// with its own atomics, which ThreadSanitizer cannot see (libkvzch is not
-// instrumented). The churned sinks restate both edges where TSan sees them:
-// the churner releases g_churn_published after making a state and each call
-// acquires it first; each call's last touch of its state is a release on
-// `calls`, which the churner acquires after unregister returns and before it
-// frees the state.
-std::atomic<uint64_t> g_churn_published{0};
-
+// Restates the library's edges for TSan as own_id_sink does (above).
 void churned_sink(void* user_data, const kvzch_batch_event*) {
-  static_cast<void>(g_churn_published.load(std::memory_order_acquire));
+  enter_sink();
   Churned* c = static_cast<Churned*>(user_data);
   if (c->magic.load(std::memory_order_relaxed) != Churned::kAlive) g_churn_violations.fetch_add(1);
   c->calls.fetch_add(1, std::memory_order_release);
@@ -1348,7 +1349,7 @@ TEST(Concurrency, EveryKindOfCallAtOnceOnOneCache) {
   threads.emplace_back([&] {  // sinks coming and going while batches call them
     for (uint64_t round = 0; running(); ++round) {
       Churned* state = new Churned;
-      g_churn_published.fetch_add(1, std::memory_order_release);
+      publish_sink_state();
       const bool global = round % 2 == 1;
       uint64_t id = 0;
       check(global ? kvzch_register_global_stat_sink(churned_sink, state, &id)
