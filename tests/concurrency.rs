@@ -144,7 +144,7 @@ fn rows_no_writer_touches_are_found_while_the_index_grows_shrinks_and_compacts()
     let writer = {
         let (cache, stop) = (Arc::clone(&cache), Arc::clone(&stop));
         thread::spawn(move || {
-            let (mut rounds, mut rebuilt_from) = (0u32, Vec::new());
+            let (mut rounds, mut compactions) = (0u32, Vec::new());
             while !stop.load(Ordering::Relaxed) || rounds < 3 {
                 rounds += 1;
                 // 60,000 new ids, three times the stable ones: the index
@@ -160,9 +160,9 @@ fn rows_no_writer_touches_are_found_while_the_index_grows_shrinks_and_compacts()
                 assert_eq!(cache.evict_older_than(rounds + 1), 40_000);
                 let before = cache.info().memory_bytes;
                 cache.compact().unwrap();
-                rebuilt_from.push((before, cache.info().memory_bytes));
+                compactions.push((before, cache.info().memory_bytes));
             }
-            (rounds, rebuilt_from)
+            (rounds, compactions)
         })
     };
     let readers: Vec<_> = (0..2u64)
