@@ -887,7 +887,7 @@ TEST(BadInput, UnregisterGlobalSink) {
 TEST(BadInput, GetApi) {
   const char* f = "kvzch_get_api";
   // The 1.0 table ends where the 1.1 entries begin.
-  const size_t v1_0_size = offsetof(kvzch_api_v1, cache_compact);
+  constexpr size_t v1_0_size = offsetof(kvzch_api_v1, cache_compact);
   const kvzch_status unsupported = KVZCH_STATUS_UNSUPPORTED;
   const kvzch_status inval = KVZCH_STATUS_INVALID_ARGUMENT;
   run_cases({
@@ -904,7 +904,7 @@ TEST(BadInput, GetApi) {
       {"table_size of the header fields only", f, inval, {"table_size 8 "},
        [](World&, Outs& o) { return kvzch_get_api(1, &o.api.api, 8); }},
       {"table_size one byte short of 1.0", f, inval, {"table_size " + str(v1_0_size - 1)},
-       [v1_0_size](World&, Outs& o) { return kvzch_get_api(1, &o.api.api, v1_0_size - 1); }},
+       [](World&, Outs& o) { return kvzch_get_api(1, &o.api.api, v1_0_size - 1); }},
       // Read as a size, neither is: nothing past the host's table may be zeroed.
       {"table_size 4097, past a page", f, inval, {"table_size 4097 ", "4096", "sizeof"},
        [](World&, Outs& o) { return kvzch_get_api(1, &o.api.api, 4097); }},
