@@ -17,8 +17,20 @@ missing_required_packages() {
 
 # The demo's /metrics check uses these when present and says it skipped
 # without them.
-missing_optional_packages() {
+missing_metrics_packages() {
   [ -f /usr/include/httplib.h ] || echo libcpp-httplib-dev
   command -v promtool >/dev/null || echo prometheus
   command -v curl >/dev/null || echo curl
+}
+
+# The C and C++ suites are built a second time with clang when it is present
+# (hosts build with either compiler); the test command says it skipped that
+# build without it.
+missing_clang_package() {
+  command -v clang++ >/dev/null || echo clang
+}
+
+missing_optional_packages() {
+  missing_metrics_packages
+  missing_clang_package
 }
