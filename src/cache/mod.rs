@@ -2,9 +2,9 @@
 //!
 //! # Concurrency protocol
 //!
-//! Each shard (an [`index`] and a [`rows`] arena) sits behind its own
+//! Each shard (an `index` and a `rows` arena) sits behind its own
 //! reader-writer lock, padded to a cache line of its own. A batch is grouped by
-//! shard ([`batch`]) and takes each shard's lock once, so lock traffic is one
+//! shard (`batch`) and takes each shard's lock once, so lock traffic is one
 //! acquisition per touched shard per batch, never per id, and a reader writes
 //! no shared memory per id. A reader holding a shard's read lock sees every row
 //! of that shard whole: old or new, never torn. A lookup takes a batch in

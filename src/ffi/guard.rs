@@ -202,7 +202,7 @@ pub(crate) unsafe fn slice<'a, T>(
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
-/// The mutable counterpart of [`slice`].
+/// The mutable counterpart of [`slice()`].
 ///
 /// # Safety
 /// When `len > 0` and `ptr` is not NULL, `ptr` points to `len` `T`s valid for

@@ -1,6 +1,6 @@
 //! The C ABI 1.0: the only place with `extern "C"`, raw pointers and `unsafe`.
 //!
-//! Every exported function runs its body inside [`guard::boundary`], which
+//! Every exported function runs its body inside `guard::boundary`, which
 //! catches panics (`KVZCH_STATUS_INTERNAL`) and records the thread's last error,
 //! and checks every pointer and length before the engine sees a Rust reference.
 //! Out-params are written only on success, and the engine validates before it
