@@ -22,6 +22,11 @@
 #ifndef KVZCH_HPP
 #define KVZCH_HPP
 
+/* Said once, here, instead of an error at every throw below. */
+#if !defined(__cpp_exceptions)
+#error "kvzch.hpp reports failures by throwing kvzch::Error: build with exceptions, or call the C API of kvzch.h, which returns a status"
+#else
+
 #include "kvzch.h"
 
 #include <dlfcn.h>
@@ -1424,4 +1429,5 @@ inline void write_cache_info(PrometheusText& out, std::string_view table,
 
 }  // namespace kvzch
 
+#endif /* __cpp_exceptions */
 #endif /* KVZCH_HPP */
