@@ -1,0 +1,55 @@
+//! A Rust global sink that panics, in a process that also calls the C ABI: the
+//! C call returns `KVZCH_STATUS_INTERNAL` with the panic's message and leaves
+//! its `stats` out-param unwritten, as a failed call leaves every out-param it
+//! can. (The rows were looked up before the sinks ran, so `out` holds them.)
+//! A test binary of its own, because a global sink sees every batch of the
+//! process.
+
+use std::ptr;
+
+use kvzch::ffi::*;
+
+#[path = "common/ffi.rs"]
+mod ffi_calls;
+use ffi_calls::{batch_get, batch_set, last_error};
+
+#[test]
+fn a_panicking_rust_sink_leaves_the_c_callers_stats_unwritten() {
+    // SAFETY: all-zero is a valid kvzch_options.
+    let mut options: kvzch_options = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        kvzch_options_init_sized(&mut options, size_of::<kvzch_options>()),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    options.row_bytes = 8;
+    let mut cache = ptr::null_mut();
+    assert_eq!(
+        kvzch_cache_create(&options, &mut cache),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    assert_eq!(
+        batch_set(cache, &[1, 2], &[7u8; 16], 1),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+
+    let sink = kvzch::register_global_sink(Box::new(|_| panic!("the global sink panicked")));
+    let untouched = kvzch_batch_stats {
+        hits: 11,
+        misses: 22,
+        total: 33,
+        duration_ns: 44,
+    };
+    let mut stats = untouched;
+    let mut out = [0u8; 24];
+    let status = batch_get(cache, &[1, 2, 3], &mut out, Some(&mut stats));
+    assert_eq!(status, kvzch_status::KVZCH_STATUS_INTERNAL);
+    let message = last_error();
+    assert!(message.contains("the global sink panicked"), "{message}");
+    assert_eq!(stats, untouched, "a failed call wrote its stats");
+
+    kvzch::unregister_global_sink(sink).unwrap();
+    let status = batch_get(cache, &[1, 2, 3], &mut out, Some(&mut stats));
+    assert_eq!(status, kvzch_status::KVZCH_STATUS_OK, "{}", last_error());
+    assert_eq!((stats.hits, stats.misses, stats.total), (2, 1, 3));
+    kvzch_cache_destroy(cache);
+}
