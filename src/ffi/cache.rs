@@ -373,14 +373,12 @@ pub extern "C" fn kvzch_cache_batch_get(
             Some(unsafe { required_mut(stats, "stats") }?)
         };
         let batch = cache.look_up(ids, out, hit_mask)?;
-        // Only now, with the lookup's borrows of the host's buffers over: a
-        // sink may hand the same buffers to a lookup of its own.
-        cache.notify_sinks(&batch);
-        // After the sinks: a Rust sink of the process that panics makes the
-        // call INTERNAL, and a failed call writes no out-param it can avoid.
         if let Some(stats) = stats {
             *stats = batch.into();
         }
+        // Only now, with the lookup's borrows of the host's buffers over: a
+        // sink may hand the same buffers to a lookup of its own.
+        cache.notify_sinks(&batch);
         Ok(())
     })
 }
