@@ -77,7 +77,15 @@
 extern "C" void __tsan_acquire(void* addr) __attribute__((weak));
 extern "C" void __tsan_release(void* addr) __attribute__((weak));
 
+/* Each release's definitions live in a namespace named after the package
+ * version (a ctest checks it against Cargo.toml's). The classes' layout may
+ * change with any release, and the header's inline functions and variables are
+ * weak symbols that the dynamic linker binds to one definition per process: two
+ * shared libraries of one process built against different releases would run
+ * each other's (Library::linked() returning the first one's object, laid out by
+ * the other release). Hosts still write kvzch::Cache: the namespace is inline. */
 namespace kvzch {
+inline namespace v1_2_0 {
 
 /* A failed kvzch_* call: its status and the message the library recorded. */
 class Error : public std::runtime_error {
@@ -1427,6 +1435,7 @@ inline void write_cache_info(PrometheusText& out, std::string_view table,
             info.memory_bytes);
 }
 
+}  // inline namespace v1_2_0
 }  // namespace kvzch
 
 #endif /* __cpp_exceptions */
