@@ -18,7 +18,7 @@ endif()
 find_package(Threads REQUIRED)
 
 set(KVZCH_RUST_TARGET "" CACHE STRING
-  "The Rust target triple to build libkvzch for when cross-compiling (e.g. aarch64-unknown-linux-gnu), linked with CMAKE_C_COMPILER; empty: the build machine's")
+  "The Rust target triple to build libkvzch for when cross-compiling (e.g. aarch64-unknown-linux-gnu), linked with CMAKE_C_COMPILER (given CMAKE_SYSROOT, and for clang CMAKE_C_COMPILER_TARGET); empty: the build machine's")
 
 # Under kvzch's own binary directory, so that a host that pulls kvzch in with
 # add_subdirectory keeps its top-level build directory to itself.
@@ -44,10 +44,45 @@ if(CMAKE_CROSSCOMPILING AND NOT KVZCH_RUST_TARGET AND NOT
 endif()
 if(KVZCH_RUST_TARGET)
   set(_kvzch_rust_target "${KVZCH_RUST_TARGET}")
-  # cargo links for the target with the C compiler CMake cross-compiles with.
+  # cargo links for the target with the C compiler CMake cross-compiles with,
+  # given what the toolchain file gives that compiler to reach the target: a
+  # clang is one compiler for every target, told which by --target, and a
+  # sysroot holds the target's C library. A cargo linker is a program without
+  # arguments, so a script in the build directory passes them.
+  set(_kvzch_link_arguments "")
+  if(CMAKE_C_COMPILER_ID MATCHES "Clang")
+    if(CMAKE_C_COMPILER_TARGET)
+      list(APPEND _kvzch_link_arguments "--target=${CMAKE_C_COMPILER_TARGET}")
+    endif()
+    if(CMAKE_C_COMPILER_EXTERNAL_TOOLCHAIN)
+      list(APPEND _kvzch_link_arguments "--gcc-toolchain=${CMAKE_C_COMPILER_EXTERNAL_TOOLCHAIN}")
+    endif()
+  endif()
+  if(CMAKE_SYSROOT)
+    list(APPEND _kvzch_link_arguments "--sysroot=${CMAKE_SYSROOT}")
+  endif()
+  set(_kvzch_linker_script "#!/bin/sh\nexec")
+  foreach(_kvzch_word IN ITEMS "${CMAKE_C_COMPILER}" ${_kvzch_link_arguments})
+    string(REPLACE "'" "'\\''" _kvzch_word "${_kvzch_word}")
+    string(APPEND _kvzch_linker_script " '${_kvzch_word}'")
+  endforeach()
+  string(APPEND _kvzch_linker_script " \"$@\"\n")
+  # Named after its contents: cargo relinks when the linker's path changes,
+  # not when the script behind a path does. Written aside, then copied
+  # executable (file(CHMOD) needs CMake 3.19).
+  string(MD5 _kvzch_linker_digest "${_kvzch_linker_script}")
+  string(SUBSTRING "${_kvzch_linker_digest}" 0 12 _kvzch_linker_digest)
+  set(_kvzch_linker_name "kvzch-rust-linker-${_kvzch_linker_digest}")
+  set(_kvzch_rust_linker "${CMAKE_CURRENT_BINARY_DIR}/${_kvzch_linker_name}")
+  set(_kvzch_linker_draft "${CMAKE_CURRENT_BINARY_DIR}/kvzch-rust-linker.draft")
+  file(WRITE "${_kvzch_linker_draft}/${_kvzch_linker_name}" "${_kvzch_linker_script}")
+  file(COPY "${_kvzch_linker_draft}/${_kvzch_linker_name}" DESTINATION "${CMAKE_CURRENT_BINARY_DIR}"
+    FILE_PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE
+                     WORLD_READ WORLD_EXECUTE)
+  file(REMOVE_RECURSE "${_kvzch_linker_draft}")
   string(TOUPPER "${KVZCH_RUST_TARGET}" _kvzch_target_var)
   string(REPLACE "-" "_" _kvzch_target_var "${_kvzch_target_var}")
-  list(APPEND _kvzch_cargo_env "CARGO_TARGET_${_kvzch_target_var}_LINKER=${CMAKE_C_COMPILER}")
+  list(APPEND _kvzch_cargo_env "CARGO_TARGET_${_kvzch_target_var}_LINKER=${_kvzch_rust_linker}")
 else()
   # The build machine's own triple, as the cargo the build runs reports it:
   # from the source tree, where rustup picks the toolchain the build gets.
