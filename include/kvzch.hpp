@@ -80,7 +80,8 @@ extern "C" void __tsan_release(void* addr) __attribute__((weak));
 /* Each release's definitions live in a namespace named after the package
  * version (a ctest checks it against Cargo.toml's). The classes' layout may
  * change with any release, and the header's inline functions and variables are
- * weak symbols that the dynamic linker binds to one definition per process: two
+ * weak or unique symbols that the dynamic linker binds to one definition per
+ * process (a unique one even across libraries loaded with RTLD_LOCAL): two
  * shared libraries of one process built against different releases would run
  * each other's (Library::linked() returning the first one's object, laid out by
  * the other release). Hosts still write kvzch::Cache: the namespace is inline. */
