@@ -9,6 +9,7 @@
 # is what the loader resolves, so it is checked too.
 
 cmake_minimum_required(VERSION 3.16)
+include("${CMAKE_CURRENT_LIST_DIR}/KvzchToolOutput.cmake")
 
 foreach(var NM OBJDUMP LIBRARY SYMBOLS)
   if(NOT DEFINED ${var})
@@ -30,13 +31,7 @@ foreach(line IN LISTS symbol_lines)
   list(APPEND listed "${line}")
 endforeach()
 
-execute_process(
-  COMMAND "${NM}" -D --defined-only "${LIBRARY}"
-  OUTPUT_VARIABLE nm_output
-  RESULT_VARIABLE nm_result)
-if(NOT nm_result EQUAL 0)
-  message(FATAL_ERROR "${NM} failed on ${LIBRARY}")
-endif()
+kvzch_tool_output(nm_output "${NM}" -D --defined-only "${LIBRARY}")
 
 string(REGEX MATCHALL "[^\n]+" lines "${nm_output}")
 set(exported "")
@@ -60,13 +55,7 @@ foreach(symbol IN LISTS listed)
   endif()
 endforeach()
 
-execute_process(
-  COMMAND "${OBJDUMP}" -p "${LIBRARY}"
-  OUTPUT_VARIABLE objdump_output
-  RESULT_VARIABLE objdump_result)
-if(NOT objdump_result EQUAL 0)
-  message(FATAL_ERROR "${OBJDUMP} failed on ${LIBRARY}")
-endif()
+kvzch_tool_output(objdump_output "${OBJDUMP}" -p "${LIBRARY}")
 string(REGEX MATCH "SONAME +([^\n]+)" soname_line "${objdump_output}")
 set(soname "${CMAKE_MATCH_1}")
 

@@ -6,6 +6,7 @@
 #         -P KvzchCheckHeaderNamespace.cmake
 
 cmake_minimum_required(VERSION 3.16)
+include("${CMAKE_CURRENT_LIST_DIR}/KvzchToolOutput.cmake")
 
 foreach(var NM BINARY VERSION)
   if(NOT DEFINED ${var})
@@ -14,13 +15,7 @@ foreach(var NM BINARY VERSION)
 endforeach()
 
 string(REPLACE "." "_" release "v${VERSION}")
-execute_process(
-  COMMAND "${NM}" -C "${BINARY}"
-  OUTPUT_VARIABLE nm_output
-  RESULT_VARIABLE nm_result)
-if(NOT nm_result EQUAL 0)
-  message(FATAL_ERROR "${NM} -C failed on ${BINARY}")
-endif()
+kvzch_tool_output(nm_output "${NM}" -C "${BINARY}")
 
 string(REGEX MATCHALL "kvzch::[A-Za-z0-9_]*" names "${nm_output}")
 list(LENGTH names count)
