@@ -44,23 +44,44 @@ if(CMAKE_CROSSCOMPILING AND NOT KVZCH_RUST_TARGET AND NOT
 endif()
 if(KVZCH_RUST_TARGET)
   set(_kvzch_rust_target "${KVZCH_RUST_TARGET}")
-  # cargo links for the target with the C compiler CMake cross-compiles with,
-  # given what the toolchain file gives that compiler to reach the target: a
-  # clang is one compiler for every target, told which by --target, and a
-  # sysroot holds the target's C library. A cargo linker is a program without
-  # arguments, so a script in the build directory passes them.
-  set(_kvzch_link_arguments "")
-  if(CMAKE_C_COMPILER_ID MATCHES "Clang")
-    if(CMAKE_C_COMPILER_TARGET)
-      list(APPEND _kvzch_link_arguments "--target=${CMAKE_C_COMPILER_TARGET}")
-    endif()
-    if(CMAKE_C_COMPILER_EXTERNAL_TOOLCHAIN)
-      list(APPEND _kvzch_link_arguments "--gcc-toolchain=${CMAKE_C_COMPILER_EXTERNAL_TOOLCHAIN}")
-    endif()
+else()
+  # The build machine's own triple, as the cargo the build runs reports it:
+  # from the source tree, where rustup picks the toolchain the build gets.
+  execute_process(COMMAND "${KVZCH_CARGO}" -vV
+    WORKING_DIRECTORY "${CMAKE_CURRENT_SOURCE_DIR}"
+    OUTPUT_VARIABLE _kvzch_cargo_about ERROR_VARIABLE _kvzch_cargo_error
+    RESULT_VARIABLE _kvzch_cargo_status)
+  if(NOT _kvzch_cargo_status EQUAL 0 OR NOT _kvzch_cargo_about MATCHES "\nhost: ([^\n]+)")
+    message(FATAL_ERROR "`${KVZCH_CARGO} -vV` names no host triple (set KVZCH_RUST_TARGET):\n"
+      "${_kvzch_cargo_error}${_kvzch_cargo_about}")
   endif()
-  if(CMAKE_SYSROOT)
-    list(APPEND _kvzch_link_arguments "--sysroot=${CMAKE_SYSROOT}")
+  set(_kvzch_rust_target "${CMAKE_MATCH_1}")
+endif()
+# cargo links libkvzch with the C compiler CMake builds with, as the host's
+# own libraries are linked, not with its default `cc`: a machine with clang
+# alone has none, and another has it as another compiler than the host's. (In
+# a native build the crate's build scripts are linked with it too.) It gets
+# what the toolchain file gives that compiler to reach the target: a clang is
+# one compiler for every target, told which by --target, and a sysroot holds
+# the target's C library.
+set(_kvzch_link_arguments "")
+if(CMAKE_C_COMPILER_ID MATCHES "Clang")
+  if(CMAKE_C_COMPILER_TARGET)
+    list(APPEND _kvzch_link_arguments "--target=${CMAKE_C_COMPILER_TARGET}")
   endif()
+  if(CMAKE_C_COMPILER_EXTERNAL_TOOLCHAIN)
+    list(APPEND _kvzch_link_arguments "--gcc-toolchain=${CMAKE_C_COMPILER_EXTERNAL_TOOLCHAIN}")
+  endif()
+endif()
+if(CMAKE_SYSROOT)
+  list(APPEND _kvzch_link_arguments "--sysroot=${CMAKE_SYSROOT}")
+endif()
+# A cargo linker is a program without arguments: where the compiler needs
+# some, a script in the build directory passes them; where it needs none, the
+# linker is the compiler's own path, the same in every build directory, so
+# build trees that share a cargo directory (as CI's sanitizer builds do) do
+# not relink each other's libraries.
+if(_kvzch_link_arguments)
   set(_kvzch_linker_script "#!/bin/sh\nexec")
   foreach(_kvzch_word IN ITEMS "${CMAKE_C_COMPILER}" ${_kvzch_link_arguments})
     string(REPLACE "'" "'\\''" _kvzch_word "${_kvzch_word}")
@@ -80,22 +101,12 @@ if(KVZCH_RUST_TARGET)
     FILE_PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE
                      WORLD_READ WORLD_EXECUTE)
   file(REMOVE_RECURSE "${_kvzch_linker_draft}")
-  string(TOUPPER "${KVZCH_RUST_TARGET}" _kvzch_target_var)
-  string(REPLACE "-" "_" _kvzch_target_var "${_kvzch_target_var}")
-  list(APPEND _kvzch_cargo_env "CARGO_TARGET_${_kvzch_target_var}_LINKER=${_kvzch_rust_linker}")
 else()
-  # The build machine's own triple, as the cargo the build runs reports it:
-  # from the source tree, where rustup picks the toolchain the build gets.
-  execute_process(COMMAND "${KVZCH_CARGO}" -vV
-    WORKING_DIRECTORY "${CMAKE_CURRENT_SOURCE_DIR}"
-    OUTPUT_VARIABLE _kvzch_cargo_about ERROR_VARIABLE _kvzch_cargo_error
-    RESULT_VARIABLE _kvzch_cargo_status)
-  if(NOT _kvzch_cargo_status EQUAL 0 OR NOT _kvzch_cargo_about MATCHES "\nhost: ([^\n]+)")
-    message(FATAL_ERROR "`${KVZCH_CARGO} -vV` names no host triple (set KVZCH_RUST_TARGET):\n"
-      "${_kvzch_cargo_error}${_kvzch_cargo_about}")
-  endif()
-  set(_kvzch_rust_target "${CMAKE_MATCH_1}")
+  set(_kvzch_rust_linker "${CMAKE_C_COMPILER}")
 endif()
+string(TOUPPER "${_kvzch_rust_target}" _kvzch_target_var)
+string(REPLACE "-" "_" _kvzch_target_var "${_kvzch_target_var}")
+list(APPEND _kvzch_cargo_env "CARGO_TARGET_${_kvzch_target_var}_LINKER=${_kvzch_rust_linker}")
 set(_kvzch_cargo_target --target "${_kvzch_rust_target}")
 set(_kvzch_release_dir "${KVZCH_CARGO_TARGET_DIR}/${_kvzch_rust_target}/release")
 # build.rs sets it: the ABI major, so a 2.x library never satisfies a 1.x host.
