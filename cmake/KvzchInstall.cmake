@@ -6,8 +6,9 @@
 #   include/kvzch.h, include/kvzch.hpp
 #   lib/cmake/kvzch/kvzchConfig.cmake, kvzchConfigVersion.cmake
 #   lib/pkgconfig/kvzch.pc
-# (lib and include as GNUInstallDirs names them.) Every file is relocatable:
-# the CMake package and the .pc file find the prefix from where they are.
+# (lib and include as GNUInstallDirs names them.) The CMake package finds the
+# prefix from where it is, so it follows a moved tree; kvzch.pc names the
+# prefix it was installed under (below).
 #
 # Two components: kvzch_Runtime, what a host's installed binary loads (the
 # real file and its SONAME link), and kvzch_Development, the rest. A host that
@@ -58,16 +59,15 @@ install(FILES
   DESTINATION "${KVZCH_INSTALL_CMAKEDIR}"
   COMPONENT kvzch_Development)
 
-# kvzch.pc finds the prefix from its own directory (${pcfiledir}), so it stays
-# right under `cmake --install --prefix` and when the tree is moved; an
-# absolute libdir or includedir is used as given.
-if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
-  set(KVZCH_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
-else()
-  file(RELATIVE_PATH _kvzch_pc_up "/prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/prefix")
-  string(REGEX REPLACE "/$" "" _kvzch_pc_up "${_kvzch_pc_up}")
-  set(KVZCH_PC_PREFIX "\${pcfiledir}/${_kvzch_pc_up}")
-endif()
+# kvzch.pc names the prefix it is installed under, written at install time:
+# `cmake --install --prefix`'s, and under DESTDIR the one the files will have
+# on the target system, not the staging directory. A prefix found from the
+# .pc's own directory (${pcfiledir}/../..) would follow a moved tree, but
+# freedesktop pkg-config (0.29, which Yocto builds with) puts
+# PKG_CONFIG_SYSROOT_DIR before every -I and -L, also before one found inside
+# the sysroot already, so a cross build would get the sysroot twice (curl
+# reverted such a .pc for that). A moved tree has `pkg-config --define-prefix`.
+# An absolute libdir or includedir is used as given.
 foreach(dir LIBDIR INCLUDEDIR)
   if(IS_ABSOLUTE "${CMAKE_INSTALL_${dir}}")
     set(KVZCH_PC_${dir} "${CMAKE_INSTALL_${dir}}")
@@ -79,7 +79,14 @@ list(TRANSFORM KVZCH_HPP_SYSTEM_LIBRARIES PREPEND " -l" OUTPUT_VARIABLE _kvzch_p
 string(CONCAT KVZCH_PC_LIBS ${_kvzch_pc_flags})
 list(TRANSFORM KVZCH_STATIC_SYSTEM_LIBRARIES PREPEND " -l" OUTPUT_VARIABLE _kvzch_pc_flags)
 string(CONCAT KVZCH_PC_LIBS_PRIVATE "-Wl,${KVZCH_STATIC_LINK_OPTION} -lpthread" ${_kvzch_pc_flags})
-configure_file("${CMAKE_CURRENT_LIST_DIR}/kvzch.pc.in" "${CMAKE_CURRENT_BINARY_DIR}/kvzch.pc" @ONLY)
+# Everything but the prefix now; @KVZCH_PC_PREFIX@ stays for install time.
+set(KVZCH_PC_PREFIX "@KVZCH_PC_PREFIX@")
+configure_file("${CMAKE_CURRENT_LIST_DIR}/kvzch.pc.in" "${CMAKE_CURRENT_BINARY_DIR}/kvzch.pc.in"
+  @ONLY)
+install(CODE "set(KVZCH_PC_PREFIX \"\${CMAKE_INSTALL_PREFIX}\")
+  configure_file(\"${CMAKE_CURRENT_BINARY_DIR}/kvzch.pc.in\"
+                 \"${CMAKE_CURRENT_BINARY_DIR}/kvzch.pc\" @ONLY)"
+  COMPONENT kvzch_Development)
 install(FILES "${CMAKE_CURRENT_BINARY_DIR}/kvzch.pc"
   DESTINATION "${CMAKE_INSTALL_LIBDIR}/pkgconfig"
   COMPONENT kvzch_Development)
