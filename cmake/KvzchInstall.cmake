@@ -63,7 +63,7 @@ install(FILES
 # `cmake --install --prefix`'s, and under DESTDIR the one the files will have
 # on the target system, not the staging directory. A prefix found from the
 # .pc's own directory (${pcfiledir}/../..) would follow a moved tree, but
-# freedesktop pkg-config (0.29, which Yocto builds with) puts
+# freedesktop pkg-config 0.29 (Ubuntu 22.04's, for one) puts
 # PKG_CONFIG_SYSROOT_DIR before every -I and -L, also before one found inside
 # the sysroot already, so a cross build would get the sysroot twice (curl
 # reverted such a .pc for that). A moved tree has `pkg-config --define-prefix`.
