@@ -367,6 +367,51 @@ fn an_unregister_after_a_sink_unregistered_itself_waits_for_that_call() {
     lookup.join().unwrap();
 }
 
+/// A sink that unregisters itself cannot be dropped inside its own call; the
+/// next register or unregister on its registry drops it, and what its closure
+/// holds with it, so sinks that come and go leave nothing behind.
+#[test]
+fn a_sink_that_unregistered_itself_is_dropped_by_the_next_register_or_unregister() {
+    for next_call in ["register", "unregister"] {
+        let cache = Arc::new(named("self_unregister_dropped"));
+        cache.batch_set(&[1], &[1; 4], 0).unwrap();
+        let other = cache.register_stat_sink(Box::new(|_| {}));
+        let held = Arc::new(());
+        let unregistered = Arc::new(AtomicBool::new(false));
+        {
+            let (weak, held, unregistered) = (
+                Arc::downgrade(&cache),
+                Arc::clone(&held),
+                Arc::clone(&unregistered),
+            );
+            cache.register_stat_sink_with_id(move |own_id| {
+                Box::new(move |_| {
+                    let _holds = &held;
+                    if !unregistered.swap(true, Ordering::SeqCst) {
+                        weak.upgrade()
+                            .unwrap()
+                            .unregister_stat_sink(own_id)
+                            .unwrap();
+                    }
+                })
+            });
+        }
+        let mut out = [0u8; 4];
+        cache.batch_get(&[1], &mut out, None).unwrap();
+        assert!(unregistered.load(Ordering::SeqCst));
+        if next_call == "register" {
+            cache.register_stat_sink(Box::new(|_| {}));
+        } else {
+            cache.unregister_stat_sink(other).unwrap();
+        }
+        assert_eq!(
+            Arc::strong_count(&held),
+            1,
+            "the sink is dropped by the next {next_call}"
+        );
+    }
+}
+
 #[test]
 fn two_sinks_unregistering_each_other_do_not_deadlock() {
     let (a, b) = (
