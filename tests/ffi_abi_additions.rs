@@ -7,7 +7,7 @@ use kvzch::ffi::*;
 
 #[path = "common/ffi.rs"]
 mod ffi_calls;
-use ffi_calls::{batch_get, batch_set, info, last_error};
+use ffi_calls::{batch_get, batch_set, create, info, last_error, options};
 
 const OPTIONS_1_0: usize = 40;
 const INFO_1_0: usize = 32;
@@ -39,25 +39,6 @@ impl<const N: usize> Aligned<N> {
             "{what}: wrote past {size} bytes"
         );
     }
-}
-
-fn create(options: &kvzch_options) -> Result<*mut kvzch_cache, kvzch_status> {
-    let mut cache = ptr::null_mut();
-    match kvzch_cache_create(options, &mut cache) {
-        kvzch_status::KVZCH_STATUS_OK => Ok(cache),
-        status => Err(status),
-    }
-}
-
-fn options(row_bytes: u32) -> kvzch_options {
-    // SAFETY: kvzch_options is plain integers and a pointer; all-zero is valid.
-    let mut options: kvzch_options = unsafe { std::mem::zeroed() };
-    assert_eq!(
-        kvzch_options_init_sized(&mut options, size_of::<kvzch_options>()),
-        kvzch_status::KVZCH_STATUS_OK
-    );
-    options.row_bytes = row_bytes;
-    options
 }
 
 #[test]

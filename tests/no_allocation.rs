@@ -9,14 +9,13 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::ptr;
 
 use kvzch::ffi::*;
 use kvzch::{Cache, CacheConfig, EvictionPolicy, TableName};
 
 #[path = "common/ffi.rs"]
 mod ffi_calls;
-use ffi_calls::{batch_get, batch_set, last_error};
+use ffi_calls::{batch_get, batch_set, created, last_error, options};
 
 thread_local! {
     /// Allocations and reallocations this thread made.
@@ -134,18 +133,7 @@ fn lookups_allocate_nothing_after_their_first_batch() {
 
 #[test]
 fn c_lookups_allocate_nothing_after_their_first_batch() {
-    // SAFETY: all-zero is a valid kvzch_options.
-    let mut options: kvzch_options = unsafe { std::mem::zeroed() };
-    assert_eq!(
-        kvzch_options_init_sized(&mut options, size_of::<kvzch_options>()),
-        kvzch_status::KVZCH_STATUS_OK
-    );
-    options.row_bytes = ROW_BYTES as u32;
-    let mut cache = ptr::null_mut();
-    assert_eq!(
-        kvzch_cache_create(&options, &mut cache),
-        kvzch_status::KVZCH_STATUS_OK
-    );
+    let cache = created(&options(ROW_BYTES as u32));
     let ids: Vec<i64> = (0..STORED).collect();
     assert_eq!(
         batch_set(cache, &ids, &vec![7; ids.len() * ROW_BYTES], 1),

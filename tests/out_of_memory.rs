@@ -15,7 +15,7 @@ use kvzch::ffi::*;
 
 #[path = "common/ffi.rs"]
 mod ffi_calls;
-use ffi_calls::{batch_get, batch_set, info, last_error};
+use ffi_calls::{batch_get, batch_set, created, info, last_error, options};
 #[path = "common/memory.rs"]
 mod memory;
 use memory::mapped_bytes;
@@ -187,17 +187,10 @@ fn hits(cache: *mut kvzch_cache, ids: &[i64], row_bytes: usize) -> usize {
 
 /// A cache of `row_bytes`-byte rows in 8 shards.
 fn cache_of_8_shards(row_bytes: usize) -> *mut kvzch_cache {
-    // SAFETY: `kvzch_options` is integers and a pointer, all valid as zero.
-    let mut options: kvzch_options = unsafe { std::mem::zeroed() };
-    kvzch_options_init(&mut options);
-    options.row_bytes = row_bytes as u32;
-    options.num_shards = 8;
-    let mut cache = std::ptr::null_mut();
-    assert_eq!(
-        kvzch_cache_create(&options, &mut cache),
-        kvzch_status::KVZCH_STATUS_OK
-    );
-    cache
+    created(&kvzch_options {
+        num_shards: 8,
+        ..options(row_bytes as u32)
+    })
 }
 
 /// Caps the process's address space at `bytes`; returns the limit it had.

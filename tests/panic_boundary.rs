@@ -15,7 +15,7 @@ use kvzch::ffi::*;
 
 #[path = "common/ffi.rs"]
 mod ffi_calls;
-use ffi_calls::{batch_get, batch_set, last_error};
+use ffi_calls::{batch_get, batch_set, created, last_error, options};
 
 static SINK_CALLS: AtomicU64 = AtomicU64::new(0);
 
@@ -26,20 +26,11 @@ unsafe extern "C" fn count_calls(_: *mut c_void, _: *const kvzch_batch_event) {
 #[test]
 fn a_panic_is_internal_and_the_cache_stays_usable() {
     let name = std::ffi::CString::new(PANICKING_TABLE).unwrap();
-    // SAFETY: all-zero is a valid kvzch_options.
-    let mut options: kvzch_options = unsafe { std::mem::zeroed() };
-    assert_eq!(
-        kvzch_options_init_sized(&mut options, size_of::<kvzch_options>()),
-        kvzch_status::KVZCH_STATUS_OK
-    );
-    options.row_bytes = 8;
-    options.num_shards = 1;
-    options.name = name.as_ptr();
-    let mut cache = ptr::null_mut();
-    assert_eq!(
-        kvzch_cache_create(&options, &mut cache),
-        kvzch_status::KVZCH_STATUS_OK
-    );
+    let cache = created(&kvzch_options {
+        num_shards: 1,
+        name: name.as_ptr(),
+        ..options(8)
+    });
     let ids = [1i64, 2, 3];
     let rows = [7u8; 24];
     assert_eq!(

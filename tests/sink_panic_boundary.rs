@@ -6,28 +6,15 @@
 //! A test binary of its own, because a global sink sees every batch of the
 //! process.
 
-use std::ptr;
-
 use kvzch::ffi::*;
 
 #[path = "common/ffi.rs"]
 mod ffi_calls;
-use ffi_calls::{batch_get, batch_set, last_error};
+use ffi_calls::{batch_get, batch_set, created, last_error, options};
 
 #[test]
 fn a_panicking_rust_sink_makes_the_c_call_internal() {
-    // SAFETY: all-zero is a valid kvzch_options.
-    let mut options: kvzch_options = unsafe { std::mem::zeroed() };
-    assert_eq!(
-        kvzch_options_init_sized(&mut options, size_of::<kvzch_options>()),
-        kvzch_status::KVZCH_STATUS_OK
-    );
-    options.row_bytes = 8;
-    let mut cache = ptr::null_mut();
-    assert_eq!(
-        kvzch_cache_create(&options, &mut cache),
-        kvzch_status::KVZCH_STATUS_OK
-    );
+    let cache = created(&options(8));
     assert_eq!(
         batch_set(cache, &[1, 2], &[7u8; 16], 1),
         kvzch_status::KVZCH_STATUS_OK

@@ -43,7 +43,7 @@ mod common;
 use common::{splitmix, Rng};
 #[path = "common/ffi.rs"]
 mod ffi_calls;
-use ffi_calls::{batch_set, last_error};
+use ffi_calls::{batch_set, created, last_error, options};
 
 const ROW_BYTES: usize = 200;
 const WORDS: usize = ROW_BYTES / 8;
@@ -921,18 +921,11 @@ fn everything_at_once_on_one_cache() {
         assert_eq!(tags.len(), KEYS, "the id tags must be distinct");
     }
     let name = CString::new(TABLE).unwrap();
-    let mut opts: kvzch_options = unsafe { std::mem::zeroed() };
-    unsafe { kvzch_options_init(&mut opts) };
-    opts.row_bytes = ROW_BYTES as u32;
-    opts.num_shards = 8;
-    opts.name = name.as_ptr();
-    let mut raw = std::ptr::null_mut();
-    assert_eq!(
-        unsafe { kvzch_cache_create(&opts, &mut raw) },
-        kvzch_status::KVZCH_STATUS_OK,
-        "{}",
-        last_error()
-    );
+    let raw = created(&kvzch_options {
+        num_shards: 8,
+        name: name.as_ptr(),
+        ..options(ROW_BYTES as u32)
+    });
     let cache = Handle(raw);
     CACHE.store(raw, Ordering::SeqCst);
 

@@ -8,6 +8,33 @@ use std::ffi::CStr;
 
 use kvzch::ffi::*;
 
+/// `kvzch_options_init_sized`'s defaults with `row_bytes` set.
+pub fn options(row_bytes: u32) -> kvzch_options {
+    // SAFETY: kvzch_options is plain integers and a pointer; all-zero is valid.
+    let mut options: kvzch_options = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        kvzch_options_init_sized(&mut options, size_of::<kvzch_options>()),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    options.row_bytes = row_bytes;
+    options
+}
+
+/// `kvzch_cache_create` of `options`: the cache, or the status it failed with.
+pub fn create(options: &kvzch_options) -> Result<*mut kvzch_cache, kvzch_status> {
+    let mut cache = std::ptr::null_mut();
+    match kvzch_cache_create(options, &mut cache) {
+        kvzch_status::KVZCH_STATUS_OK => Ok(cache),
+        status => Err(status),
+    }
+}
+
+/// The cache `options` create; the test fails, with the library's message,
+/// when it cannot be created.
+pub fn created(options: &kvzch_options) -> *mut kvzch_cache {
+    create(options).unwrap_or_else(|status| panic!("{status:?}: {}", last_error()))
+}
+
 /// This thread's last error message (up to 511 bytes).
 pub fn last_error() -> String {
     let mut buf = [0u8; 512];
