@@ -13,6 +13,8 @@ use std::cell::Cell;
 use kvzch::ffi::*;
 use kvzch::{Cache, CacheConfig, EvictionPolicy, TableName};
 
+mod common;
+use common::Rng;
 #[path = "common/ffi.rs"]
 mod ffi_calls;
 use ffi_calls::{batch_get, batch_set, created, last_error, options};
@@ -74,16 +76,11 @@ const BATCH: usize = 4096;
 
 /// Batches of ids from a tenth past the stored ones, so some miss.
 fn batches() -> Vec<Vec<i64>> {
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut rng = Rng(1);
     (0..8)
         .map(|_| {
             (0..BATCH)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    (state % (STORED as u64 * 11 / 10)) as i64
-                })
+                .map(|_| (rng.next() % (STORED as u64 * 11 / 10)) as i64)
                 .collect()
         })
         .collect()

@@ -1,4 +1,6 @@
-//! Helpers shared by the integration tests that draw random operations.
+//! Helpers shared by the integration tests that draw random numbers. Each test
+//! binary that includes this module uses only some of them.
+#![allow(dead_code)]
 
 /// SplitMix64's output function: a bijective scramble of `x`.
 pub fn splitmix(mut x: u64) -> u64 {
