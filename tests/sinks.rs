@@ -377,28 +377,26 @@ fn a_sink_that_unregistered_itself_is_dropped_by_the_next_register_or_unregister
         cache.batch_set(&[1], &[1; 4], 0).unwrap();
         let other = cache.register_stat_sink(Box::new(|_| {}));
         let held = Arc::new(());
-        let unregistered = Arc::new(AtomicBool::new(false));
-        {
-            let (weak, held, unregistered) = (
+        let own_id = Arc::new(Mutex::new(None::<SinkId>));
+        let (id, _, _, finished) = {
+            let (weak, held, own_id) = (
                 Arc::downgrade(&cache),
                 Arc::clone(&held),
-                Arc::clone(&unregistered),
+                Arc::clone(&own_id),
             );
-            cache.register_stat_sink_with_id(move |own_id| {
-                Box::new(move |_| {
-                    let _holds = &held;
-                    if !unregistered.swap(true, Ordering::SeqCst) {
-                        weak.upgrade()
-                            .unwrap()
-                            .unregister_stat_sink(own_id)
-                            .unwrap();
-                    }
-                })
-            });
-        }
+            sink_with_first_call(&cache, move || {
+                let _holds = &held;
+                let id = own_id.lock().unwrap().expect("registered");
+                weak.upgrade().unwrap().unregister_stat_sink(id).unwrap();
+            })
+        };
+        *own_id.lock().unwrap() = Some(id);
         let mut out = [0u8; 4];
         cache.batch_get(&[1], &mut out, None).unwrap();
-        assert!(unregistered.load(Ordering::SeqCst));
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "the sink unregistered itself"
+        );
         if next_call == "register" {
             cache.register_stat_sink(Box::new(|_| {}));
         } else {
