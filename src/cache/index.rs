@@ -108,8 +108,8 @@ const SWEEP_BLOCK: usize = 8;
 /// over the step at any row count. The index then holds about 15.7 bytes per
 /// row at any count, and a key moves at most 3 times on the way to a large
 /// table instead of 4.8. (Steps of 1.3x up to 66% full held 15.8 bytes per row
-/// and moved a key up to 4.3 times: a fill without a hint spent 37% of its
-/// time in rebuilds, BENCHMARKS.md.)
+/// and moved a key up to 4.3 times: a fill without a hint spent 35%-40% of
+/// its time in rebuilds, BENCHMARKS.md.)
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Growth {
     /// Sized for the keys at `REBUILT_FILL`: a cache that caps its memory
