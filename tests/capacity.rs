@@ -106,6 +106,30 @@ fn oldest_timestamp_evicts_the_oldest_publish_first() {
     assert_eq!(info.capacity_evictions, 100);
 }
 
+/// The stamps counted for `OLDEST_TIMESTAMP` lose only the rows that
+/// `evict_older_than` removed: the rows stamped at its threshold stay, and
+/// are the oldest left.
+#[test]
+fn oldest_timestamp_evicts_the_oldest_publish_an_expiry_left() {
+    let cache = one_shard_cache(EvictionPolicy::OldestTimestamp, 400);
+    let expired: Vec<i64> = (0..100).collect();
+    let at_threshold: Vec<i64> = (100..200).collect();
+    let newer: Vec<i64> = (200..400).collect();
+    publish(&cache, &expired, 1);
+    publish(&cache, &at_threshold, 2);
+    publish(&cache, &newer, 3);
+    assert_eq!(cache.evict_older_than(2), 100);
+    // 300 rows and 150 new ids: 50 must go, all stamped 2.
+    let fresh: Vec<i64> = (1_000..1_150).collect();
+    publish(&cache, &fresh, 4);
+    assert!(present(&cache, &newer).iter().all(|&p| p));
+    let left = present(&cache, &at_threshold)
+        .iter()
+        .filter(|&&p| p)
+        .count();
+    assert_eq!(left, 50);
+}
+
 #[test]
 fn lru_approx_keeps_rows_that_are_read() {
     let cache = one_shard_cache(EvictionPolicy::LruApprox, 1200);
@@ -128,6 +152,28 @@ fn lru_approx_keeps_rows_that_are_read() {
         cold_left < 250,
         "{cold_left} cold rows survived 1000 newer ones"
     );
+}
+
+/// Recency comes from reads alone: a publish looks up every id it writes (to
+/// tell new ids from stored ones) without marking them read, so rows it only
+/// rewrote are evicted before rows that were read.
+#[test]
+fn lru_approx_does_not_count_a_republish_as_a_read() {
+    let cache = one_shard_cache(EvictionPolicy::LruApprox, 1000);
+    let read: Vec<i64> = (0..500).collect();
+    let rewritten: Vec<i64> = (500..1000).collect();
+    publish(&cache, &read, 1);
+    publish(&cache, &rewritten, 1);
+    assert!(present(&cache, &read).iter().all(|&p| p));
+    publish(&cache, &rewritten, 2);
+    let fresh: Vec<i64> = (10_000..10_250).collect();
+    publish(&cache, &fresh, 3);
+    assert!(
+        present(&cache, &read).iter().all(|&p| p),
+        "a row that was read was evicted before the rewritten ones"
+    );
+    let rewritten_left = present(&cache, &rewritten).iter().filter(|&&p| p).count();
+    assert_eq!(rewritten_left, 250);
 }
 
 #[test]
