@@ -60,6 +60,10 @@ fn present(cache: &Cache, ids: &[i64]) -> Vec<bool> {
     mask.iter().map(|&m| m == 1).collect()
 }
 
+fn present_count(cache: &Cache, ids: &[i64]) -> usize {
+    present(cache, ids).iter().filter(|&&p| p).count()
+}
+
 #[test]
 fn a_policy_keeps_every_publish_within_max_rows() {
     for policy in [EvictionPolicy::OldestTimestamp, EvictionPolicy::LruApprox] {
@@ -99,7 +103,7 @@ fn oldest_timestamp_evicts_the_oldest_publish_first() {
     // 100 rows must go, and every one of them from the oldest publish.
     assert!(present(&cache, &middle).iter().all(|&p| p));
     assert!(present(&cache, &newest).iter().all(|&p| p));
-    let old_left = present(&cache, &old).iter().filter(|&&p| p).count();
+    let old_left = present_count(&cache, &old);
     let info = cache.info();
     assert_eq!(old_left, 100);
     assert_eq!(info.rows, 400);
@@ -123,10 +127,7 @@ fn oldest_timestamp_evicts_the_oldest_publish_an_expiry_left() {
     let fresh: Vec<i64> = (1_000..1_150).collect();
     publish(&cache, &fresh, 4);
     assert!(present(&cache, &newer).iter().all(|&p| p));
-    let left = present(&cache, &at_threshold)
-        .iter()
-        .filter(|&&p| p)
-        .count();
+    let left = present_count(&cache, &at_threshold);
     assert_eq!(left, 50);
 }
 
@@ -147,7 +148,7 @@ fn lru_approx_keeps_rows_that_are_read() {
         publish(&cache, &fresh, 2);
     }
     assert!(present(&cache, &hot).iter().all(|&p| p));
-    let cold_left = present(&cache, &cold).iter().filter(|&&p| p).count();
+    let cold_left = present_count(&cache, &cold);
     assert!(
         cold_left < 250,
         "{cold_left} cold rows survived 1000 newer ones"
@@ -172,7 +173,7 @@ fn lru_approx_does_not_count_a_republish_as_a_read() {
         present(&cache, &read).iter().all(|&p| p),
         "a row that was read was evicted before the rewritten ones"
     );
-    let rewritten_left = present(&cache, &rewritten).iter().filter(|&&p| p).count();
+    let rewritten_left = present_count(&cache, &rewritten);
     assert_eq!(rewritten_left, 250);
 }
 
