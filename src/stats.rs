@@ -515,6 +515,37 @@ mod tests {
         assert!(stat_name(3).is_none());
     }
 
+    /// Only a chain of waits that leads back to the waiting thread is a
+    /// cycle: a thread inside a sink that another thread waits for may still
+    /// wait for a sink nobody waits through.
+    #[test]
+    fn only_a_chain_of_waits_back_to_the_thread_is_a_cycle() {
+        // Ids far above those `register` hands out, so that no other test's
+        // waits meet them.
+        let (a, b, c) = (u64::MAX - 3, u64::MAX - 2, u64::MAX - 1);
+        // Another thread, inside a call of `a`, waits for the calls of `b`.
+        let elsewhere = Wait {
+            for_sink: b,
+            inside: vec![a],
+        };
+        record_wait(&elsewhere).unwrap();
+        // This thread runs a call of `b` and waits for `c`: no cycle.
+        let unrelated = Wait {
+            for_sink: c,
+            inside: vec![b],
+        };
+        assert!(record_wait(&unrelated).is_ok());
+        forget_wait(&unrelated);
+        // Waiting for `a` instead closes one: `a`'s thread waits for `b`.
+        let closing = Wait {
+            for_sink: a,
+            inside: vec![b],
+        };
+        let refused = record_wait(&closing).unwrap_err();
+        assert_eq!(refused.kind(), crate::ErrorKind::WouldDeadlock);
+        forget_wait(&elsewhere);
+    }
+
     #[test]
     fn windows_tile_the_cumulative_counts() {
         let counters = ReadCounters::new();

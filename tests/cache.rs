@@ -78,6 +78,8 @@ fn misses_are_zero_filled_or_left_untouched() {
         ..config(4)
     })
     .unwrap();
+    assert_eq!(zero.miss_policy(), MissPolicy::ZeroFill);
+    assert_eq!(leave.miss_policy(), MissPolicy::LeaveUntouched);
     for cache in [&zero, &leave] {
         cache.batch_set(&[1], &[1, 2, 3, 4], 0).unwrap();
     }
