@@ -799,4 +799,76 @@ mod tests {
         );
         kvzch_cache_destroy(cache);
     }
+
+    /// Buffers that only touch share no byte: a host that carves a batch's
+    /// buffers back to back out of one allocation, in either order, is served.
+    #[test]
+    fn buffers_back_to_back_in_one_allocation_do_not_overlap() {
+        let opts = options_of_8_byte_rows();
+        let mut cache = std::ptr::null_mut();
+        assert_eq!(
+            kvzch_cache_create(&opts, &mut cache),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+        let stored = [7i64];
+        let row = [0x5au8; 8];
+        assert_eq!(
+            kvzch_cache_batch_set(cache, stored.as_ptr(), 1, row.as_ptr().cast(), 8, 1),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+        let stats_words = size_of::<kvzch_batch_stats>() / 8;
+        // Word offsets of ids, out and stats, and the byte offset of the
+        // 2-byte hit mask: each buffer starts where the one before it ends.
+        // The removals below count into the word right after the ids, then
+        // into the one right before them.
+        let ids_out_stats_mask = (1, 3, 5, (5 + stats_words) * 8);
+        let mask_stats_out_ids = (3 + stats_words, 1 + stats_words, 1, 6);
+        for (ids_at, out_at, stats_at, mask_byte) in [ids_out_stats_mask, mask_stats_out_ids] {
+            let mut arena = vec![0u64; 6 + stats_words];
+            arena[ids_at] = 7;
+            arena[ids_at + 1] = 8;
+            let removed_after_and_before = [ids_at + 2, ids_at - 1];
+            for removed_at in removed_after_and_before {
+                arena[removed_at] = u64::MAX;
+            }
+            // From here on `arena` is only read, so these pointers stay valid.
+            let words = arena.as_mut_ptr();
+            // SAFETY: every offset lies inside `arena`, which outlives the calls.
+            let (ids, out, stats, hit_mask) = unsafe {
+                (
+                    words.add(ids_at).cast::<i64>(),
+                    words.add(out_at).cast::<c_void>(),
+                    words.add(stats_at).cast::<kvzch_batch_stats>(),
+                    words.cast::<u8>().add(mask_byte),
+                )
+            };
+            assert_eq!(
+                kvzch_cache_batch_get(cache, ids, 2, out, 16, hit_mask, stats),
+                kvzch_status::KVZCH_STATUS_OK
+            );
+            assert_eq!(arena[out_at].to_ne_bytes(), row);
+            assert_eq!(arena[out_at + 1], 0, "a miss is zero-filled");
+            let bytes = arena
+                .iter()
+                .flat_map(|word| word.to_ne_bytes())
+                .collect::<Vec<_>>();
+            assert_eq!(bytes[mask_byte..mask_byte + 2], [1, 0]);
+            assert_eq!(arena[stats_at..stats_at + 3], [1, 1, 2]);
+            for removed_at in removed_after_and_before {
+                // SAFETY: as above.
+                let out_removed = unsafe { words.add(removed_at) };
+                assert_eq!(
+                    kvzch_cache_batch_remove(cache, ids, 2, out_removed),
+                    kvzch_status::KVZCH_STATUS_OK
+                );
+            }
+            assert_eq!(arena[ids_at + 2], 1, "7 was stored");
+            assert_eq!(arena[ids_at - 1], 0, "the first removal took it");
+            assert_eq!(
+                kvzch_cache_batch_set(cache, stored.as_ptr(), 1, row.as_ptr().cast(), 8, 1),
+                kvzch_status::KVZCH_STATUS_OK
+            );
+        }
+        kvzch_cache_destroy(cache);
+    }
 }
