@@ -469,6 +469,46 @@ mod tests {
         assert_eq!(bytes[HUGE_PAGE_BYTES - 1], 9);
     }
 
+    /// The address ranges of the process's mappings, from `/proc/self/maps`.
+    #[cfg(target_os = "linux")]
+    fn mappings() -> Vec<std::ops::Range<usize>> {
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
+        maps.lines()
+            .map(|line| {
+                let range = line.split_whitespace().next().expect("a range");
+                let (start, end) = range.split_once('-').expect("start-end");
+                let hex = |text| usize::from_str_radix(text, 16).expect("hex");
+                hex(start)..hex(end)
+            })
+            .collect()
+    }
+
+    /// A mapping made a huge page longer, to start on one, gives the slack
+    /// past its end back; a tail left mapped would outlive the array (its
+    /// drop unmaps only what the array holds), one per mapping. The advice
+    /// splits the array's range from such a tail, so the check is that no
+    /// mapping starts where the array's pages end. Another test's mapping
+    /// could only start there by filling the freed gap exactly: the kernel
+    /// places a mapping at the top of a gap, and aligns one of a huge page or
+    /// more, which this end, 100 bytes past one rounded to a small page, is
+    /// not.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_mapping_gives_back_the_slack_past_its_end() {
+        let len = HUGE_PAGE_BYTES + 100;
+        let bytes = HugePageArray::<u8>::zeroed(len).expect("memory");
+        let start = bytes.as_ptr() as usize;
+        assert_eq!(start % HUGE_PAGE_BYTES, 0);
+        let kept_end = (start + len).next_multiple_of(small_page_bytes());
+        let mappings = mappings();
+        let holding = mappings.iter().find(|range| range.contains(&start));
+        assert_eq!(holding.map(|range| range.end), Some(kept_end));
+        assert!(
+            mappings.iter().all(|range| range.start != kept_end),
+            "a mapping starts where the array ends"
+        );
+    }
+
     /// A kernel left to place a moved mapping may grow it in place, or put it
     /// anywhere a small page allows when its length is not a whole number of
     /// huge pages: only the target the vector maps itself keeps it aligned.
