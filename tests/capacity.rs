@@ -68,6 +68,7 @@ fn present_count(cache: &Cache, ids: &[i64]) -> usize {
 fn a_policy_keeps_every_publish_within_max_rows() {
     for policy in [EvictionPolicy::OldestTimestamp, EvictionPolicy::LruApprox] {
         let cache = cache(policy, Some(1000), None);
+        assert_eq!(cache.eviction_policy(), policy);
         for round in 0..20i64 {
             let ids: Vec<i64> = (round * 300..round * 300 + 300).collect();
             publish(&cache, &ids, round as u32);
