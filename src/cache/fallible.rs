@@ -94,6 +94,18 @@ mod tests {
         assert!(set.capacity() >= 100);
     }
 
+    /// The exact reservations make room for the total, not for the total on
+    /// top of what the collection already holds.
+    #[test]
+    fn exact_room_is_the_total_and_no_more() {
+        let mut ids = vec![1i64, 2, 3];
+        reserve_to(&mut ids, 10, String::new).unwrap();
+        assert_eq!(ids.capacity(), 10);
+        let mut stamps: BinaryHeap<u32> = (0..5).collect();
+        reserve_to(&mut stamps, 100, String::new).unwrap();
+        assert_eq!(stamps.capacity(), 100);
+    }
+
     #[test]
     fn memory_that_cannot_be_had_is_out_of_memory() {
         let mut rows: Vec<u64> = Vec::new();
