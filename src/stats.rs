@@ -517,7 +517,8 @@ mod tests {
 
     /// Only a chain of waits that leads back to the waiting thread is a
     /// cycle: a thread inside a sink that another thread waits for may still
-    /// wait for a sink nobody waits through.
+    /// wait for a sink nobody waits through, and a wait that is over leads
+    /// nowhere.
     #[test]
     fn only_a_chain_of_waits_back_to_the_thread_is_a_cycle() {
         // Ids far above those `register` hands out, so that no other test's
@@ -543,7 +544,10 @@ mod tests {
         };
         let refused = record_wait(&closing).unwrap_err();
         assert_eq!(refused.kind(), crate::ErrorKind::WouldDeadlock);
+        // Once the other thread's wait is over, nothing leads back.
         forget_wait(&elsewhere);
+        assert!(record_wait(&closing).is_ok());
+        forget_wait(&closing);
     }
 
     #[test]
