@@ -469,17 +469,20 @@ mod tests {
         assert_eq!(bytes[HUGE_PAGE_BYTES - 1], 9);
     }
 
+    /// The range a `/proc/self/maps` or `smaps` line starts with, as
+    /// `start-end` in hex.
+    #[cfg(target_os = "linux")]
+    fn address_range(line: &str) -> Option<std::ops::Range<usize>> {
+        let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+        Some(usize::from_str_radix(start, 16).ok()?..usize::from_str_radix(end, 16).ok()?)
+    }
+
     /// The address ranges of the process's mappings, from `/proc/self/maps`.
     #[cfg(target_os = "linux")]
     fn mappings() -> Vec<std::ops::Range<usize>> {
         let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
         maps.lines()
-            .map(|line| {
-                let range = line.split_whitespace().next().expect("a range");
-                let (start, end) = range.split_once('-').expect("start-end");
-                let hex = |text| usize::from_str_radix(text, 16).expect("hex");
-                hex(start)..hex(end)
-            })
+            .map(|line| address_range(line).expect("a range"))
             .collect()
     }
 
@@ -507,6 +510,39 @@ mod tests {
             mappings.iter().all(|range| range.start != kept_end),
             "a mapping starts where the array ends"
         );
+    }
+
+    /// The flags of the mapping that holds `address`, from `/proc/self/smaps`
+    /// (`hg`: advised for THP).
+    #[cfg(target_os = "linux")]
+    fn vm_flags_of(address: usize) -> Vec<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
+        let mut holding = false;
+        for line in smaps.lines() {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                if holding {
+                    return flags.split_whitespace().map(str::to_string).collect();
+                }
+            } else if let Some(range) = address_range(line) {
+                holding = range.contains(&address);
+            }
+        }
+        panic!("no mapping holds {address:#x}")
+    }
+
+    /// What the huge pages are for: a mapping of a huge page or more is
+    /// advised for THP, so that the kernel backs it with them where the
+    /// system leaves THP to `madvise`.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_mapping_of_a_huge_page_or_more_is_advised_for_thp() {
+        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+            eprintln!("skipped: this kernel has no THP, and refuses the advice");
+            return;
+        }
+        let bytes = HugePageArray::<u8>::zeroed(HUGE_PAGE_BYTES).expect("memory");
+        let flags = vm_flags_of(bytes.as_ptr() as usize);
+        assert!(flags.iter().any(|flag| flag == "hg"), "{flags:?}");
     }
 
     /// A kernel left to place a moved mapping may grow it in place, or put it
