@@ -1403,9 +1403,17 @@ impl Fuzz {
         let mut ids_ptr = storage.ptr().cast::<i64>().cast_const();
         match self.rng.below(40) {
             0 => {
-                // More ids than the address space holds: detectable from n alone.
-                n = usize::MAX / 8 + 1 + self.rng.below(1 << 20) as usize;
-                expect.error(INVALID, "ids");
+                // More ids than the address space holds, in bytes past
+                // `isize::MAX` or past `usize::MAX`: detectable from n alone,
+                // and refused before a slice of them is made (the engine's
+                // own limit on a batch would come too late).
+                let past = if self.rng.chance(50) {
+                    isize::MAX as usize
+                } else {
+                    usize::MAX
+                };
+                n = past / 8 + 1 + self.rng.below(1 << 20) as usize;
+                expect.error(INVALID, "ids of");
                 what = format!("n {n} (beyond the address space)");
             }
             1 => {
