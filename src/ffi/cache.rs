@@ -665,6 +665,28 @@ mod tests {
         );
     }
 
+    /// The row the tests below store under id 7.
+    const ROW_OF_7: [u8; 8] = [0x5a; 8];
+
+    fn store_7(cache: *mut kvzch_cache) {
+        assert_eq!(
+            kvzch_cache_batch_set(cache, &7, 1, ROW_OF_7.as_ptr().cast(), 8, 1),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+    }
+
+    /// A cache of 8-byte rows holding `ROW_OF_7` under id 7.
+    fn cache_holding_7() -> *mut kvzch_cache {
+        let opts = options_of_8_byte_rows();
+        let mut cache = std::ptr::null_mut();
+        assert_eq!(
+            kvzch_cache_create(&opts, &mut cache),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+        store_7(cache);
+        cache
+    }
+
     /// What `look_up_again` needs: the host's buffers, as raw pointers a C
     /// host would hold, and what its nested lookup answered.
     struct Reentry {
@@ -714,18 +736,7 @@ mod tests {
     /// while its sinks ran is undefined behaviour.
     #[test]
     fn a_sink_may_look_up_into_the_buffers_of_its_batch() {
-        let opts = options_of_8_byte_rows();
-        let mut cache = std::ptr::null_mut();
-        assert_eq!(
-            kvzch_cache_create(&opts, &mut cache),
-            kvzch_status::KVZCH_STATUS_OK
-        );
-        let stored = [7i64];
-        let row = [0x5au8; 8];
-        assert_eq!(
-            kvzch_cache_batch_set(cache, stored.as_ptr(), 1, row.as_ptr().cast(), 8, 1),
-            kvzch_status::KVZCH_STATUS_OK
-        );
+        let cache = cache_holding_7();
         let ids = [7i64, 8];
         let mut out = [0xffu8; 16];
         let mut hit_mask = [9u8; 2];
@@ -766,7 +777,7 @@ mod tests {
             kvzch_status::KVZCH_STATUS_OK
         );
         kvzch_cache_destroy(cache);
-        assert_eq!(&out[..8], &row);
+        assert_eq!(&out[..8], &ROW_OF_7);
         assert_eq!(&out[8..], &[0; 8], "a miss is zero-filled");
         assert_eq!(hit_mask, [1, 0]);
         assert_eq!((stats.hits, stats.misses, stats.total), (1, 1, 2));
@@ -804,18 +815,7 @@ mod tests {
     /// buffers back to back out of one allocation, in either order, is served.
     #[test]
     fn buffers_back_to_back_in_one_allocation_do_not_overlap() {
-        let opts = options_of_8_byte_rows();
-        let mut cache = std::ptr::null_mut();
-        assert_eq!(
-            kvzch_cache_create(&opts, &mut cache),
-            kvzch_status::KVZCH_STATUS_OK
-        );
-        let stored = [7i64];
-        let row = [0x5au8; 8];
-        assert_eq!(
-            kvzch_cache_batch_set(cache, stored.as_ptr(), 1, row.as_ptr().cast(), 8, 1),
-            kvzch_status::KVZCH_STATUS_OK
-        );
+        let cache = cache_holding_7();
         let stats_words = size_of::<kvzch_batch_stats>() / 8;
         // Word offsets of ids, out and stats, and the byte offset of the
         // 2-byte hit mask: each buffer starts where the one before it ends.
@@ -846,7 +846,7 @@ mod tests {
                 kvzch_cache_batch_get(cache, ids, 2, out, 16, hit_mask, stats),
                 kvzch_status::KVZCH_STATUS_OK
             );
-            assert_eq!(arena[out_at].to_ne_bytes(), row);
+            assert_eq!(arena[out_at].to_ne_bytes(), ROW_OF_7);
             assert_eq!(arena[out_at + 1], 0, "a miss is zero-filled");
             let bytes = arena
                 .iter()
@@ -864,10 +864,7 @@ mod tests {
             }
             assert_eq!(arena[ids_at + 2], 1, "7 was stored");
             assert_eq!(arena[ids_at - 1], 0, "the first removal took it");
-            assert_eq!(
-                kvzch_cache_batch_set(cache, stored.as_ptr(), 1, row.as_ptr().cast(), 8, 1),
-                kvzch_status::KVZCH_STATUS_OK
-            );
+            store_7(cache);
         }
         kvzch_cache_destroy(cache);
     }
