@@ -827,11 +827,8 @@ mod tests {
             let mut arena = vec![0u64; 6 + stats_words];
             arena[ids_at] = 7;
             arena[ids_at + 1] = 8;
-            let removed_after_and_before = [ids_at + 2, ids_at - 1];
-            for removed_at in removed_after_and_before {
-                arena[removed_at] = u64::MAX;
-            }
-            // From here on `arena` is only read, so these pointers stay valid.
+            // From here on `arena` is only read, and written only through
+            // these pointers, so they stay valid.
             let words = arena.as_mut_ptr();
             // SAFETY: every offset lies inside `arena`, which outlives the calls.
             let (ids, out, stats, hit_mask) = unsafe {
@@ -854,6 +851,12 @@ mod tests {
                 .collect::<Vec<_>>();
             assert_eq!(bytes[mask_byte..mask_byte + 2], [1, 0]);
             assert_eq!(arena[stats_at..stats_at + 3], [1, 1, 2]);
+            // Sentinels first: one of these words is `out`'s, already read.
+            let removed_after_and_before = [ids_at + 2, ids_at - 1];
+            for removed_at in removed_after_and_before {
+                // SAFETY: inside `arena`, as above; no call is running.
+                unsafe { words.add(removed_at).write(u64::MAX) };
+            }
             for removed_at in removed_after_and_before {
                 // SAFETY: as above.
                 let out_removed = unsafe { words.add(removed_at) };
