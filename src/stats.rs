@@ -367,21 +367,35 @@ impl SinkRegistry {
             sink: make(SinkId(id)),
             state: AtomicU64::new(0),
         });
-        let mut sinks = self.sinks.write();
-        let mut updated: Vec<Arc<SinkEntry>> = sinks.to_vec();
-        updated.push(entry);
-        *sinks = Arc::new(updated);
-        self.count.store(sinks.len(), Ordering::Release);
-        self.drop_returned_retirees();
+        {
+            let mut sinks = self.sinks.write();
+            let mut updated: Vec<Arc<SinkEntry>> = sinks.to_vec();
+            updated.push(entry);
+            *sinks = Arc::new(updated);
+            self.count.store(sinks.len(), Ordering::Release);
+        }
+        self.drop_returned_retirees(None);
         SinkId(id)
     }
 
     /// Drops the retired sinks whose calls have all returned, which those
-    /// that unregistered themselves leave behind.
-    fn drop_returned_retirees(&self) {
-        self.retiring
-            .lock()
-            .retain(|retired| retired.calls_in_progress() > 0);
+    /// that unregistered themselves leave behind, and sink `done_with`, whose
+    /// calls the caller has waited for. Outside the registry's locks: the
+    /// last reference to a sink drops its closure, and what that holds may
+    /// register or unregister sinks here as it drops.
+    fn drop_returned_retirees(&self, done_with: Option<u64>) {
+        let returned: Vec<Arc<SinkEntry>> = {
+            let mut retiring = self.retiring.lock();
+            let (running, returned) =
+                std::mem::take(&mut *retiring)
+                    .into_iter()
+                    .partition(|retired| {
+                        Some(retired.id) != done_with && retired.calls_in_progress() > 0
+                    });
+            *retiring = running;
+            returned
+        };
+        drop(returned);
     }
 
     /// Unregisters sink `id` and waits for its calls on other threads, or,
@@ -433,9 +447,7 @@ impl SinkRegistry {
         // returned. (A count above zero may also be a call that saw `RETIRED`
         // and is leaving.)
         let done_with = (was_registered && !from_itself).then_some(entry.id);
-        self.retiring
-            .lock()
-            .retain(|retired| Some(retired.id) != done_with && retired.calls_in_progress() > 0);
+        self.drop_returned_retirees(done_with);
         if was_registered {
             Ok(())
         } else {

@@ -1,7 +1,7 @@
 //! Stat sinks: who sees which batch, reentrancy, and the unregister guarantee.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Barrier, Mutex};
+use std::sync::{mpsc, Arc, Barrier, Mutex, Weak};
 use std::thread;
 use std::time::Duration;
 
@@ -407,6 +407,74 @@ fn a_sink_that_unregistered_itself_is_dropped_by_the_next_register_or_unregister
             1,
             "the sink is dropped by the next {next_call}"
         );
+    }
+}
+
+/// What a sink's closure holds is dropped with the sink, outside the
+/// registry's locks: a capture may register or unregister sinks on the same
+/// cache as it drops, as a sink that owns a companion sink's registration
+/// does, even when the next register or unregister is what drops it.
+#[test]
+fn a_sinks_captures_may_unregister_sinks_as_they_drop() {
+    /// Unregisters the companion sink `id` when dropped, and sends the answer.
+    struct UnregistersOnDrop {
+        cache: Weak<Cache>,
+        id: SinkId,
+        answer: mpsc::Sender<Result<(), ErrorKind>>,
+    }
+    impl Drop for UnregistersOnDrop {
+        fn drop(&mut self) {
+            let cache = self.cache.upgrade().expect("the test holds the cache");
+            let answer = cache.unregister_stat_sink(self.id);
+            let _ = self.answer.send(answer.map_err(|e| e.kind()));
+        }
+    }
+
+    for next_call in ["register", "unregister"] {
+        let cache = Arc::new(named("captures_drop_outside_locks"));
+        cache.batch_set(&[1], &[1; 4], 0).unwrap();
+        let other = cache.register_stat_sink(Box::new(|_| {}));
+        let (companion, companion_calls, _, _) = sink_with_first_call(&cache, || {});
+        let (answer_tx, answer) = mpsc::channel();
+        let own_id = Arc::new(Mutex::new(None::<SinkId>));
+        let (id, _, _, finished) = {
+            let weak = Arc::downgrade(&cache);
+            let owned = UnregistersOnDrop {
+                cache: Weak::clone(&weak),
+                id: companion,
+                answer: answer_tx,
+            };
+            let own_id = Arc::clone(&own_id);
+            sink_with_first_call(&cache, move || {
+                let _owns = &owned;
+                let id = own_id.lock().unwrap().expect("registered");
+                weak.upgrade().unwrap().unregister_stat_sink(id).unwrap();
+            })
+        };
+        *own_id.lock().unwrap() = Some(id);
+        cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "the sink unregistered itself"
+        );
+        let next = {
+            let cache = Arc::clone(&cache);
+            thread::spawn(move || {
+                if next_call == "register" {
+                    cache.register_stat_sink(Box::new(|_| {}));
+                } else {
+                    cache.unregister_stat_sink(other).unwrap();
+                }
+            })
+        };
+        let dropped = answer
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("the {next_call} that drops the sink does not deadlock"));
+        assert_eq!(dropped, Ok(()), "the companion was unregistered");
+        next.join().unwrap();
+        let calls_before = companion_calls.load(Ordering::SeqCst);
+        cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+        assert_eq!(companion_calls.load(Ordering::SeqCst), calls_before);
     }
 }
 
