@@ -1157,7 +1157,9 @@ class PrometheusText {
                                     " may not have a label \"le\"");
       }
     }
-    std::string& out = family(name, "histogram", help).samples;
+    /* Every sample is made, and its labels checked, before the family is
+     * found or added, so a refused histogram leaves the text as it was. */
+    std::string samples;
     const std::string bucket = std::string(name) + "_bucket";
     Labels with_le = labels;
     with_le.emplace_back("le", "");
@@ -1165,10 +1167,11 @@ class PrometheusText {
     for (std::size_t i = 0; i < counts.size(); ++i) {
       cumulative += counts[i];
       with_le.back().second = i < upper_bounds.size() ? format(upper_bounds[i]) : "+Inf";
-      out += sample(bucket, with_le, format(cumulative));
+      samples += sample(bucket, with_le, format(cumulative));
     }
-    out += sample(std::string(name) + "_sum", labels, format(sum));
-    out += sample(std::string(name) + "_count", labels, format(cumulative));
+    samples += sample(std::string(name) + "_sum", labels, format(sum));
+    samples += sample(std::string(name) + "_count", labels, format(cumulative));
+    family(name, "histogram", help).samples += samples;
   }
 
   [[nodiscard]] std::string str() const {
