@@ -341,30 +341,42 @@ fn a_second_unregister_answers_only_once_the_sink_has_returned() {
 
 #[test]
 fn an_unregister_after_a_sink_unregistered_itself_waits_for_that_call() {
-    let cache = Arc::new(named("self_then_other"));
-    let own_id = Arc::new(Mutex::new(None::<SinkId>));
-    let (release_tx, release) = mpsc::channel::<()>();
-    let release = Mutex::new(release);
-    // The sink says so once it has unregistered itself: `entered` comes before
-    // that, and an unregister from here started on `entered` alone could win
-    // the race (it did, under AddressSanitizer's slowdown).
-    let (unregistered_tx, unregistered) = mpsc::channel::<()>();
-    let unregistered_tx = Mutex::new(unregistered_tx);
-    let (id, _, entered, finished) = {
-        let (weak, own_id) = (Arc::downgrade(&cache), Arc::clone(&own_id));
-        sink_with_first_call(&cache, move || {
-            let id = own_id.lock().unwrap().expect("registered");
-            weak.upgrade().unwrap().unregister_stat_sink(id).unwrap();
-            unregistered_tx.lock().unwrap().send(()).unwrap();
-            release.lock().unwrap().recv().unwrap();
-        })
-    };
-    *own_id.lock().unwrap() = Some(id);
-    let lookup = look_up_in_background(&cache);
-    entered.recv().unwrap();
-    unregistered.recv().unwrap();
-    answers_not_found_only_once_the_sink_returned(&cache, id, &finished, release_tx);
-    lookup.join().unwrap();
+    // In between, a register or an unregister of another sink, each of which
+    // drops the retired sinks whose calls have returned, must keep this one.
+    for call_in_between in [None, Some("register"), Some("unregister")] {
+        let cache = Arc::new(named("self_then_other"));
+        let other = cache.register_stat_sink(Box::new(|_| {}));
+        let own_id = Arc::new(Mutex::new(None::<SinkId>));
+        let (release_tx, release) = mpsc::channel::<()>();
+        let release = Mutex::new(release);
+        // The sink says so once it has unregistered itself: `entered` comes
+        // before that, and an unregister from here started on `entered` alone
+        // could win the race (it did, under AddressSanitizer's slowdown).
+        let (unregistered_tx, unregistered) = mpsc::channel::<()>();
+        let unregistered_tx = Mutex::new(unregistered_tx);
+        let (id, _, entered, finished) = {
+            let (weak, own_id) = (Arc::downgrade(&cache), Arc::clone(&own_id));
+            sink_with_first_call(&cache, move || {
+                let id = own_id.lock().unwrap().expect("registered");
+                weak.upgrade().unwrap().unregister_stat_sink(id).unwrap();
+                unregistered_tx.lock().unwrap().send(()).unwrap();
+                release.lock().unwrap().recv().unwrap();
+            })
+        };
+        *own_id.lock().unwrap() = Some(id);
+        let lookup = look_up_in_background(&cache);
+        entered.recv().unwrap();
+        unregistered.recv().unwrap();
+        match call_in_between {
+            Some("register") => {
+                cache.register_stat_sink(Box::new(|_| {}));
+            }
+            Some(_) => cache.unregister_stat_sink(other).unwrap(),
+            None => {}
+        }
+        answers_not_found_only_once_the_sink_returned(&cache, id, &finished, release_tx);
+        lookup.join().unwrap();
+    }
 }
 
 /// A sink that unregisters itself cannot be dropped inside its own call; the
