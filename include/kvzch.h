@@ -104,11 +104,13 @@ typedef enum kvzch_status {
    */
   KVZCH_STATUS_UNSUPPORTED = 6,
   /**
-   * An unregister made from inside a sink would wait forever for a sink
+   * An unregister made from inside a sink would wait forever: for a sink
    * whose running call waits, through other sinks' unregisters, for this
    * thread (two sinks unregistering each other from inside themselves on
-   * two threads); the call changes nothing (the sink stays registered
-   * unless another unregister had removed it already).
+   * two threads), or for a call of that sink which this thread runs under
+   * (sink B, called by a lookup that sink A made, unregistering A). The
+   * call changes nothing (the sink stays registered unless another
+   * unregister had removed it already).
    */
   KVZCH_STATUS_WOULD_DEADLOCK = 7,
   /**
@@ -478,7 +480,7 @@ enum kvzch_status kvzch_cache_compact(struct kvzch_cache *cache);
  * 1.2: makes room in the index for `additional_rows` rows beyond those
  * stored, so that publishing them rebuilds nothing: call it before loading a
  * table whose size is known. A fill without it rebuilds each shard's index
- * every time the shard grows by 30% (15% under `max_memory_bytes`). Row
+ * every time the shard grows by 50% (26% under `max_memory_bytes`). Row
  * memory is still allocated as rows arrive. The room counts in `memory_bytes`
  * from now on; `kvzch_cache_compact` gives back what is unused.
  * `KVZCH_STATUS_CAPACITY_EXCEEDED`, changing nothing, when the rows would pass

@@ -721,9 +721,10 @@ impl Cache {
     /// Makes room in the index for `additional_rows` rows beyond those
     /// stored, so that publishing them rebuilds nothing: what a host that knows
     /// the size of the table it is about to load calls first. Without it a
-    /// fill rebuilds each shard's index every time it grows by 30% (15% in a
+    /// fill rebuilds each shard's index every time it grows by 50% (26% in a
     /// cache that caps its memory), steps that keep memory within 24 bytes per
-    /// row, and moves each id about four times on the way (eight in 15% steps).
+    /// row, and moves each id at most three times on the way (up to five in
+    /// 26% steps).
     /// Row memory is still allocated as rows arrive, a huge page's worth at a
     /// time.
     ///

@@ -464,7 +464,7 @@ pub extern "C" fn kvzch_cache_compact(cache: *mut kvzch_cache) -> kvzch_status {
 /// 1.2: makes room in the index for `additional_rows` rows beyond those
 /// stored, so that publishing them rebuilds nothing: call it before loading a
 /// table whose size is known. A fill without it rebuilds each shard's index
-/// every time the shard grows by 30% (15% under `max_memory_bytes`). Row
+/// every time the shard grows by 50% (26% under `max_memory_bytes`). Row
 /// memory is still allocated as rows arrive. The room counts in `memory_bytes`
 /// from now on; `kvzch_cache_compact` gives back what is unused.
 /// `KVZCH_STATUS_CAPACITY_EXCEEDED`, changing nothing, when the rows would pass

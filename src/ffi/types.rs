@@ -60,11 +60,13 @@ pub enum kvzch_status {
     KVZCH_STATUS_NOT_FOUND = 5,
     /// An option or ABI major this build does not have.
     KVZCH_STATUS_UNSUPPORTED = 6,
-    /// An unregister made from inside a sink would wait forever for a sink
+    /// An unregister made from inside a sink would wait forever: for a sink
     /// whose running call waits, through other sinks' unregisters, for this
     /// thread (two sinks unregistering each other from inside themselves on
-    /// two threads); the call changes nothing (the sink stays registered
-    /// unless another unregister had removed it already).
+    /// two threads), or for a call of that sink which this thread runs under
+    /// (sink B, called by a lookup that sink A made, unregistering A). The
+    /// call changes nothing (the sink stays registered unless another
+    /// unregister had removed it already).
     KVZCH_STATUS_WOULD_DEADLOCK = 7,
     /// A bug caught at the boundary (a panic); the message says where.
     KVZCH_STATUS_INTERNAL = 8,
