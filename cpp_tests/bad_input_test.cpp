@@ -685,6 +685,13 @@ TEST(BadInput, BatchRemove) {
          return kvzch_cache_batch_remove(w.cache.get(), kBatch.data(), kN,
                                          misaligned<uint64_t>(o, 0));
        }},
+      // The library writes out_removed while it reads ids: here the last id.
+      {"out_removed overlaps ids", f, KVZCH_STATUS_INVALID_ARGUMENT, {"ids and out_removed overlap"},
+       [](World& w, Outs& o) {
+         auto* last_id = reinterpret_cast<uint64_t*>(o.buf + (kN - 1) * sizeof(int64_t));
+         return kvzch_cache_batch_remove(w.cache.get(), buf_ids(o), kN, last_id);
+       },
+       ids_in_buf},
   });
 }
 

@@ -218,7 +218,9 @@ typedef struct kvzch_cache_info {
    */
   uint64_t inserts;
   /**
-   * 1.1: existing ids overwritten.
+   * 1.1: existing ids overwritten. An id given more than once in one
+   * publish counts its earlier occurrences here, as if each had been
+   * written and then overwritten by the next.
    */
   uint64_t updates;
   /**
@@ -412,7 +414,8 @@ void kvzch_cache_destroy(struct kvzch_cache *cache);
 /**
  * Inserts or overwrites `n` rows, stamping each with `timestamp`. Row `i` is
  * `rows + i * row_bytes`; `rows_len` is the buffer's length in bytes. The last
- * occurrence of a duplicate id wins. With `max_rows` / `max_memory_bytes` set
+ * occurrence of a duplicate id wins. At most `UINT32_MAX` ids a call
+ * (`KVZCH_STATUS_INVALID_ARGUMENT` past it). With `max_rows` / `max_memory_bytes` set
  * and no room: `KVZCH_STATUS_CAPACITY_EXCEEDED`, and nothing is stored. When
  * memory cannot be allocated: `KVZCH_STATUS_OUT_OF_MEMORY`, and nothing is
  * stored or, under an eviction policy, evicted; room grown before the
@@ -436,7 +439,8 @@ enum kvzch_status kvzch_cache_batch_set(struct kvzch_cache *cache,
  * this order: adds the batch's hits and misses to the cache's counters in one
  * indivisible step, writes `*stats` (optional), and calls every sink of the
  * cache and every global sink once (none when `n == 0`). Never changes the
- * cache's contents. `out`, `ids` and `hit_mask` must not overlap. When its
+ * cache's contents. `out`, `ids`, `hit_mask` and `stats` must not overlap
+ * (`KVZCH_STATUS_INVALID_ARGUMENT`, with nothing written). When its
  * scratch (28 bytes an id, up to 2048 ids) cannot be allocated:
  * `KVZCH_STATUS_OUT_OF_MEMORY`, with nothing written, counted or called.
  */
@@ -449,9 +453,10 @@ enum kvzch_status kvzch_cache_batch_get(struct kvzch_cache *cache,
                                         struct kvzch_batch_stats *stats);
 
 /**
- * Removes `n` ids; `*out_removed` (optional) gets how many were stored. When
- * memory cannot be allocated: `KVZCH_STATUS_OUT_OF_MEMORY`, and nothing is
- * removed.
+ * Removes `n` ids; `*out_removed` (optional) gets how many were stored. At
+ * most `UINT32_MAX` ids a call, and `ids` and `out_removed` must not overlap
+ * (`KVZCH_STATUS_INVALID_ARGUMENT`, changing nothing). When memory cannot be
+ * allocated: `KVZCH_STATUS_OUT_OF_MEMORY`, and nothing is removed.
  */
 enum kvzch_status kvzch_cache_batch_remove(struct kvzch_cache *cache,
                                            const int64_t *ids,

@@ -149,7 +149,9 @@ pub struct kvzch_cache_info {
     pub memory_bytes: u64,
     /// 1.1: new ids stored since creation.
     pub inserts: u64,
-    /// 1.1: existing ids overwritten.
+    /// 1.1: existing ids overwritten. An id given more than once in one
+    /// publish counts its earlier occurrences here, as if each had been
+    /// written and then overwritten by the next.
     pub updates: u64,
     /// 1.1: rows removed by `batch_remove`.
     pub removals: u64,
