@@ -5,6 +5,8 @@
 # Without these the tests cannot run.
 missing_required_packages() {
   command -v cmake >/dev/null || echo cmake
+  # Debian's cmake only recommends make, which .ci/run does not install.
+  command -v make >/dev/null || echo make
   [ -f /usr/include/gtest/gtest.h ] || echo libgtest-dev
   command -v nm >/dev/null || echo binutils
   command -v pkg-config >/dev/null || echo pkg-config
