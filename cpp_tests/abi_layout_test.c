@@ -177,6 +177,46 @@ kvzch_status (kvzch_get_api)(uint32_t abi_major, kvzch_api_v1 *table, size_t tab
  * selects `default` and fails the assertion. */
 #define HAS_TYPE(expr, type) _Generic((expr), type: 1, default: 0)
 LAYOUT(HAS_TYPE((kvzch_stat_sink_fn)0, void (*)(void *, const kvzch_batch_event *)));
+/* Every field's type as ABI.md declares it: a field narrowed where the
+ * alignment keeps every offset and size (a u64 made u32 before another u64,
+ * or last in its struct) changes no number above. */
+#define FIELD_TYPE(type_name, member, type) \
+  LAYOUT(HAS_TYPE(((type_name *)0)->member, type))
+FIELD_TYPE(kvzch_options, struct_size, uint32_t);
+FIELD_TYPE(kvzch_options, row_bytes, uint32_t);
+FIELD_TYPE(kvzch_options, num_shards, uint32_t);
+FIELD_TYPE(kvzch_options, miss_policy, uint32_t);
+FIELD_TYPE(kvzch_options, max_rows, uint64_t);
+FIELD_TYPE(kvzch_options, max_memory_bytes, uint64_t);
+FIELD_TYPE(kvzch_options, name, const char *);
+FIELD_TYPE(kvzch_batch_stats, hits, uint64_t);
+FIELD_TYPE(kvzch_batch_stats, misses, uint64_t);
+FIELD_TYPE(kvzch_batch_stats, total, uint64_t);
+FIELD_TYPE(kvzch_batch_stats, duration_ns, uint64_t);
+FIELD_TYPE(kvzch_read_stats, hits, uint64_t);
+FIELD_TYPE(kvzch_read_stats, misses, uint64_t);
+FIELD_TYPE(kvzch_read_stats, total, uint64_t);
+FIELD_TYPE(kvzch_cache_info, struct_size, uint32_t);
+FIELD_TYPE(kvzch_cache_info, row_bytes, uint32_t);
+FIELD_TYPE(kvzch_cache_info, num_shards, uint32_t);
+FIELD_TYPE(kvzch_cache_info, reserved, uint32_t);
+FIELD_TYPE(kvzch_cache_info, rows, uint64_t);
+FIELD_TYPE(kvzch_cache_info, memory_bytes, uint64_t);
+FIELD_TYPE(kvzch_batch_event, struct_size, uint32_t);
+FIELD_TYPE(kvzch_batch_event, reserved, uint32_t);
+FIELD_TYPE(kvzch_batch_event, table, const char *);
+FIELD_TYPE(kvzch_batch_event, stats, kvzch_batch_stats);
+FIELD_TYPE(kvzch_api_v1, struct_size, uint32_t);
+FIELD_TYPE(kvzch_api_v1, abi_version, uint32_t);
+#if KVZCH_ABI_MINOR >= 1
+FIELD_TYPE(kvzch_options, eviction_policy, uint32_t);
+FIELD_TYPE(kvzch_options, reserved1, uint32_t);
+FIELD_TYPE(kvzch_cache_info, inserts, uint64_t);
+FIELD_TYPE(kvzch_cache_info, updates, uint64_t);
+FIELD_TYPE(kvzch_cache_info, removals, uint64_t);
+FIELD_TYPE(kvzch_cache_info, expirations, uint64_t);
+FIELD_TYPE(kvzch_cache_info, capacity_evictions, uint64_t);
+#endif
 #define ENTRY_TYPE(member, function) \
   LAYOUT(HAS_TYPE(((kvzch_api_v1 *)0)->member, __typeof__(&function)))
 ENTRY_TYPE(abi_version_fn, kvzch_abi_version);

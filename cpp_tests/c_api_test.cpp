@@ -28,6 +28,7 @@ using kvzch_test::make_cache;
 using kvzch_test::options;
 using kvzch_test::row_equals;
 using kvzch_test::rows_for;
+using kvzch_test::info_of;
 using kvzch_test::rows_in;
 
 namespace {
@@ -199,7 +200,10 @@ TEST(Data, OverwriteReplacesRow) {
             KVZCH_STATUS_OK);
   EXPECT_TRUE(row_equals(out, 32, 1, 1));
   EXPECT_TRUE(row_equals(out + 32, 32, 2, 2));
-  EXPECT_EQ(rows_in(cache.get()), 2u);
+  const kvzch_cache_info info = info_of(cache.get());
+  EXPECT_EQ(info.rows, 2u);
+  EXPECT_EQ(info.inserts, 2u);
+  EXPECT_EQ(info.updates, 1u);
 }
 
 TEST(Data, MissZeroFillClearsMissedRows) {
@@ -268,7 +272,11 @@ TEST(Data, DuplicateIdsInOneSetLastWins) {
   fill_row(rows.data() + 2 * rb, rb, 5, 2);
   fill_row(rows.data() + 3 * rb, rb, 5, 3);
   ASSERT_EQ(kvzch_cache_batch_set(cache.get(), ids, 4, rows.data(), rows.size(), 1), KVZCH_STATUS_OK);
-  EXPECT_EQ(rows_in(cache.get()), 2u);
+  kvzch_cache_info info = info_of(cache.get());
+  EXPECT_EQ(info.rows, 2u);
+  // Id 5's two earlier occurrences count as updates (kvzch_cache_info).
+  EXPECT_EQ(info.inserts, 2u);
+  EXPECT_EQ(info.updates, 2u);
   const int64_t key = 5;
   uint8_t out[rb];
   ASSERT_EQ(kvzch_cache_batch_get(cache.get(), &key, 1, out, sizeof out, nullptr, nullptr),
@@ -279,7 +287,9 @@ TEST(Data, DuplicateIdsInOneSetLastWins) {
   uint64_t removed = 0;
   ASSERT_EQ(kvzch_cache_batch_remove(cache.get(), &key, 1, &removed), KVZCH_STATUS_OK);
   EXPECT_EQ(removed, 1u);
-  EXPECT_EQ(rows_in(cache.get()), 1u);
+  info = info_of(cache.get());
+  EXPECT_EQ(info.rows, 1u);
+  EXPECT_EQ(info.removals, 1u);
   uint8_t mask = 1;
   ASSERT_EQ(kvzch_cache_batch_get(cache.get(), &key, 1, out, sizeof out, &mask, nullptr),
             KVZCH_STATUS_OK);

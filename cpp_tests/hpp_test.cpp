@@ -155,6 +155,7 @@ TEST(Cache, MoveTransfersOwnership) {
   kvzch::Cache c(kvzch::Options().row_bytes(16));
   c = std::move(b);
   EXPECT_EQ(c.handle(), handle);
+  EXPECT_EQ(b.handle(), nullptr);  // NOLINT(bugprone-use-after-move): specified
   EXPECT_EQ(c.row_bytes(), 8u);
   EXPECT_EQ(c.info().rows, 1u);
 }
@@ -257,6 +258,26 @@ TEST(Sinks, ResetAndMove) {
   static_cast<void>(lookup(cache, {1}));
   EXPECT_EQ(calls, 1);
   outer.reset();  // idempotent
+}
+
+// Unregistered by its id from elsewhere, a registration learns so from its
+// own unregister (NOT_FOUND), and ends: inactive, its callable freed.
+TEST(Sinks, UnregisterAfterItsIdWasUnregisteredElsewhereAnswersNotFoundAndEnds) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(8));
+  auto held = std::make_shared<int>(0);
+  const std::weak_ptr<int> callable_state = held;
+  kvzch::SinkRegistration reg =
+      cache.on_batch([held = std::move(held)](const kvzch_batch_event&) { ++*held; });
+  static_cast<void>(lookup(cache, {1}));
+  EXPECT_EQ(*callable_state.lock(), 1);
+  ASSERT_EQ(kvzch_cache_unregister_stat_sink(cache.handle(), reg.id()), KVZCH_STATUS_OK);
+  static_cast<void>(lookup(cache, {1}));
+  EXPECT_EQ(*callable_state.lock(), 1) << "the id was the registration's sink";
+  EXPECT_TRUE(reg.active());
+  EXPECT_EQ(reg.unregister(), KVZCH_STATUS_NOT_FOUND);
+  EXPECT_FALSE(reg.active());
+  EXPECT_TRUE(callable_state.expired()) << "the callable was freed";
+  EXPECT_EQ(reg.unregister(), KVZCH_STATUS_OK) << "inactive already";
 }
 
 TEST(Sinks, ReassigningUnregistersThePrevious) {
@@ -567,6 +588,28 @@ TEST(Capacity, EvictionPolicyKeepsTheCacheWithinMaxRowsAndCountsIt) {
   EXPECT_EQ(info.struct_size, sizeof(kvzch_cache_info));
   cache.compact();
   EXPECT_EQ(cache.info().rows, info.rows);
+}
+
+// Each policy reaches the library as itself: after ids 0-4 are read, a
+// publish of five new ids into a full cache evicts the oldest rows under
+// OldestTimestamp (0-4) and the rows not read under LruApprox (5-9).
+TEST(Capacity, EachEvictionPolicyEvictsItsOwnRows) {
+  for (const auto policy :
+       {kvzch::EvictionPolicy::OldestTimestamp, kvzch::EvictionPolicy::LruApprox}) {
+    kvzch::Cache cache(
+        kvzch::Options().row_bytes(8).num_shards(1).max_rows(10).eviction_policy(policy));
+    for (std::int64_t id = 0; id < 10; ++id) {
+      put(cache, id, static_cast<std::uint8_t>(id), static_cast<std::uint32_t>(id + 1));
+    }
+    EXPECT_EQ(lookup(cache, {0, 1, 2, 3, 4}).hits, 5u);
+    for (std::int64_t id = 10; id < 15; ++id) {
+      put(cache, id, static_cast<std::uint8_t>(id), 20);
+    }
+    const bool oldest = policy == kvzch::EvictionPolicy::OldestTimestamp;
+    EXPECT_EQ(lookup(cache, {0, 1, 2, 3, 4}).hits, oldest ? 0u : 5u);
+    EXPECT_EQ(lookup(cache, {5, 6, 7, 8, 9}).hits, oldest ? 5u : 0u);
+    EXPECT_EQ(lookup(cache, {10, 11, 12, 13, 14}).hits, 5u);
+  }
 }
 
 TEST(Capacity, ReserveGrowsTheIndexAndThrowsPastMaxRows) {

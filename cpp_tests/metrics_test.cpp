@@ -321,6 +321,10 @@ TEST(PrometheusText, WritesHistogramsCumulatively) {
             "d_seconds_count{table=\"t\"} 5\n");
 }
 
+TEST(PrometheusText, ContentTypeIsTheTextFormats) {
+  EXPECT_EQ(kvzch::PrometheusText::content_type, "text/plain; version=0.0.4; charset=utf-8");
+}
+
 TEST(PrometheusText, RejectsWhatTheFormatForbids) {
   kvzch::PrometheusText text;
   // Each refusal throws before the text changes: no family is left behind

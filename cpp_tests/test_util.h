@@ -75,15 +75,19 @@ inline bool row_equals(const uint8_t* row, size_t row_bytes, int64_t id, uint32_
   return std::memcmp(row, expected.data(), row_bytes) == 0;
 }
 
-inline uint64_t rows_in(const kvzch_cache* cache) {
+/* The cache's info; when the call fails, rows is UINT64_MAX and the rest 0. */
+inline kvzch_cache_info info_of(const kvzch_cache* cache) {
   kvzch_cache_info info;
   std::memset(&info, 0, sizeof info);
   info.struct_size = sizeof info;
   if (kvzch_cache_get_info(cache, &info) != KVZCH_STATUS_OK) {
-    return UINT64_MAX;
+    std::memset(&info, 0, sizeof info);
+    info.rows = UINT64_MAX;
   }
-  return info.rows;
+  return info;
 }
+
+inline uint64_t rows_in(const kvzch_cache* cache) { return info_of(cache).rows; }
 
 }  // namespace kvzch_test
 
