@@ -212,6 +212,7 @@ struct CacheModel {
     misses: u64,
     window: (u64, u64),
     inserts: u64,
+    updates: u64,
     removals: u64,
     expirations: u64,
     sinks: Vec<SinkRec>,
@@ -437,14 +438,21 @@ impl Fuzz {
         if !model.evicts {
             let counters = (
                 info.inserts,
+                info.updates,
                 info.removals,
                 info.expirations,
                 info.capacity_evictions,
             );
-            let expected = (model.inserts, model.removals, model.expirations, 0);
+            let expected = (
+                model.inserts,
+                model.updates,
+                model.removals,
+                model.expirations,
+                0,
+            );
             if counters != expected {
                 self.fail(format!(
-                    "cache {c}: (inserts, removals, expirations, capacity_evictions) = {counters:?}, the model says {expected:?}"
+                    "cache {c}: (inserts, updates, removals, expirations, capacity_evictions) = {counters:?}, the model says {expected:?}"
                 ));
             }
         }
@@ -1035,6 +1043,7 @@ impl Fuzz {
             misses: 0,
             window: (0, 0),
             inserts: 0,
+            updates: 0,
             removals: 0,
             expirations: 0,
             sinks: Vec::new(),
@@ -1194,12 +1203,14 @@ impl Fuzz {
         if ok {
             let model = &mut self.caches[c];
             for (i, id) in ids.iter().enumerate() {
-                if model
+                // An id given twice counts its earlier occurrence as an
+                // update (docs/ABI_POLICY.md).
+                match model
                     .rows
                     .insert(*id, (rows[i * row_bytes..][..row_bytes].to_vec(), ts))
-                    .is_none()
                 {
-                    model.inserts += 1;
+                    None => model.inserts += 1,
+                    Some(_) => model.updates += 1,
                 }
             }
             if model.evicts && !ids.is_empty() {

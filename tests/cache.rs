@@ -1,7 +1,7 @@
 //! The engine's behaviour through its Rust API: contents, miss policies,
 //! capacity, eviction and accounting.
 
-use kvzch::{Cache, CacheConfig, ErrorKind, MissPolicy, TableName};
+use kvzch::{Cache, CacheConfig, ErrorKind, EvictionPolicy, MissPolicy, TableName};
 
 fn config(row_bytes: usize) -> CacheConfig {
     CacheConfig {
@@ -235,6 +235,111 @@ fn max_memory_bytes_is_never_exceeded() {
     .err()
     .unwrap();
     assert!(error.message().contains("max_memory_bytes 10"), "{error}");
+}
+
+/// A memory bound refuses only what would pass it: a cache bounded at
+/// exactly the bytes an unbounded twin held after k publishes takes those k
+/// and refuses the next, which grows. (One shard, so that the sizes do not
+/// depend on how the cache's hash key spreads the ids; `u64::MAX` bounds the
+/// twin too, so it grows in the same steps.)
+#[test]
+fn max_memory_bytes_takes_every_publish_that_fits() {
+    let bounded = |limit: u64| {
+        Cache::new(CacheConfig {
+            num_shards: 1,
+            max_memory_bytes: Some(limit),
+            ..CacheConfig::new(8)
+        })
+        .unwrap()
+    };
+    let batch = |k: i64| -> Vec<i64> { (k * 500..(k + 1) * 500).collect() };
+    let twin = bounded(u64::MAX);
+    let mut after = Vec::new();
+    for k in 0..40 {
+        let ids = batch(k);
+        twin.batch_set(&ids, &rows_of(&ids, 1, 8), 1).unwrap();
+        after.push(twin.info().memory_bytes);
+    }
+    // The last publish before a growth, so that the next one needs more.
+    let k = (1..after.len())
+        .rev()
+        .find(|&k| after[k] > after[k - 1])
+        .expect("the index or the rows grew")
+        - 1;
+    let limit = after[k];
+    let cache = bounded(limit);
+    for j in 0..=k as i64 {
+        let ids = batch(j);
+        cache
+            .batch_set(&ids, &rows_of(&ids, 1, 8), 1)
+            .unwrap_or_else(|error| panic!("publish {j} of {k} at {limit} bytes: {error}"));
+    }
+    assert_eq!(cache.info().memory_bytes, limit);
+    let next = batch(k as i64 + 1);
+    let error = cache
+        .batch_set(&next, &rows_of(&next, 1, 8), 1)
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::CapacityExceeded, "{error}");
+    assert_eq!(cache.info().rows, 500 * (k as u64 + 1));
+
+    // And a reservation of exactly the bytes it takes.
+    let reserved = bounded(u64::MAX);
+    reserved.reserve(10_000).unwrap();
+    let limit = reserved.info().memory_bytes;
+    bounded(limit).reserve(10_000).unwrap();
+    let error = bounded(limit - 1).reserve(10_000).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::CapacityExceeded, "{error}");
+}
+
+/// `max_memory_bytes` may be as low as what an empty cache of its shard
+/// count holds, and under an eviction policy as what leaves each shard room
+/// for a row (docs/ABI_POLICY.md); one byte less is refused, naming it.
+#[test]
+fn max_memory_bytes_may_be_the_floor_but_not_below() {
+    let with_limit = |limit: u64, eviction_policy: EvictionPolicy| {
+        Cache::new(CacheConfig {
+            max_memory_bytes: Some(limit),
+            eviction_policy,
+            ..config(64)
+        })
+    };
+    let refused = |limit: u64, eviction_policy: EvictionPolicy| {
+        let error = with_limit(limit, eviction_policy).err().expect("refused");
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument, "{error}");
+        assert!(error.message().contains("max_memory_bytes"), "{error}");
+    };
+    let empty = Cache::new(config(64)).unwrap().info().memory_bytes;
+    with_limit(empty, EvictionPolicy::None).unwrap();
+    refused(empty - 1, EvictionPolicy::None);
+
+    // Under a policy: the least limit accepted, by bisection between one
+    // refused and one that surely is not.
+    let policy = EvictionPolicy::OldestTimestamp;
+    let (mut low, mut high) = (empty - 1, empty + (1 << 20));
+    refused(low, policy);
+    with_limit(high, policy).unwrap();
+    while high - low > 1 {
+        let middle = low + (high - low) / 2;
+        if with_limit(middle, policy).is_ok() {
+            high = middle;
+        } else {
+            low = middle;
+        }
+    }
+    refused(high - 1, policy);
+    let cache = with_limit(high, policy).unwrap();
+    let ids: Vec<i64> = (0..1000).collect();
+    cache.batch_set(&ids, &rows_of(&ids, 1, 64), 1).unwrap();
+    // The least limit leaves each shard room for a row (for the few that
+    // its rows' first allocation holds).
+    let info = cache.info();
+    assert!(
+        info.rows >= info.num_shards as u64,
+        "a row in every shard: {} rows in {} shards",
+        info.rows,
+        info.num_shards
+    );
+    assert!(info.memory_bytes <= high);
 }
 
 #[test]
