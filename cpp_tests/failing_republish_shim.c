@@ -8,19 +8,12 @@
  */
 #include "real_library_table.h"
 
-#include <stdatomic.h>
-
 static batch_set_fn real_batch_set;
-/* The first timestamp published, plus one; 0 before the first publish. */
-static atomic_uint_least64_t first_stamp;
+static atomic_uint_least64_t first_stamp; /* is_later_version's */
 
 static kvzch_status failing_batch_set(kvzch_cache *cache, const int64_t *ids, size_t n,
                                       const void *rows, size_t rows_len, uint32_t timestamp) {
-  uint_least64_t first = 0;
-  const uint_least64_t stamp = (uint_least64_t)timestamp + 1;
-
-  if (!atomic_compare_exchange_strong(&first_stamp, &first, stamp) && stamp > first &&
-      rows_len > 0) {
+  if (is_later_version(&first_stamp, timestamp) && rows_len > 0) {
     --rows_len;
   }
   return real_batch_set(cache, ids, n, rows, rows_len, timestamp);

@@ -9,6 +9,7 @@
 #include "kvzch.h"
 
 #include <dlfcn.h>
+#include <stdatomic.h>
 #include <string.h>
 
 /* A shim is built with hidden visibility and exports only what this marks. */
@@ -30,6 +31,16 @@ static inline kvzch_status real_library_table(uint32_t abi_major, kvzch_api_v1 *
   }
   memcpy(&get_api, &symbol, sizeof get_api);
   return get_api(abi_major, table, table_size);
+}
+
+/* For the shims that play a republish: whether a publish stamped `timestamp`
+ * belongs to a later version than the first publish seen. `first_stamp` holds
+ * that publish's timestamp plus one, 0 until it is seen. */
+static inline int is_later_version(atomic_uint_least64_t *first_stamp, uint32_t timestamp) {
+  uint_least64_t first = 0;
+  const uint_least64_t stamp = (uint_least64_t)timestamp + 1;
+
+  return !atomic_compare_exchange_strong(first_stamp, &first, stamp) && stamp > first;
 }
 
 /* Defines the shim's kvzch_get_api: the real library's table with its entry

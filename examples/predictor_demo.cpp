@@ -73,7 +73,8 @@ void usage(std::FILE* out) {
       "  --table NAME:ROWS:BYTES  an embedding table (repeat for more); the default is\n"
       "                           user:200000:256 item:100000:128 ads:50000:64\n"
       "  --threads N              request threads (default 2)\n"
-      "  --duration S             seconds of traffic (default 10); the republish starts at S/2\n"
+      "  --duration S             seconds of traffic (default 10); the republish starts at S/2,\n"
+      "                           and the traffic's end waits for it on a slow machine\n"
       "  --batch N                ids per batch_get (default 512)\n"
       "  --zipf S                 Zipf exponent of id popularity (default 1.05)\n"
       "  --miss-ratio R           share of lookups for ids never published, 0..1 (default 0.05)\n"
@@ -322,6 +323,9 @@ struct Table {
   // Set by the table's republish once every row of the new version is
   // stored, just before the old version's rows start to go.
   std::atomic<bool> new_version_stored{false};
+  // Set once the new version is stored, the old one evicted and the counts
+  // of both checked.
+  std::atomic<bool> republished{false};
   std::unique_ptr<kvzch::Cache> cache;
   std::unique_ptr<ZipfPool> zipf;
   LatencyHistogram latency;
@@ -342,15 +346,15 @@ std::uint32_t unix_seconds() {
 
 // Publishes ids first..first+rows-1, each row starting with its id. With a
 // nonzero `span`, paced to take about that long, as a new version streams
-// in from a model store; stops early when `stop` is set.
+// in from a model store; stops early on SIGINT or SIGTERM, and only then:
+// the end of the traffic waits for a republish, so that every run checks one.
 void publish(kvzch::Cache& cache, std::int64_t first, std::uint64_t rows, std::uint32_t row_bytes,
-             std::uint32_t timestamp, std::chrono::duration<double> span,
-             const std::atomic<bool>& stop) {
+             std::uint32_t timestamp, std::chrono::duration<double> span) {
   const std::size_t chunk = 4096;
   std::vector<std::int64_t> ids;
   std::vector<unsigned char> buf;
   const auto start = SteadyClock::now();
-  for (std::uint64_t done = 0; done < rows && !stop.load(std::memory_order_relaxed);) {
+  for (std::uint64_t done = 0; done < rows && g_stop_requested == 0;) {
     const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk, rows - done));
     ids.resize(n);
     buf.resize(n * row_bytes);
@@ -495,14 +499,22 @@ struct TrafficThreads {
   explicit TrafficThreads(std::atomic<bool>& stop_flag) : stop(stop_flag) {}
   TrafficThreads(const TrafficThreads&) = delete;
   TrafficThreads& operator=(const TrafficThreads&) = delete;
-  ~TrafficThreads() { stop_and_join(); }
+  ~TrafficThreads() {
+    stop_traffic();
+    join_publishers();
+  }
 
-  void stop_and_join() {
+  void stop_traffic() {
     stop = true;
-    for (std::vector<std::thread>* group : {&workers, &publishers}) {
-      for (std::thread& t : *group) {
-        if (t.joinable()) t.join();
-      }
+    join(workers);
+  }
+
+  // Waits for the republish to end: only a signal cuts it short (publish).
+  void join_publishers() { join(publishers); }
+
+  static void join(std::vector<std::thread>& group) {
+    for (std::thread& t : group) {
+      if (t.joinable()) t.join();
     }
   }
 
@@ -547,7 +559,6 @@ int run(const Config& config) {
   const kvzch::SinkRegistration prometheus_sink = library.on_any_batch(prometheus.sink());
 
   std::vector<Table> tables(config.tables.size());
-  const std::atomic<bool> no_stop{false};
   const std::uint32_t first_version = unix_seconds();
   std::chrono::duration<double> publish_time{0};
   std::uint64_t memory = 0;
@@ -562,7 +573,7 @@ int run(const Config& config) {
     // The table's size is known: the index is sized for it once instead of
     // growing as the rows come (ABI 1.2; an older library just grows).
     if (library.has("reserve")) t.cache->reserve(t.spec.rows);
-    publish(*t.cache, 0, t.spec.rows, t.spec.row_bytes, first_version, {}, no_stop);
+    publish(*t.cache, 0, t.spec.rows, t.spec.row_bytes, first_version, {});
     publish_time += SteadyClock::now() - publish_start;
     prometheus.add_table(t.spec.name);
     memory += t.cache->info().memory_bytes;
@@ -616,13 +627,13 @@ int run(const Config& config) {
   std::vector<std::uint64_t> last_total(tables.size());
   std::vector<std::uint64_t> last_latency(LatencyHistogram::kBuckets);
   auto last_tick = serve_start;
-  bool republished = false;
+  bool republish_started = false;
   for (int second = 1;; ++second) {
     const auto tick = std::min(deadline, serve_start + std::chrono::seconds(second));
-    if (!republished && republish_at <= tick) {
+    if (!republish_started && republish_at <= tick) {
       sleep_until_or_stop(republish_at);
       if (g_stop_requested == 0) {
-        republished = true;
+        republish_started = true;
         const std::uint32_t next_version = std::max(unix_seconds(), first_version + 1);
         std::printf("[%5.1fs] new version, timestamp %" PRIu32 ": traffic moves to ids shifted "
                     "by half of each table while they stream in over %.1f s\n",
@@ -633,9 +644,9 @@ int run(const Config& config) {
           threads.publishers.emplace_back([&, t = &table, next_version] {
             try {
               publish(*t->cache, t->shift, t->spec.rows, t->spec.row_bytes, next_version,
-                      republish_span, stop);
-              if (stop) {
-                std::printf("[%5.1fs] %s: the run ended before the new version was stored\n",
+                      republish_span);
+              if (g_stop_requested != 0) {
+                std::printf("[%5.1fs] %s: interrupted before the new version was stored\n",
                             since_start(), t->spec.name.c_str());
                 return;
               }
@@ -660,6 +671,7 @@ int run(const Config& config) {
                           since_start(), t->spec.name.c_str(), next_version, evicted,
                           compact ? "; compacted" : "");
               std::fflush(stdout);
+              t->republished = true;
             } catch (const std::exception& e) {
               // A kvzch::Error, or a row buffer that cannot be allocated:
               // reported and counted, so the run fails its check, instead of
@@ -675,7 +687,7 @@ int run(const Config& config) {
     sleep_until_or_stop(tick);
     const bool last = tick >= deadline || g_stop_requested != 0;
     if (last) {
-      threads.stop_and_join();
+      threads.stop_traffic();
     }
     const auto now = SteadyClock::now();
     const double elapsed = std::chrono::duration<double>(now - last_tick).count();
@@ -722,6 +734,7 @@ int run(const Config& config) {
     }
   }
   const double serve_s = since_start();
+  threads.join_publishers();
 
   // Every batch_get has returned, and a sink runs before its batch_get
   // returns, so the registries are complete: every check below is exact.
@@ -795,6 +808,10 @@ int run(const Config& config) {
   const std::uint64_t miscounted = totals.miscounted_batches.load();
   const std::uint64_t errors = totals.errors.load();
   const std::uint64_t swallowed = kvzch::swallowed_sink_exceptions();
+  const auto tables_republished = static_cast<std::size_t>(std::count_if(
+      tables.begin(), tables.end(), [](const Table& t) { return t.republished.load(); }));
+  // Only a signal stops a republish before its end (publish).
+  const bool interrupted = g_stop_requested != 0;
   std::printf("\nchecks against cumulative_read_stats() of each cache\n");
   std::printf("  fb303-style and Prometheus registries  %s\n",
               registries_agree ? "agree" : "DISAGREE");
@@ -805,11 +822,15 @@ int run(const Config& config) {
   std::printf("  batches counted unlike their hit mask  %" PRIu64 "\n", miscounted);
   std::printf("  failed calls, sink exceptions          %" PRIu64 ", %" PRIu64 "\n", errors,
               swallowed);
+  std::printf("  tables republished, old rows evicted   %zu of %zu%s\n", tables_republished,
+              tables.size(),
+              interrupted && tables_republished < tables.size() ? " (interrupted)" : "");
   if (!every_table_served) {
     std::printf("  a table served no lookup: nothing was compared\n");
   }
   const bool ok = registries_agree && windows_agree && every_table_served && wrong == 0 &&
-                  stored_missed == 0 && miscounted == 0 && errors == 0 && swallowed == 0;
+                  stored_missed == 0 && miscounted == 0 && errors == 0 && swallowed == 0 &&
+                  (tables_republished == tables.size() || interrupted);
   std::printf("%s\n", ok ? "OK" : "FAILED");
 
 #if KVZCH_DEMO_HTTP
