@@ -2,6 +2,7 @@
 // side), fb303_style_by_table, the Prometheus name mapping, PrometheusText,
 // PrometheusReadStats and write_cache_info, each against exact expected
 // values, and fed by a real cache where a sink is involved.
+#include "failing_allocation.h"
 #include "kvzch.hpp"
 
 #include <gtest/gtest.h>
@@ -12,6 +13,7 @@
 #include <cstdlib>
 #include <limits>
 #include <map>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -150,6 +152,43 @@ TEST(SumStats, AnAdditionWhoseRingCannotBeAllocatedLeavesNoEntry) {
   EXPECT_THROW(stats.add_stat_value("a", 1), std::bad_alloc) << "tried again, not half made";
   EXPECT_EQ(stats.total("a"), 0);
   EXPECT_TRUE(stats.counters().empty());
+}
+
+// Each allocation the sink makes in turn fails on a registry that has not
+// seen the batch's names: the batch's six additions land all or none, so
+// hits + misses = total under both names, whichever name's ring failed.
+TEST(SumStats, AsASinkAddsABatchWholeOrNotAtAll) {
+  kvzch_batch_event event{};
+  event.struct_size = sizeof event;
+  event.table = "user";
+  event.stats.hits = 3;
+  event.stats.misses = 1;
+  event.stats.total = 4;
+  const std::vector<std::string> names = {
+      "kvzch.inference.read_hit_count",   "kvzch.inference.read_hit_count.user",
+      "kvzch.inference.read_miss_count",  "kvzch.inference.read_miss_count.user",
+      "kvzch.inference.read_total_count", "kvzch.inference.read_total_count.user"};
+  const std::vector<std::int64_t> whole = {3, 3, 1, 1, 4, 4};
+  const std::vector<std::int64_t> none(names.size(), 0);
+  long failures = 0;
+  for (long allowed = 0;; ++allowed) {
+    kvzch::SumStats stats;
+    auto sink = stats.sink();
+    bool threw = false;
+    try {
+      const kvzch_test::AllocationFailure failure(allowed);
+      sink(event);
+    } catch (const std::bad_alloc&) {
+      threw = true;
+    }
+    std::vector<std::int64_t> totals;
+    for (const std::string& name : names) totals.push_back(stats.total(name));
+    EXPECT_EQ(totals, threw ? none : whole) << "allocation " << allowed << " failed";
+    if (!threw) break;
+    ++failures;
+  }
+  // A map node and a ring for each of the six names at least.
+  EXPECT_GE(failures, 12);
 }
 
 TEST(SumStats, WithNoWindowExportsOnlyTheAllTimeSum) {

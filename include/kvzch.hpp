@@ -854,6 +854,43 @@ template <class AddStatValue>
                                                  library);
 }
 
+namespace detail {
+
+/* The additions of TableStatAdapter, apart from what they are added to. */
+class TableStatNames {
+ public:
+  /* Additions per batch event: three counts, each under two names. */
+  static constexpr std::size_t kAdditions = 6;
+
+  explicit TableStatNames(const Library& library)
+      : library_(library),
+        names_{stat_name(library, KVZCH_STAT_READ_HIT_COUNT),
+               stat_name(library, KVZCH_STAT_READ_MISS_COUNT),
+               stat_name(library, KVZCH_STAT_READ_TOTAL_COUNT)} {}
+
+  /* add(name, value) for each count of `event`, under the canonical name and
+   * then the per-table one; `name` is valid only during the call. */
+  template <class Add>
+  void for_each(const kvzch_batch_event& event, Add&& add) const {
+    const std::uint64_t values[3] = {event.stats.hits, event.stats.misses, event.stats.total};
+    const std::string_view table = event.table;
+    /* One buffer reused for the three per-table names. */
+    std::string per_table;
+    for (std::size_t i = 0; i < 3; ++i) {
+      const auto value = static_cast<std::int64_t>(values[i]);
+      add(names_[i], value);
+      per_table.assign(names_[i]).append(1, '.').append(table);
+      add(std::string_view(per_table), value);
+    }
+  }
+
+ private:
+  Library library_; /* the names below are its static strings */
+  std::string_view names_[3];
+};
+
+}  // namespace detail
+
 /* Like StatAdapter, and each count a second time under a per-table name, the
  * canonical one with ".<table>" appended
  * ("kvzch.inference.read_hit_count.user"), so a host breaks the hit rate down
@@ -865,29 +902,13 @@ class TableStatAdapter {
  public:
   explicit TableStatAdapter(AddStatValue add_stat_value,
                             const Library& library = Library::linked())
-      : add_(std::move(add_stat_value)),
-        library_(library),
-        names_{stat_name(library, KVZCH_STAT_READ_HIT_COUNT),
-               stat_name(library, KVZCH_STAT_READ_MISS_COUNT),
-               stat_name(library, KVZCH_STAT_READ_TOTAL_COUNT)} {}
+      : add_(std::move(add_stat_value)), names_(library) {}
 
-  void operator()(const kvzch_batch_event& event) {
-    const std::uint64_t values[3] = {event.stats.hits, event.stats.misses, event.stats.total};
-    const std::string_view table = event.table;
-    /* One buffer reused for the three per-table names. */
-    std::string per_table;
-    for (std::size_t i = 0; i < 3; ++i) {
-      const auto value = static_cast<std::int64_t>(values[i]);
-      add_(names_[i], value);
-      per_table.assign(names_[i]).append(1, '.').append(table);
-      add_(std::string_view(per_table), value);
-    }
-  }
+  void operator()(const kvzch_batch_event& event) { names_.for_each(event, add_); }
 
  private:
   AddStatValue add_;
-  Library library_; /* the names below are its static strings */
-  std::string_view names_[3];
+  detail::TableStatNames names_;
 };
 
 /* cache.on_batch(kvzch::fb303_style_by_table([&](std::string_view name, int64_t v) {
@@ -1065,11 +1086,23 @@ class SumStats {
   }
 
   /* A sink that feeds this registry under the canonical and the per-table
-   * names (fb303_style_by_table). The registry must outlive the registration. */
+   * names (fb303_style_by_table). The registry must outlive the registration.
+   * A batch's additions land whole or not at all: every name is found or
+   * made before the first is added to, so a new name's ring that cannot be
+   * allocated (std::bad_alloc, counted by swallowed_sink_exceptions()) leaves
+   * the registry as it was, and hits, misses and totals still add up. */
   [[nodiscard]] auto sink(const Library& library = Library::linked()) {
-    return fb303_style_by_table(library, [this](std::string_view name, std::int64_t value) {
-      add_stat_value(name, value);
-    });
+    return [this, names = detail::TableStatNames(library)](const kvzch_batch_event& event) {
+      std::pair<WindowedSum*, std::int64_t> additions[detail::TableStatNames::kAdditions];
+      std::size_t found = 0;
+      names.for_each(event, [&](std::string_view name, std::int64_t value) {
+        additions[found++] = {&stat(name), value};
+      });
+      const Clock::time_point now = Clock::now();
+      for (std::size_t i = 0; i < found; ++i) {
+        additions[i].first->add(additions[i].second, now);
+      }
+    };
   }
 
  private:
