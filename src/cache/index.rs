@@ -1776,6 +1776,29 @@ mod tests {
     }
 
     #[test]
+    fn a_remainder_of_zero_is_told_from_an_empty_entry() {
+        // An empty entry's word is 0, like that of a taken entry holding
+        // remainder 0 and slot 0: only the taken bit in the marks tells an
+        // empty entry from the entry of such an id.
+        for keys in [0, 3, 1_000] {
+            let mut index = holding(keys);
+            // The hash of remainder 0 in each bucket that has one: every
+            // bucket when the count is a power of two, bucket 0 always.
+            let zeros: Vec<u64> = (0..index.geometry.buckets as usize)
+                .map(|bucket| index.geometry.hash_of(bucket, 0, Choice::First))
+                .filter(|&hash| index.geometry.home(hash, Choice::First).remainder == 0)
+                .collect();
+            assert!(!zeros.is_empty());
+            for &hash in &zeros {
+                assert_eq!(index.get(hash), None, "hash {hash:#x} among {keys} keys");
+            }
+            let hash = zeros[zeros.len() / 2];
+            assert_eq!(index.get_or_insert(hash, || keys), (keys, true));
+            assert_eq!(index.get(hash), Some(keys));
+        }
+    }
+
+    #[test]
     fn remove_where_takes_only_selected_entries() {
         let mut index = holding(100);
         let mut every_third = EveryThird::default();
