@@ -3,8 +3,8 @@
  * for predictor_demo's check that the end of the traffic waits for the
  * republish and still checks its eviction, instead of cutting it short. It
  * hands out the real library's table (KVZCH_REAL_LIBRARY_PATH) with
- * cache_batch_set wrapped: a publish stamped later than the first one it saw
- * sleeps half a second before it reaches the real library unchanged.
+ * cache_batch_set wrapped: each batch_set stamped later than the first one it
+ * saw sleeps half a second before it reaches the real library unchanged.
  */
 #define _POSIX_C_SOURCE 200809L
 

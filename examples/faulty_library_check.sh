@@ -13,10 +13,10 @@
 #                          half its rows and reports success; the stored ids
 #                          that then miss must be counted, and each republish
 #                          fails its eviction's count
-#   FAULT slow-republish   cpp_tests/slow_republish_shim.c: each publish after
-#                          the first version takes half a second, so user's
-#                          republish outlasts the traffic; the run must wait
-#                          for it and check its eviction
+#   FAULT slow-republish   cpp_tests/slow_republish_shim.c: each batch_set
+#                          after the first version sleeps half a second, so
+#                          user's republish outlasts the traffic; the run must
+#                          wait for it and check its eviction
 set -uo pipefail
 
 demo=$1 shim=$2 fault=$3

@@ -213,9 +213,10 @@ bool parse_args(int argc, char** argv, Config* config, int* status) {
   return true;
 }
 
-// SIGINT/SIGTERM end the traffic or the linger early; the main loop polls.
-// The handler may run on any thread (a worker's, the HTTP server's): a
-// lock-free atomic, not a volatile, makes the main thread's reads race-free.
+// SIGINT/SIGTERM end the traffic, a republish or the linger early; the main
+// loop and the publishers poll. The handler may run on any thread (a
+// worker's, the HTTP server's): a lock-free atomic, not a volatile, makes the
+// pollers' reads race-free.
 std::atomic<int> g_stop_requested{0};
 static_assert(std::atomic<int>::is_always_lock_free, "a signal handler may only store to it so");
 extern "C" void request_stop(int) { g_stop_requested = 1; }
@@ -346,15 +347,18 @@ std::uint32_t unix_seconds() {
 
 // Publishes ids first..first+rows-1, each row starting with its id. With a
 // nonzero `span`, paced to take about that long, as a new version streams
-// in from a model store; stops early on SIGINT or SIGTERM, and only then:
-// the end of the traffic waits for a republish, so that every run checks one.
-void publish(kvzch::Cache& cache, std::int64_t first, std::uint64_t rows, std::uint32_t row_bytes,
-             std::uint32_t timestamp, std::chrono::duration<double> span) {
+// in from a model store. Stops early on SIGINT or SIGTERM or once `abandon`
+// is set, and only then: the end of the traffic waits for a republish, so
+// that every run checks one. Whether every row was published.
+bool publish(kvzch::Cache& cache, std::int64_t first, std::uint64_t rows, std::uint32_t row_bytes,
+             std::uint32_t timestamp, std::chrono::duration<double> span,
+             const std::atomic<bool>& abandon) {
   const std::size_t chunk = 4096;
   std::vector<std::int64_t> ids;
   std::vector<unsigned char> buf;
   const auto start = SteadyClock::now();
-  for (std::uint64_t done = 0; done < rows && g_stop_requested == 0;) {
+  std::uint64_t done = 0;
+  while (done < rows && g_stop_requested == 0 && !abandon.load(std::memory_order_relaxed)) {
     const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk, rows - done));
     ids.resize(n);
     buf.resize(n * row_bytes);
@@ -371,6 +375,7 @@ void publish(kvzch::Cache& cache, std::int64_t first, std::uint64_t rows, std::u
                                                 span * (static_cast<double>(done) / rows)));
     }
   }
+  return done == rows;
 }
 
 struct ServeTotals {
@@ -499,7 +504,10 @@ struct TrafficThreads {
   explicit TrafficThreads(std::atomic<bool>& stop_flag) : stop(stop_flag) {}
   TrafficThreads(const TrafficThreads&) = delete;
   TrafficThreads& operator=(const TrafficThreads&) = delete;
+  // Reached with publishers still running only when run() throws: their
+  // republish is abandoned then, not waited for.
   ~TrafficThreads() {
+    abandon = true;
     stop_traffic();
     join_publishers();
   }
@@ -519,6 +527,7 @@ struct TrafficThreads {
   }
 
   std::atomic<bool>& stop;
+  std::atomic<bool> abandon{false}; // for publish
   std::vector<std::thread> workers;
   std::vector<std::thread> publishers;
 };
@@ -573,7 +582,8 @@ int run(const Config& config) {
     // The table's size is known: the index is sized for it once instead of
     // growing as the rows come (ABI 1.2; an older library just grows).
     if (library.has("reserve")) t.cache->reserve(t.spec.rows);
-    publish(*t.cache, 0, t.spec.rows, t.spec.row_bytes, first_version, {});
+    publish(*t.cache, 0, t.spec.rows, t.spec.row_bytes, first_version, {},
+            /*abandon=*/std::atomic<bool>{false});
     publish_time += SteadyClock::now() - publish_start;
     prometheus.add_table(t.spec.name);
     memory += t.cache->info().memory_bytes;
@@ -643,10 +653,9 @@ int run(const Config& config) {
         for (Table& table : tables) {
           threads.publishers.emplace_back([&, t = &table, next_version] {
             try {
-              publish(*t->cache, t->shift, t->spec.rows, t->spec.row_bytes, next_version,
-                      republish_span);
-              if (g_stop_requested != 0) {
-                std::printf("[%5.1fs] %s: interrupted before the new version was stored\n",
+              if (!publish(*t->cache, t->shift, t->spec.rows, t->spec.row_bytes, next_version,
+                           republish_span, threads.abandon)) {
+                std::printf("[%5.1fs] %s: stopped before the new version was stored\n",
                             since_start(), t->spec.name.c_str());
                 return;
               }

@@ -859,8 +859,9 @@ namespace detail {
 /* The additions of TableStatAdapter, apart from what they are added to. */
 class TableStatNames {
  public:
-  /* Additions per batch event: three counts, each under two names. */
-  static constexpr std::size_t kAdditions = 6;
+  /* Additions per batch event: each count under two names. */
+  static constexpr std::size_t kCounts = 3;
+  static constexpr std::size_t kAdditions = 2 * kCounts;
 
   explicit TableStatNames(const Library& library)
       : library_(library),
@@ -872,11 +873,12 @@ class TableStatNames {
    * then the per-table one; `name` is valid only during the call. */
   template <class Add>
   void for_each(const kvzch_batch_event& event, Add&& add) const {
-    const std::uint64_t values[3] = {event.stats.hits, event.stats.misses, event.stats.total};
+    const std::uint64_t values[kCounts] = {event.stats.hits, event.stats.misses,
+                                           event.stats.total};
     const std::string_view table = event.table;
-    /* One buffer reused for the three per-table names. */
+    /* One buffer reused for the per-table names. */
     std::string per_table;
-    for (std::size_t i = 0; i < 3; ++i) {
+    for (std::size_t i = 0; i < kCounts; ++i) {
       const auto value = static_cast<std::int64_t>(values[i]);
       add(names_[i], value);
       per_table.assign(names_[i]).append(1, '.').append(table);
@@ -886,7 +888,7 @@ class TableStatNames {
 
  private:
   Library library_; /* the names below are its static strings */
-  std::string_view names_[3];
+  std::string_view names_[kCounts];
 };
 
 }  // namespace detail
@@ -1087,10 +1089,12 @@ class SumStats {
 
   /* A sink that feeds this registry under the canonical and the per-table
    * names (fb303_style_by_table). The registry must outlive the registration.
-   * A batch's additions land whole or not at all: every name is found or
+   * A batch's six additions are made all or none: every name is found or
    * made before the first is added to, so a new name's ring that cannot be
-   * allocated (std::bad_alloc, counted by swallowed_sink_exceptions()) leaves
-   * the registry as it was, and hits, misses and totals still add up. */
+   * allocated (std::bad_alloc, counted by swallowed_sink_exceptions()) adds
+   * nothing (names made before it stay, at 0), and hits and misses still add
+   * up to totals. A sum read meanwhile on another thread may see part of a
+   * batch, as between any two additions. */
   [[nodiscard]] auto sink(const Library& library = Library::linked()) {
     return [this, names = detail::TableStatNames(library)](const kvzch_batch_event& event) {
       std::pair<WindowedSum*, std::int64_t> additions[detail::TableStatNames::kAdditions];
