@@ -36,6 +36,11 @@ fn main() -> Result<(), kvzch::Error> {
     cache.unregister_stat_sink(sink)?;
 
     let window = cache.take_read_hit_rate_stats();
+    // 410 of the 4096 ids were never published; the sink and the window saw
+    // this one batch. (CI runs this example: the checks make it a test too.)
+    assert_eq!((batch.hits, batch.misses), (3686, 410));
+    assert_eq!(sink_hits.load(Ordering::Relaxed), batch.hits);
+    assert_eq!((window.hits, window.total), (batch.hits, batch.total));
     println!(
         "batch: {} hits, {} misses in {} us; window hit rate {:.1}%; the sink saw {} hits",
         batch.hits,
@@ -49,5 +54,6 @@ fn main() -> Result<(), kvzch::Error> {
         "{} rows in {} shards, {} bytes held",
         info.rows, info.num_shards, info.memory_bytes
     );
+    assert_eq!(info.rows, ids.len() as u64);
     Ok(())
 }
