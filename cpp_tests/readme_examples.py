@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Compiles the README's C and C++ examples against the headers.
+
+usage: readme_examples.py README INCLUDE_DIR CC CXX
+
+Each ```c and ```cpp block of the README becomes the body of a function of
+its own, after a prelude that declares what the examples leave to the host
+(its ids and rows, a stats service, fb303, an HTTP reply); #include lines
+move to the top. The compile is -fsyntax-only: an example must name the API
+as it is, which is what drifts.
+"""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+C_PRELUDE = """\
+#include <dlfcn.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvzch.h"
+
+/* What the examples leave to the host. */
+extern const int64_t *ids;
+extern size_t n;
+extern const void *rows;
+extern void *out;
+extern uint32_t publish_time;
+extern void *lib; /* from dlopen */
+typedef kvzch_status (*kvzch_get_api_fn)(uint32_t, kvzch_api_v1 *, size_t);
+"""
+
+CXX_PRELUDE = """\
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvzch.hpp"
+
+// What the examples leave to the host, fb303's signatures among them.
+namespace folly {
+struct StringPiece {
+  StringPiece(const char* data, std::size_t size);
+};
+}  // namespace folly
+namespace facebook::fb303 {
+enum ExportType { SUM };
+struct ServiceData {
+  void addStatValue(folly::StringPiece key, std::int64_t value, ExportType type);
+};
+extern ServiceData* fbData;
+}  // namespace facebook::fb303
+extern std::vector<std::int64_t> ids;
+extern std::vector<std::byte> rows;
+extern std::vector<std::byte> out;
+extern std::uint32_t publish_time;
+struct StatsService {
+  void add_stat_value(std::string_view name, std::int64_t value);
+};
+extern StatsService stats_service;
+extern kvzch::Library lib;
+extern std::vector<std::string> table_names;
+extern std::map<std::string, kvzch::Cache> caches;
+void respond(int status, std::string_view content_type, const std::string& body);
+struct StatsdClient {
+  void send(const std::string& packet);
+};
+extern StatsdClient statsd;
+"""
+
+# Unused variables are what examples are made of.
+WARNINGS = ["-Wall", "-Werror", "-Wno-unused-variable", "-Wno-unused-but-set-variable"]
+
+
+def blocks(readme, language):
+    """The bodies of the README's ```language blocks, with their line numbers."""
+    pattern = re.compile(r"^```" + language + r"\n(.*?)^```", re.M | re.S)
+    return [(readme.count("\n", 0, m.start()) + 2, m.group(1)) for m in pattern.finditer(readme)]
+
+
+def source(prelude, examples, readme_path):
+    """One translation unit: the prelude, the examples' includes, then each
+    example as a function, with #line directives pointing into the README."""
+    includes = []
+    functions = []
+    for number, (line, body) in enumerate(examples):
+        kept = []
+        for text in body.splitlines():
+            if text.startswith("#include"):
+                includes.append(text)
+                kept.append("")  # keeps the #line numbering
+            else:
+                kept.append(text)
+        functions.append(
+            f"void readme_example_{number}(void);\n"
+            f"void readme_example_{number}(void) {{\n"
+            f'#line {line} "{readme_path}"\n' + "\n".join(kept) + "\n}\n"
+        )
+    return prelude + "\n".join(includes) + "\n\n" + "\n".join(functions)
+
+
+def main():
+    readme_path, include_dir, cc, cxx = sys.argv[1:5]
+    with open(readme_path, encoding="utf-8") as f:
+        readme = f.read()
+    failed = False
+    for language, compiler, standard, prelude, suffix in [
+        ("c", cc, "-std=c11", C_PRELUDE, ".c"),
+        ("cpp", cxx, "-std=c++17", CXX_PRELUDE, ".cpp"),
+    ]:
+        examples = blocks(readme, language)
+        if not examples:
+            print(f"README.md has no ```{language} example: nothing would be checked")
+            failed = True
+            continue
+        with tempfile.NamedTemporaryFile("w", suffix=suffix, delete=False) as f:
+            f.write(source(prelude, examples, readme_path))
+            path = f.name
+        try:
+            command = [compiler, standard, "-fsyntax-only", *WARNINGS, "-I" + include_dir, path]
+            result = subprocess.run(command, capture_output=True, text=True)
+        finally:
+            os.unlink(path)
+        print(f"{len(examples)} ```{language} examples: {'compile' if result.returncode == 0 else 'FAIL'}")
+        if result.returncode != 0:
+            print(result.stdout + result.stderr)
+            failed = True
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
