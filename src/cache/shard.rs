@@ -577,6 +577,49 @@ mod tests {
         (shard, hasher)
     }
 
+    #[test]
+    fn the_hand_strides_near_the_golden_section_over_every_bucket() {
+        for buckets in [1, 2, 3, 4, 10, 1_000, 1 << 16, 65_537, 3 * 5 * 7 * 11 * 13] {
+            let walk = HandWalk::over(buckets);
+            let golden = ((buckets as f64 * 0.618) as usize).max(1);
+            assert!(
+                (golden..golden + 64).contains(&walk.stride),
+                "stride {} over {buckets} buckets",
+                walk.stride
+            );
+            // Coprime to the count: every bucket once before the first again.
+            let mut seen = vec![false; buckets];
+            let mut bucket = 0;
+            for _ in 0..buckets {
+                assert!(!seen[bucket], "bucket {bucket} of {buckets} twice");
+                seen[bucket] = true;
+                bucket = walk.bucket_ahead(bucket * BUCKET_WIDTH, 1);
+            }
+            assert_eq!(bucket, 0);
+        }
+    }
+
+    #[test]
+    fn stamps_are_counted_under_oldest_timestamp_only() {
+        // OLDEST_TIMESTAMP's search starts from the counts, which must follow
+        // every publish, overwrite and removal; the other policies keep none.
+        let (mut shard, hasher) = stamped_apart(100);
+        assert_eq!(shard.stamp_counts.oldest(), Some(1));
+        assert_eq!(shard.stamp_counts.newest_wholly_needed(10), Some(10));
+        assert!(shard.remove(hasher.hash(0)));
+        assert_eq!(shard.stamp_counts.oldest(), Some(2));
+        reserve_for(&mut shard, 1);
+        assert!(!shard.upsert(hasher.hash(1), &1_i64.to_le_bytes(), 200));
+        assert_eq!(shard.stamp_counts.oldest(), Some(3));
+        assert_eq!(shard.stamp_counts.newest_wholly_needed(98), Some(100));
+        for policy in [EvictionPolicy::None, EvictionPolicy::LruApprox] {
+            let mut other = empty_shard(hasher, policy);
+            reserve_for(&mut other, 1);
+            other.upsert(hasher.hash(5), &5_i64.to_le_bytes(), 7);
+            assert_eq!(other.stamp_counts.oldest(), None, "{policy:?}");
+        }
+    }
+
     /// Searches `shard` for `count` victims a position at a time, as a
     /// publish does in stretches; returns how many it evicted and the
     /// positions the hand passed, in revolutions.
