@@ -3,6 +3,10 @@
 
 usage: readme_examples.py README INCLUDE_DIR CC CXX
 
+CC and CXX are each one argument: the compiler and what precedes the source
+on its command line (a launcher, CMake's CMAKE_C_COMPILER_ARG1, the build's
+flags), split as a shell would.
+
 Each ```c and ```cpp block of the README becomes the body of a function of
 its own, after a prelude that declares what the examples leave to the host
 (its ids and rows, a stats service, fb303, an HTTP reply); #include lines
@@ -11,6 +15,7 @@ as it is, which is what drifts.
 """
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -73,19 +78,49 @@ struct StatsdClient {
 extern StatsdClient statsd;
 """
 
-# Unused variables are what examples are made of.
-WARNINGS = ["-Wall", "-Werror", "-Wno-unused-variable", "-Wno-unused-but-set-variable"]
+# Unused variables are what examples are made of (and clang before 13 does
+# not know the second of these).
+WARNINGS = ["-Wall", "-Werror", "-Wno-unknown-warning-option", "-Wno-unused-variable",
+            "-Wno-unused-but-set-variable"]
+
+# Info strings of fenced blocks that this script compiles, and others of C's
+# family that it would silently pass over.
+CHECKED = {"c", "cpp"}
+UNCHECKED_C_FAMILY = {"c++", "cc", "cxx", "h", "hpp", "c99", "c11", "objc"}
+FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*(\S*)")
 
 
-def blocks(readme, language):
-    """The bodies of the README's ```language blocks, with their line numbers."""
-    pattern = re.compile(r"^```" + language + r"\n(.*?)^```", re.M | re.S)
-    return [(readme.count("\n", 0, m.start()) + 2, m.group(1)) for m in pattern.finditer(readme)]
+def blocks(readme):
+    """{info string: [(line of the first body line, body)]} for every fenced
+    block; raises ValueError for a block this script cannot check and would
+    otherwise skip (an indented or unclosed one, or another C spelling)."""
+    found = {}
+    lines = readme.splitlines()
+    at = 0
+    while at < len(lines):
+        opening = FENCE.match(lines[at])
+        if not opening:
+            at += 1
+            continue
+        indent, fence, info = opening.groups()
+        info = info.lower()
+        close = next((i for i in range(at + 1, len(lines))
+                      if lines[i].strip().startswith(fence[0] * len(fence))
+                      and not lines[i].strip().strip(fence[0])), None)
+        if close is None:
+            raise ValueError(f"line {at + 1}: a fenced block that never closes")
+        if info in UNCHECKED_C_FAMILY or (info in CHECKED and indent):
+            raise ValueError(f"line {at + 1}: a ```{info} block this script does not compile")
+        if info in CHECKED:
+            found.setdefault(info, []).append((at + 2, "\n".join(lines[at + 1:close]) + "\n"))
+        at = close + 1
+    return found
 
 
 def source(prelude, examples, readme_path):
     """One translation unit: the prelude, the examples' includes, then each
     example as a function, with #line directives pointing into the README."""
+    quoted_path = readme_path.replace("\\", "\\\\").replace('"', '\\"')
     includes = []
     functions = []
     for number, (line, body) in enumerate(examples):
@@ -99,7 +134,7 @@ def source(prelude, examples, readme_path):
         functions.append(
             f"void readme_example_{number}(void);\n"
             f"void readme_example_{number}(void) {{\n"
-            f'#line {line} "{readme_path}"\n' + "\n".join(kept) + "\n}\n"
+            f'#line {line} "{quoted_path}"\n' + "\n".join(kept) + "\n}\n"
         )
     return prelude + "\n".join(includes) + "\n\n" + "\n".join(functions)
 
@@ -108,12 +143,18 @@ def main():
     readme_path, include_dir, cc, cxx = sys.argv[1:5]
     with open(readme_path, encoding="utf-8") as f:
         readme = f.read()
+    try:
+        fenced = blocks(readme)
+    except ValueError as e:
+        print(f"{readme_path}: {e}")
+        sys.exit(1)
     failed = False
+    # The standards the project builds its C and C++ with.
     for language, compiler, standard, prelude, suffix in [
-        ("c", cc, "-std=c11", C_PRELUDE, ".c"),
+        ("c", cc, "-std=c99", C_PRELUDE, ".c"),
         ("cpp", cxx, "-std=c++17", CXX_PRELUDE, ".cpp"),
     ]:
-        examples = blocks(readme, language)
+        examples = fenced.get(language, [])
         if not examples:
             print(f"README.md has no ```{language} example: nothing would be checked")
             failed = True
@@ -122,7 +163,8 @@ def main():
             f.write(source(prelude, examples, readme_path))
             path = f.name
         try:
-            command = [compiler, standard, "-fsyntax-only", *WARNINGS, "-I" + include_dir, path]
+            command = [*shlex.split(compiler), standard, "-fsyntax-only", *WARNINGS,
+                       "-I" + include_dir, path]
             result = subprocess.run(command, capture_output=True, text=True)
         finally:
             os.unlink(path)

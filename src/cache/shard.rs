@@ -611,7 +611,9 @@ mod tests {
         reserve_for(&mut shard, 1);
         assert!(!shard.upsert(hasher.hash(1), &1_i64.to_le_bytes(), 200));
         assert_eq!(shard.stamp_counts.oldest(), Some(3));
+        // Stamps 3 to 100 and the overwrite's 200: 99 rows.
         assert_eq!(shard.stamp_counts.newest_wholly_needed(98), Some(100));
+        assert_eq!(shard.stamp_counts.newest_wholly_needed(99), Some(200));
         for policy in [EvictionPolicy::None, EvictionPolicy::LruApprox] {
             let mut other = empty_shard(hasher, policy);
             reserve_for(&mut other, 1);
