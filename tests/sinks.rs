@@ -283,6 +283,39 @@ fn look_up_in_background(cache: &Arc<Cache>) -> thread::JoinHandle<()> {
     })
 }
 
+#[test]
+fn a_sink_unregistered_before_a_running_batch_reaches_it_is_skipped() {
+    // A batch calls the sinks of the list it took at its start. One
+    // unregistered while the batch runs an earlier sink has no call to wait
+    // for, so its unregister returns at once: the batch must then skip it,
+    // or it runs after its unregister returned.
+    let cache = Arc::new(named("skipped_once_retired"));
+    let (release_tx, release) = mpsc::channel::<()>();
+    let release = Mutex::new(release);
+    let (earlier, _, entered, finished) = sink_with_first_call(&cache, move || {
+        release.lock().unwrap().recv().unwrap();
+    });
+    let later_calls = Arc::new(AtomicU64::new(0));
+    let later = {
+        let calls = Arc::clone(&later_calls);
+        cache.register_stat_sink(Box::new(move |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+        }))
+    };
+    let lookup = look_up_in_background(&cache);
+    entered.recv().unwrap();
+    cache.unregister_stat_sink(later).unwrap();
+    release_tx.send(()).unwrap();
+    lookup.join().unwrap();
+    assert!(finished.load(Ordering::SeqCst));
+    assert_eq!(
+        later_calls.load(Ordering::SeqCst),
+        0,
+        "the sink ran after its unregister returned"
+    );
+    cache.unregister_stat_sink(earlier).unwrap();
+}
+
 /// Unregisters `id`, already unregistered but blocked in a call until
 /// `release` is sent, from another thread: the answer must be `NotFound`, and
 /// come only once the call has `finished`.
