@@ -275,6 +275,25 @@ fn sink_with_first_call(
     (id, calls, entered, finished)
 }
 
+/// [`sink_with_first_call`] whose first call blocks until the sender returned
+/// last sends.
+fn sink_blocked_in_first_call(
+    cache: &Cache,
+) -> (
+    SinkId,
+    Arc<AtomicU64>,
+    mpsc::Receiver<()>,
+    Arc<AtomicBool>,
+    mpsc::Sender<()>,
+) {
+    let (release_tx, release) = mpsc::channel::<()>();
+    let release = Mutex::new(release);
+    let (id, calls, entered, finished) = sink_with_first_call(cache, move || {
+        release.lock().unwrap().recv().unwrap();
+    });
+    (id, calls, entered, finished, release_tx)
+}
+
 /// Looks up one id on `cache` from a thread of its own, which runs its sinks.
 fn look_up_in_background(cache: &Arc<Cache>) -> thread::JoinHandle<()> {
     let cache = Arc::clone(cache);
@@ -290,11 +309,7 @@ fn a_sink_unregistered_before_a_running_batch_reaches_it_is_skipped() {
     // for, so its unregister returns at once: the batch must then skip it,
     // or it runs after its unregister returned.
     let cache = Arc::new(named("skipped_once_retired"));
-    let (release_tx, release) = mpsc::channel::<()>();
-    let release = Mutex::new(release);
-    let (earlier, _, entered, finished) = sink_with_first_call(&cache, move || {
-        release.lock().unwrap().recv().unwrap();
-    });
+    let (earlier, _, entered, finished, release_tx) = sink_blocked_in_first_call(&cache);
     let later_calls = Arc::new(AtomicU64::new(0));
     let later = {
         let calls = Arc::clone(&later_calls);
@@ -345,11 +360,7 @@ fn answers_not_found_only_once_the_sink_returned(
 #[test]
 fn a_second_unregister_answers_only_once_the_sink_has_returned() {
     let cache = Arc::new(named("second_unregister"));
-    let (release_tx, release) = mpsc::channel::<()>();
-    let release = Mutex::new(release);
-    let (id, calls, entered, finished) = sink_with_first_call(&cache, move || {
-        release.lock().unwrap().recv().unwrap();
-    });
+    let (id, calls, entered, finished, release_tx) = sink_blocked_in_first_call(&cache);
     let lookup = look_up_in_background(&cache);
     entered.recv().unwrap();
     let first = {
