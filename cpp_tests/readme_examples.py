@@ -78,8 +78,8 @@ struct StatsdClient {
 extern StatsdClient statsd;
 """
 
-# Unused variables are what examples are made of (and clang before 13 does
-# not know the second of these).
+# Unused variables are what examples are made of. Clang before 13 does not
+# know -Wunused-but-set-variable, hence -Wno-unknown-warning-option.
 WARNINGS = ["-Wall", "-Werror", "-Wno-unknown-warning-option", "-Wno-unused-variable",
             "-Wno-unused-but-set-variable"]
 
@@ -156,7 +156,7 @@ def main():
     ]:
         examples = fenced.get(language, [])
         if not examples:
-            print(f"README.md has no ```{language} example: nothing would be checked")
+            print(f"{readme_path} has no ```{language} example: nothing would be checked")
             failed = True
             continue
         with tempfile.NamedTemporaryFile("w", suffix=suffix, delete=False) as f:
