@@ -811,6 +811,37 @@ class Cache {
   return name;
 }
 
+namespace detail {
+
+/* The canonical names of the three 1.0 read counters in a library, held
+ * with the library whose static strings they are. */
+class CounterNames {
+ public:
+  static constexpr std::size_t kCounts = 3;
+
+  explicit CounterNames(const Library& library)
+      : library_(library),
+        names_{stat_name(library, KVZCH_STAT_READ_HIT_COUNT),
+               stat_name(library, KVZCH_STAT_READ_MISS_COUNT),
+               stat_name(library, KVZCH_STAT_READ_TOTAL_COUNT)} {}
+
+  /* add(name, value) for each count of `event`: hits, misses, total. */
+  template <class Add>
+  void for_each(const kvzch_batch_event& event, Add&& add) const {
+    const std::uint64_t values[kCounts] = {event.stats.hits, event.stats.misses,
+                                           event.stats.total};
+    for (std::size_t i = 0; i < kCounts; ++i) {
+      add(names_[i], static_cast<std::int64_t>(values[i]));
+    }
+  }
+
+ private:
+  Library library_;
+  std::string_view names_[kCounts];
+};
+
+}  // namespace detail
+
 /* Turns each batch event into the three fb303-style calls a predictor
  * exports, add_stat_value(name, value), under the canonical counter names
  * the library reports (kvzch_stat_name), so dashboards keyed on the upstream
@@ -819,24 +850,13 @@ template <class AddStatValue>
 class StatAdapter {
  public:
   explicit StatAdapter(AddStatValue add_stat_value, const Library& library = Library::linked())
-      : add_(std::move(add_stat_value)),
-        library_(library),
-        hit_(stat_name(library, KVZCH_STAT_READ_HIT_COUNT)),
-        miss_(stat_name(library, KVZCH_STAT_READ_MISS_COUNT)),
-        total_(stat_name(library, KVZCH_STAT_READ_TOTAL_COUNT)) {}
+      : add_(std::move(add_stat_value)), names_(library) {}
 
-  void operator()(const kvzch_batch_event& event) {
-    add_(hit_, static_cast<std::int64_t>(event.stats.hits));
-    add_(miss_, static_cast<std::int64_t>(event.stats.misses));
-    add_(total_, static_cast<std::int64_t>(event.stats.total));
-  }
+  void operator()(const kvzch_batch_event& event) { names_.for_each(event, add_); }
 
  private:
   AddStatValue add_;
-  Library library_; /* the names below are its static strings */
-  std::string_view hit_;
-  std::string_view miss_;
-  std::string_view total_;
+  detail::CounterNames names_;
 };
 
 /* cache.on_batch(kvzch::fb303_style([&](std::string_view name, int64_t v) {
@@ -860,35 +880,26 @@ namespace detail {
 class TableStatNames {
  public:
   /* Additions per batch event: each count under two names. */
-  static constexpr std::size_t kCounts = 3;
-  static constexpr std::size_t kAdditions = 2 * kCounts;
+  static constexpr std::size_t kAdditions = 2 * CounterNames::kCounts;
 
-  explicit TableStatNames(const Library& library)
-      : library_(library),
-        names_{stat_name(library, KVZCH_STAT_READ_HIT_COUNT),
-               stat_name(library, KVZCH_STAT_READ_MISS_COUNT),
-               stat_name(library, KVZCH_STAT_READ_TOTAL_COUNT)} {}
+  explicit TableStatNames(const Library& library) : counters_(library) {}
 
   /* add(name, value) for each count of `event`, under the canonical name and
    * then the per-table one; `name` is valid only during the call. */
   template <class Add>
   void for_each(const kvzch_batch_event& event, Add&& add) const {
-    const std::uint64_t values[kCounts] = {event.stats.hits, event.stats.misses,
-                                           event.stats.total};
     const std::string_view table = event.table;
     /* One buffer reused for the per-table names. */
     std::string per_table;
-    for (std::size_t i = 0; i < kCounts; ++i) {
-      const auto value = static_cast<std::int64_t>(values[i]);
-      add(names_[i], value);
-      per_table.assign(names_[i]).append(1, '.').append(table);
+    counters_.for_each(event, [&](std::string_view name, std::int64_t value) {
+      add(name, value);
+      per_table.assign(name).append(1, '.').append(table);
       add(std::string_view(per_table), value);
-    }
+    });
   }
 
  private:
-  Library library_; /* the names below are its static strings */
-  std::string_view names_[kCounts];
+  CounterNames counters_;
 };
 
 }  // namespace detail
