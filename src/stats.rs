@@ -37,6 +37,9 @@
 //! itself holding a lock that its other calls wait for, or two threads in
 //! one sink both unregistering it. No call starts after it returns. Each
 //! thread keeps the sinks it is inside of, innermost last, to tell.
+//! Nobody waits to drop such a sink, so the call that leaves its word at
+//! `RETIRED` alone tells its batch, which drops it (its closure and what that
+//! holds) once done with its list of sinks, outside every lock.
 //!
 //! A retired sink stays findable until its last call returns, so an unregister
 //! of it that comes meanwhile (a second one, or one after the sink unregistered
@@ -54,6 +57,7 @@
 #![forbid(unsafe_code)]
 
 use std::any::Any;
+use std::cell::Cell;
 use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -299,27 +303,38 @@ struct SinkEntry {
 struct CallInProgress<'a> {
     entry: &'a SinkEntry,
     record: RunningRecord,
+    last_of_retired: &'a Cell<bool>,
 }
 
 impl Drop for CallInProgress<'_> {
     fn drop(&mut self) {
         forget_running(&self.record, self.entry.id);
-        self.entry.state.fetch_sub(1, Ordering::Release);
+        self.entry.leave(self.last_of_retired);
     }
 }
 
 impl SinkEntry {
-    fn call(&self, event: &BatchEvent<'_>) {
+    /// Calls the sink unless it is retired, and sets `last_of_retired` if
+    /// this was the last call in progress of a retired sink.
+    fn call(&self, event: &BatchEvent<'_>, last_of_retired: &Cell<bool>) {
         let before = self.state.fetch_add(1, Ordering::Acquire);
         if before & RETIRED != 0 {
-            self.state.fetch_sub(1, Ordering::Relaxed);
+            self.leave(last_of_retired);
             return;
         }
         let _in_progress = CallInProgress {
             entry: self,
             record: record_running(self.id),
+            last_of_retired,
         };
         (self.sink)(event);
+    }
+
+    /// Ends a call, or a call that found the sink retired.
+    fn leave(&self, last_of_retired: &Cell<bool>) {
+        if self.state.fetch_sub(1, Ordering::Release) == RETIRED | 1 {
+            last_of_retired.set(true);
+        }
     }
 
     fn calls_in_progress(&self) -> u64 {
@@ -341,8 +356,8 @@ pub(crate) struct SinkRegistry {
     sinks: RwLock<Arc<Vec<Arc<SinkEntry>>>>,
     /// Unregistered sinks that may still be running: an unregister of one of
     /// them waits for its calls too. The unregister that retired a sink drops
-    /// it once it has waited, and any register or unregister drops those whose
-    /// calls have all returned.
+    /// it once it has waited; a sink that unregistered itself is dropped by
+    /// the batch whose call of it returned last.
     retiring: Mutex<Vec<Arc<SinkEntry>>>,
     /// Lets a batch skip the registry's lock when nothing is registered.
     count: AtomicUsize,
@@ -374,15 +389,13 @@ impl SinkRegistry {
             *sinks = Arc::new(updated);
             self.count.store(sinks.len(), Ordering::Release);
         }
-        self.drop_returned_retirees(None);
         SinkId(id)
     }
 
-    /// Drops the retired sinks whose calls have all returned, which those
-    /// that unregistered themselves leave behind, and sink `done_with`, whose
-    /// calls the caller has waited for. Outside the registry's locks: the
-    /// last reference to a sink drops its closure, and what that holds may
-    /// register or unregister sinks here as it drops.
+    /// Drops the retired sinks whose calls have all returned, and sink
+    /// `done_with`, whose calls the caller has waited for. Outside the
+    /// registry's locks: the last reference to a sink drops its closure, and
+    /// what that holds may register or unregister sinks here as it drops.
     fn drop_returned_retirees(&self, done_with: Option<u64>) {
         let returned: Vec<Arc<SinkEntry>> = {
             let mut retiring = self.retiring.lock();
@@ -442,10 +455,9 @@ impl SinkRegistry {
         if let Some(wait) = &wait {
             forget_wait(wait);
         }
-        // Done with the sink unless this thread is still inside it: then a
-        // later register or unregister drops it, once its calls have
-        // returned. (A count above zero may also be a call that saw `RETIRED`
-        // and is leaving.)
+        // Done with the sink unless this thread is still inside it: then the
+        // batch whose call of it returns last drops it. (A count above zero
+        // may also be a call that saw `RETIRED` and is leaving.)
         let done_with = (was_registered && !from_itself).then_some(entry.id);
         self.drop_returned_retirees(done_with);
         if was_registered {
@@ -467,12 +479,29 @@ impl SinkRegistry {
             return;
         }
         let sinks = Arc::clone(&self.sinks.read());
+        let last_of_retired = Cell::new(false);
         for entry in sinks.iter() {
             // The entry's bookkeeping is restored by `CallInProgress` as the
             // panic leaves `call`, so nothing is left half changed.
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| entry.call(event))) {
+            if let Err(payload) =
+                catch_unwind(AssertUnwindSafe(|| entry.call(event, &last_of_retired)))
+            {
                 panicked.get_or_insert(payload);
             }
+        }
+        // A retired sink's last reference may be this batch's list or, once
+        // its last call returned, the registry's retirees (no unregister waits
+        // to drop a sink that unregistered itself: its last call does).
+        // Either drops the sink's closure, and what that holds may panic as
+        // it drops.
+        let dropped = catch_unwind(AssertUnwindSafe(|| {
+            drop(sinks);
+            if last_of_retired.get() {
+                self.drop_returned_retirees(None);
+            }
+        }));
+        if let Err(payload) = dropped {
+            panicked.get_or_insert(payload);
         }
     }
 }

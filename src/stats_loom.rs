@@ -150,8 +150,9 @@ fn loom_two_calls_of_a_sink_that_both_unregister_it_both_return() {
         assert!(answers
             .iter()
             .all(|answer| *answer != Err(crate::ErrorKind::WouldDeadlock)));
-        // Which also drops the retired sink, and with it the cycle of `Arc`s
-        // through the registry it holds.
+        // The batch whose call returned last dropped the retired sink, and
+        // with it the cycle of `Arc`s through the registry it holds.
+        assert_eq!(Arc::strong_count(&registry), 1, "the sink was dropped");
         assert_eq!(
             registry.unregister(id).unwrap_err().kind(),
             crate::ErrorKind::NotFound

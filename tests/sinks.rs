@@ -423,45 +423,58 @@ fn an_unregister_after_a_sink_unregistered_itself_waits_for_that_call() {
     }
 }
 
-/// A sink that unregisters itself cannot be dropped inside its own call; the
-/// next register or unregister on its registry drops it, and what its closure
-/// holds with it, so sinks that come and go leave nothing behind.
+/// Nobody waits to drop a sink that unregistered itself: the batch whose
+/// call of it returns last drops it, and what its closure holds with it, so
+/// sinks that come and go leave nothing behind. That is the unregistering
+/// call's own batch, or, when another call of the sink still runs, that one's.
 #[test]
-fn a_sink_that_unregistered_itself_is_dropped_by_the_next_register_or_unregister() {
-    for next_call in ["register", "unregister"] {
+fn a_sink_that_unregistered_itself_is_dropped_by_its_last_call() {
+    for another_call_runs in [false, true] {
         let cache = Arc::new(named("self_unregister_dropped"));
         cache.batch_set(&[1], &[1; 4], 0).unwrap();
-        let other = cache.register_stat_sink(Box::new(|_| {}));
         let held = Arc::new(());
         let own_id = Arc::new(Mutex::new(None::<SinkId>));
-        let (id, _, _, finished) = {
+        let (entered_tx, entered) = mpsc::channel::<()>();
+        let (release_tx, release) = mpsc::channel::<()>();
+        let id = {
             let (weak, held, own_id) = (
                 Arc::downgrade(&cache),
                 Arc::clone(&held),
                 Arc::clone(&own_id),
             );
-            sink_with_first_call(&cache, move || {
+            let (entered_tx, release) = (Mutex::new(entered_tx), Mutex::new(release));
+            let calls = AtomicU64::new(0);
+            cache.register_stat_sink(Box::new(move |_| {
                 let _holds = &held;
-                let id = own_id.lock().unwrap().expect("registered");
-                weak.upgrade().unwrap().unregister_stat_sink(id).unwrap();
-            })
+                if another_call_runs && calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    entered_tx.lock().unwrap().send(()).unwrap();
+                    release.lock().unwrap().recv().unwrap();
+                } else {
+                    let id = own_id.lock().unwrap().expect("registered");
+                    weak.upgrade().unwrap().unregister_stat_sink(id).unwrap();
+                }
+            }))
         };
         *own_id.lock().unwrap() = Some(id);
-        let mut out = [0u8; 4];
-        cache.batch_get(&[1], &mut out, None).unwrap();
-        assert!(
-            finished.load(Ordering::SeqCst),
-            "the sink unregistered itself"
-        );
-        if next_call == "register" {
-            cache.register_stat_sink(Box::new(|_| {}));
-        } else {
-            cache.unregister_stat_sink(other).unwrap();
+        let another_call = another_call_runs.then(|| {
+            let lookup = look_up_in_background(&cache);
+            entered.recv().unwrap();
+            lookup
+        });
+        cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+        if let Some(another_call) = another_call {
+            assert_eq!(
+                Arc::strong_count(&held),
+                2,
+                "the sink is kept while its other call runs"
+            );
+            release_tx.send(()).unwrap();
+            another_call.join().unwrap();
         }
         assert_eq!(
             Arc::strong_count(&held),
             1,
-            "the sink is dropped by the next {next_call}"
+            "the sink is dropped by the batch whose call of it returned last"
         );
     }
 }
@@ -469,7 +482,8 @@ fn a_sink_that_unregistered_itself_is_dropped_by_the_next_register_or_unregister
 /// What a sink's closure holds is dropped with the sink, outside the
 /// registry's locks: a capture may register or unregister sinks on the same
 /// cache as it drops, as a sink that owns a companion sink's registration
-/// does, even when the next register or unregister is what drops it.
+/// does, whether the unregister that retired it drops it or (it unregistered
+/// itself) its batch does.
 #[test]
 fn a_sinks_captures_may_unregister_sinks_as_they_drop() {
     /// Unregisters the companion sink `id` when dropped, and sends the answer.
@@ -480,20 +494,21 @@ fn a_sinks_captures_may_unregister_sinks_as_they_drop() {
     }
     impl Drop for UnregistersOnDrop {
         fn drop(&mut self) {
-            let cache = self.cache.upgrade().expect("the test holds the cache");
-            let answer = cache.unregister_stat_sink(self.id);
-            let _ = self.answer.send(answer.map_err(|e| e.kind()));
+            // Gone only when a failed test unwinds: the cache drops its sinks.
+            if let Some(cache) = self.cache.upgrade() {
+                let answer = cache.unregister_stat_sink(self.id);
+                let _ = self.answer.send(answer.map_err(|e| e.kind()));
+            }
         }
     }
 
-    for next_call in ["register", "unregister"] {
+    for dropped_by in ["an unregister", "its batch"] {
         let cache = Arc::new(named("captures_drop_outside_locks"));
         cache.batch_set(&[1], &[1; 4], 0).unwrap();
-        let other = cache.register_stat_sink(Box::new(|_| {}));
         let (companion, companion_calls, _, _) = sink_with_first_call(&cache, || {});
         let (answer_tx, answer) = mpsc::channel();
         let own_id = Arc::new(Mutex::new(None::<SinkId>));
-        let (id, _, _, finished) = {
+        let id = {
             let weak = Arc::downgrade(&cache);
             let owned = UnregistersOnDrop {
                 cache: Weak::clone(&weak),
@@ -501,37 +516,85 @@ fn a_sinks_captures_may_unregister_sinks_as_they_drop() {
                 answer: answer_tx,
             };
             let own_id = Arc::clone(&own_id);
-            sink_with_first_call(&cache, move || {
+            cache.register_stat_sink(Box::new(move |_| {
                 let _owns = &owned;
-                let id = own_id.lock().unwrap().expect("registered");
-                weak.upgrade().unwrap().unregister_stat_sink(id).unwrap();
-            })
-        };
-        *own_id.lock().unwrap() = Some(id);
-        cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
-        assert!(
-            finished.load(Ordering::SeqCst),
-            "the sink unregistered itself"
-        );
-        let next = {
-            let cache = Arc::clone(&cache);
-            thread::spawn(move || {
-                if next_call == "register" {
-                    cache.register_stat_sink(Box::new(|_| {}));
-                } else {
-                    cache.unregister_stat_sink(other).unwrap();
+                if let Some(id) = own_id.lock().unwrap().take() {
+                    weak.upgrade().unwrap().unregister_stat_sink(id).unwrap();
                 }
-            })
+            }))
+        };
+        let dropping = {
+            let cache = Arc::clone(&cache);
+            if dropped_by == "its batch" {
+                *own_id.lock().unwrap() = Some(id);
+                thread::spawn(move || {
+                    cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+                })
+            } else {
+                thread::spawn(move || cache.unregister_stat_sink(id).unwrap())
+            }
         };
         let dropped = answer
             .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("the {next_call} that drops the sink does not deadlock"));
+            .unwrap_or_else(|_| panic!("{dropped_by} drops the sink without a deadlock"));
         assert_eq!(dropped, Ok(()), "the companion was unregistered");
-        next.join().unwrap();
+        dropping.join().unwrap();
         let calls_before = companion_calls.load(Ordering::SeqCst);
         cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
         assert_eq!(companion_calls.load(Ordering::SeqCst), calls_before);
     }
+}
+
+/// A capture that panics as a batch drops its sink (which unregistered
+/// itself) is that sink's panic: the global sinks still get their call, then
+/// the panic goes on out of `batch_get`, and the cache carries on.
+#[test]
+fn a_capture_panicking_as_its_batch_drops_it_leaves_the_global_sinks_their_call() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("a capture's drop");
+        }
+    }
+
+    let cache = Arc::new(named("capture_panics_on_drop"));
+    cache.batch_set(&[1], &[1; 4], 0).unwrap();
+    let global_calls = Arc::new(AtomicU64::new(0));
+    let global = {
+        let calls = Arc::clone(&global_calls);
+        register_global_sink(Box::new(move |event| {
+            // Other tests of this binary run concurrently; count only ours.
+            if event.table.as_str() == "capture_panics_on_drop" {
+                calls.fetch_add(1, Ordering::SeqCst);
+            }
+        }))
+    };
+    let own_id = Arc::new(Mutex::new(None::<SinkId>));
+    let id = {
+        let (weak, own_id) = (Arc::downgrade(&cache), Arc::clone(&own_id));
+        let owned = PanicsOnDrop;
+        cache.register_stat_sink(Box::new(move |_| {
+            let _owns = &owned;
+            if let Some(id) = own_id.lock().unwrap().take() {
+                weak.upgrade().unwrap().unregister_stat_sink(id).unwrap();
+            }
+        }))
+    };
+    *own_id.lock().unwrap() = Some(id);
+    let mut out = [0u8; 4];
+    let lookup = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cache.batch_get(&[1], &mut out, None)
+    }));
+    let payload = lookup.expect_err("the capture's panic goes on out of batch_get");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"a capture's drop"));
+    assert_eq!(global_calls.load(Ordering::SeqCst), 1, "the global sink");
+    assert_eq!(
+        cache.unregister_stat_sink(id).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    cache.batch_get(&[1], &mut out, None).unwrap();
+    assert_eq!(global_calls.load(Ordering::SeqCst), 2);
+    unregister_global_sink(global).unwrap();
 }
 
 #[test]

@@ -1388,7 +1388,9 @@ impl Cache {
     /// From inside it, waits for nothing (its calls elsewhere may still run).
     /// From inside another sink that runs, on this thread, under a call of
     /// sink `id`, or where waits would close a cycle: `WouldDeadlock`,
-    /// changing nothing.
+    /// changing nothing. The sink (its closure and what that holds) is
+    /// dropped once no call of it runs: by this call, or, from inside the
+    /// sink, by the batch whose call of it returns last.
     pub fn unregister_stat_sink(&self, id: SinkId) -> Result<(), Error> {
         self.sinks.unregister(id)
     }
