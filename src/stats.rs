@@ -38,8 +38,12 @@
 //! one sink both unregistering it. No call starts after it returns. Each
 //! thread keeps the sinks it is inside of, innermost last, to tell.
 //! Nobody waits to drop such a sink, so the call that leaves its word at
-//! `RETIRED` alone tells its batch, which drops it (its closure and what that
-//! holds) once done with its list of sinks, outside every lock.
+//! `RETIRED` alone tells its batch, which lets go of it once done with its
+//! list of sinks, outside every lock. The sink (its closure and what that
+//! holds) is dropped with its last reference: there, or in a batch that
+//! still holds an older list. A batch made from inside another sink may be
+//! that place, and what a capture's `Drop` does there is done from inside
+//! that sink.
 //!
 //! A retired sink stays findable until its last call returns, so an unregister
 //! of it that comes meanwhile (a second one, or one after the sink unregistered
@@ -356,8 +360,8 @@ pub(crate) struct SinkRegistry {
     sinks: RwLock<Arc<Vec<Arc<SinkEntry>>>>,
     /// Unregistered sinks that may still be running: an unregister of one of
     /// them waits for its calls too. The unregister that retired a sink drops
-    /// it once it has waited; a sink that unregistered itself is dropped by
-    /// the batch whose call of it returned last.
+    /// it once it has waited; the batch whose call of a sink that
+    /// unregistered itself returned last lets go of that one.
     retiring: Mutex<Vec<Arc<SinkEntry>>>,
     /// Lets a batch skip the registry's lock when nothing is registered.
     count: AtomicUsize,
@@ -395,7 +399,8 @@ impl SinkRegistry {
     /// Drops the retired sinks whose calls have all returned, and sink
     /// `done_with`, whose calls the caller has waited for. Outside the
     /// registry's locks: the last reference to a sink drops its closure, and
-    /// what that holds may register or unregister sinks here as it drops.
+    /// what that holds may register or unregister sinks here as it drops, or
+    /// panic: each is dropped all the same, and the first panic goes on.
     fn drop_returned_retirees(&self, done_with: Option<u64>) {
         let returned: Vec<Arc<SinkEntry>> = {
             let mut retiring = self.retiring.lock();
@@ -408,7 +413,13 @@ impl SinkRegistry {
             *retiring = running;
             returned
         };
-        drop(returned);
+        let mut panicked = None;
+        for retiree in returned {
+            keeping_panic(&mut panicked, || drop(retiree));
+        }
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
     }
 
     /// Unregisters sink `id` and waits for its calls on other threads, or,
@@ -483,26 +494,24 @@ impl SinkRegistry {
         for entry in sinks.iter() {
             // The entry's bookkeeping is restored by `CallInProgress` as the
             // panic leaves `call`, so nothing is left half changed.
-            if let Err(payload) =
-                catch_unwind(AssertUnwindSafe(|| entry.call(event, &last_of_retired)))
-            {
-                panicked.get_or_insert(payload);
-            }
+            keeping_panic(panicked, || entry.call(event, &last_of_retired));
         }
         // A retired sink's last reference may be this batch's list or, once
         // its last call returned, the registry's retirees (no unregister waits
         // to drop a sink that unregistered itself: its last call does).
         // Either drops the sink's closure, and what that holds may panic as
-        // it drops.
-        let dropped = catch_unwind(AssertUnwindSafe(|| {
-            drop(sinks);
-            if last_of_retired.get() {
-                self.drop_returned_retirees(None);
-            }
-        }));
-        if let Err(payload) = dropped {
-            panicked.get_or_insert(payload);
+        // it drops; the sweep runs whatever the list's drop did.
+        keeping_panic(panicked, || drop(sinks));
+        if last_of_retired.get() {
+            keeping_panic(panicked, || self.drop_returned_retirees(None));
         }
+    }
+}
+
+/// Runs `f`, keeping its panic in `panicked` unless an earlier one is there.
+fn keeping_panic(panicked: &mut Option<SinkPanic>, f: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+        panicked.get_or_insert(payload);
     }
 }
 

@@ -122,6 +122,9 @@ fn loom_an_unregister_after_a_sink_unregistered_itself_waits_for_that_call() {
         let _ = registry.unregister(id);
         user_data.free();
         batch.join().unwrap();
+        // Whichever dropped it, the unregister or the batch, the sink is
+        // gone, and with it the cycle of `Arc`s through the registry.
+        assert_eq!(Arc::strong_count(&registry), 1, "the sink was dropped");
     });
 }
 

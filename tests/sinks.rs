@@ -545,18 +545,23 @@ fn a_sinks_captures_may_unregister_sinks_as_they_drop() {
     }
 }
 
+/// A sink's capture that panics as it drops, unless a failed test is
+/// unwinding already (a second panic would abort the test binary).
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            panic!("a capture's drop");
+        }
+    }
+}
+
 /// A capture that panics as a batch drops its sink (which unregistered
 /// itself) is that sink's panic: the global sinks still get their call, then
 /// the panic goes on out of `batch_get`, and the cache carries on.
 #[test]
 fn a_capture_panicking_as_its_batch_drops_it_leaves_the_global_sinks_their_call() {
-    struct PanicsOnDrop;
-    impl Drop for PanicsOnDrop {
-        fn drop(&mut self) {
-            panic!("a capture's drop");
-        }
-    }
-
     let cache = Arc::new(named("capture_panics_on_drop"));
     cache.batch_set(&[1], &[1; 4], 0).unwrap();
     let global_calls = Arc::new(AtomicU64::new(0));
@@ -595,6 +600,72 @@ fn a_capture_panicking_as_its_batch_drops_it_leaves_the_global_sinks_their_call(
     cache.batch_get(&[1], &mut out, None).unwrap();
     assert_eq!(global_calls.load(Ordering::SeqCst), 2);
     unregister_global_sink(global).unwrap();
+}
+
+/// A batch's list may hold the last reference to a sink unregistered from
+/// outside while the batch ran. A capture of that sink panicking as the list
+/// lets go of it must not keep the batch from dropping a sink that
+/// unregistered itself in the same batch.
+#[test]
+fn a_panic_as_a_batch_lets_go_of_its_list_leaves_its_sweep_done() {
+    let cache = Arc::new(named("list_drop_panics"));
+    cache.batch_set(&[1], &[1; 4], 0).unwrap();
+    let (entered_tx, entered) = mpsc::channel::<()>();
+    let (release_tx, release) = mpsc::channel::<()>();
+    let panicking = {
+        let owned = PanicsOnDrop;
+        let (entered_tx, release) = (Mutex::new(entered_tx), Mutex::new(release));
+        cache.register_stat_sink(Box::new(move |_| {
+            let _owns = &owned;
+            entered_tx.lock().unwrap().send(()).unwrap();
+            release.lock().unwrap().recv().unwrap();
+        }))
+    };
+    // Called after the first: unregisters itself, then holds the batch until
+    // the first sink's unregister has returned, so that the batch's list has
+    // that sink's last reference.
+    let held = Arc::new(());
+    let own_id = Arc::new(Mutex::new(None::<SinkId>));
+    let (first_gone_tx, first_gone) = mpsc::channel::<()>();
+    let self_unregistering = {
+        let (weak, own_id, held) = (
+            Arc::downgrade(&cache),
+            Arc::clone(&own_id),
+            Arc::clone(&held),
+        );
+        let first_gone = Mutex::new(first_gone);
+        cache.register_stat_sink(Box::new(move |_| {
+            let _holds = &held;
+            let id = own_id.lock().unwrap().take().expect("one call");
+            weak.upgrade().unwrap().unregister_stat_sink(id).unwrap();
+            first_gone.lock().unwrap().recv().unwrap();
+        }))
+    };
+    *own_id.lock().unwrap() = Some(self_unregistering);
+    let batch = {
+        let cache = Arc::clone(&cache);
+        thread::spawn(move || {
+            let lookup = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                cache.batch_get(&[1], &mut [0u8; 4], None)
+            }));
+            let payload = lookup.expect_err("the capture's panic goes on out of batch_get");
+            payload.downcast_ref::<&str>().copied()
+        })
+    };
+    entered.recv().unwrap();
+    let unregister = {
+        let cache = Arc::clone(&cache);
+        thread::spawn(move || cache.unregister_stat_sink(panicking).unwrap())
+    };
+    release_tx.send(()).unwrap();
+    unregister.join().unwrap();
+    first_gone_tx.send(()).unwrap();
+    assert_eq!(batch.join().unwrap(), Some("a capture's drop"));
+    assert_eq!(
+        Arc::strong_count(&held),
+        1,
+        "the batch dropped the sink that unregistered itself"
+    );
 }
 
 #[test]
@@ -789,7 +860,15 @@ fn sinks_still_work_while_a_threads_thread_locals_are_destroyed() {
     struct AtThreadExit {
         cache: Arc<Cache>,
         id: SinkId,
-        answers: mpsc::Sender<(Result<(), String>, Result<u64, String>)>,
+        /// What the sink that unregisters itself in the lookup holds.
+        one_shot_held: Weak<()>,
+        answers: mpsc::Sender<TeardownAnswers>,
+    }
+    struct TeardownAnswers {
+        unregister: Result<(), String>,
+        lookup: Result<u64, String>,
+        /// How many still held `one_shot_held` once the lookup returned.
+        one_shot_holders: usize,
     }
     /// What `call` returned, its error's kind, or that it panicked.
     fn outcome<T>(call: impl FnOnce() -> Result<T, kvzch::Error>) -> Result<T, String> {
@@ -806,8 +885,13 @@ fn sinks_still_work_while_a_threads_thread_locals_are_destroyed() {
                     .batch_get(&[1], &mut out, None)
                     .map(|stats| stats.total)
             });
+            let one_shot_holders = self.one_shot_held.strong_count();
             let unregister = outcome(|| self.cache.unregister_stat_sink(self.id));
-            let _ = self.answers.send((unregister, lookup));
+            let _ = self.answers.send(TeardownAnswers {
+                unregister,
+                lookup,
+                one_shot_holders,
+            });
         }
     }
     thread_local! {
@@ -823,17 +907,21 @@ fn sinks_still_work_while_a_threads_thread_locals_are_destroyed() {
         }))
     };
     // A second sink unregisters itself from inside the teardown's lookup: it
-    // must find that call its own, not wait for it to return.
+    // must find that call its own, not wait for it to return, and that
+    // lookup drops it.
     let (own_answer_tx, own_answer) = mpsc::channel();
     let one_shot_id = Arc::new(AtomicU64::new(0));
     let one_shot_calls = Arc::new(AtomicU64::new(0));
+    let one_shot_held = Arc::new(());
     let one_shot = {
-        let (weak, own_id, calls) = (
+        let (weak, own_id, calls, held) = (
             Arc::downgrade(&cache),
             Arc::clone(&one_shot_id),
             Arc::clone(&one_shot_calls),
+            Arc::clone(&one_shot_held),
         );
         cache.register_stat_sink(Box::new(move |_| {
+            let _holds = &held;
             if calls.fetch_add(1, Ordering::SeqCst) == 1 {
                 let cache = weak.upgrade().unwrap();
                 let id = SinkId(own_id.load(Ordering::SeqCst));
@@ -845,11 +933,13 @@ fn sinks_still_work_while_a_threads_thread_locals_are_destroyed() {
     let (answers_tx, answers) = mpsc::channel();
     let exiting = {
         let cache = Arc::clone(&cache);
+        let one_shot_held = Arc::downgrade(&one_shot_held);
         thread::spawn(move || {
             AT_EXIT.with(|at_exit| {
                 *at_exit.borrow_mut() = Some(AtThreadExit {
                     cache: Arc::clone(&cache),
                     id,
+                    one_shot_held,
                     answers: answers_tx,
                 })
             });
@@ -861,7 +951,11 @@ fn sinks_still_work_while_a_threads_thread_locals_are_destroyed() {
     let one_shot_answer = own_answer
         .recv_timeout(waited)
         .expect("a sink unregistering itself during teardown never returned");
-    let (unregister, lookup) = answers.recv_timeout(waited).unwrap();
+    let TeardownAnswers {
+        unregister,
+        lookup,
+        one_shot_holders,
+    } = answers.recv_timeout(waited).unwrap();
     exiting.join().unwrap();
     assert_eq!(lookup, Ok(1), "a lookup during teardown");
     assert_eq!(unregister, Ok(()), "an unregister during teardown");
@@ -871,6 +965,10 @@ fn sinks_still_work_while_a_threads_thread_locals_are_destroyed() {
         "a sink unregistering itself during teardown"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2, "the sink saw both lookups");
+    assert_eq!(
+        one_shot_holders, 1,
+        "the teardown's lookup dropped the sink that unregistered itself"
+    );
     cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
     assert_eq!(one_shot_calls.load(Ordering::SeqCst), 2, "no call after");
 }

@@ -1389,8 +1389,9 @@ impl Cache {
     /// From inside another sink that runs, on this thread, under a call of
     /// sink `id`, or where waits would close a cycle: `WouldDeadlock`,
     /// changing nothing. The sink (its closure and what that holds) is
-    /// dropped once no call of it runs: by this call, or, from inside the
-    /// sink, by the batch whose call of it returns last.
+    /// dropped once no call of it runs and no batch holds it: by this call,
+    /// or, from inside the sink, by the batch whose call of it returns last,
+    /// unless a batch that took the list of sinks before holds it longer.
     pub fn unregister_stat_sink(&self, id: SinkId) -> Result<(), Error> {
         self.sinks.unregister(id)
     }
