@@ -243,6 +243,22 @@ mod tests {
     }
 
     #[test]
+    fn an_arena_addresses_up_to_its_max_rows_and_no_further() {
+        // The last capacity step ends on `max_rows` exactly: a publish that
+        // needs it must be let through, one more row refused.
+        for row_bytes in [1, 256, 65536] {
+            let arena = RowArena::new(row_bytes);
+            assert!(arena.check_addressable(arena.max_rows()).is_ok());
+            let refused = arena.check_addressable(arena.max_rows() + 1);
+            assert_eq!(
+                refused.map_err(|error| error.kind()),
+                Err(ErrorKind::CapacityExceeded),
+                "row_bytes {row_bytes}"
+            );
+        }
+    }
+
+    #[test]
     fn rows_and_stamps_round_trip_and_slots_are_reused() {
         let mut arena = RowArena::new(3);
         arena.reserve(5000).unwrap();
