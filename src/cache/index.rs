@@ -1211,6 +1211,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::ErrorKind;
 
     const ONE_SHARD: ShardBits = ShardBits { number: 0, bits: 0 };
 
@@ -1773,6 +1774,20 @@ mod tests {
             index.get_or_insert(hasher().hash(key.into()), || key);
         }
         index
+    }
+
+    #[test]
+    fn an_index_may_have_max_buckets_and_no_more() {
+        // The bound is checked before anything is mapped. A mapping of 2^32
+        // buckets is 256 GiB, which a machine may refuse (OUT_OF_MEMORY) or
+        // map untouched; either way it is not the bound's refusal.
+        let kind = |count| {
+            allocate_buckets(count)
+                .map(drop)
+                .map_err(|error| error.kind())
+        };
+        assert_eq!(kind(MAX_BUCKETS + 1), Err(ErrorKind::CapacityExceeded));
+        assert_ne!(kind(MAX_BUCKETS), Err(ErrorKind::CapacityExceeded));
     }
 
     #[test]
