@@ -68,7 +68,9 @@ use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
 
 use crate::cache::{Error, TableName};
-use crate::sync::{back_off, Arc, AtomicU128, AtomicU64, AtomicUsize, Mutex, RwLock, ShortMutex};
+use crate::sync::{
+    arc_into_inner, back_off, Arc, AtomicU128, AtomicU64, AtomicUsize, Mutex, RwLock, ShortMutex,
+};
 
 /// The counts of one lookup batch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -400,8 +402,9 @@ impl SinkRegistry {
     /// `done_with`, whose calls the caller has waited for. Outside the
     /// registry's locks: the last reference to a sink drops its closure, and
     /// what that holds may register or unregister sinks here as it drops, or
-    /// panic: each is dropped all the same, and the first panic goes on.
-    fn drop_returned_retirees(&self, done_with: Option<u64>) {
+    /// panic: each is dropped all the same, and the first panic is kept in
+    /// `panicked` for the caller to resume.
+    fn drop_returned_retirees(&self, done_with: Option<u64>, panicked: &mut Option<SinkPanic>) {
         let returned: Vec<Arc<SinkEntry>> = {
             let mut retiring = self.retiring.lock();
             let (running, returned) =
@@ -413,12 +416,8 @@ impl SinkRegistry {
             *retiring = running;
             returned
         };
-        let mut panicked = None;
         for retiree in returned {
-            keeping_panic(&mut panicked, || drop(retiree));
-        }
-        if let Some(payload) = panicked {
-            std::panic::resume_unwind(payload);
+            keeping_panic(panicked, || drop(retiree));
         }
     }
 
@@ -468,9 +467,17 @@ impl SinkRegistry {
         }
         // Done with the sink unless this thread is still inside it: then the
         // batch whose call of it returns last drops it. (A count above zero
-        // may also be a call that saw `RETIRED` and is leaving.)
+        // may also be a call that saw `RETIRED` and is leaving.) This thread's
+        // own reference may be the sink's last, as may the retirees': each is
+        // dropped under its own catch, since a second capture panicking while
+        // the first one's panic unwinds would abort the process.
         let done_with = (was_registered && !from_itself).then_some(entry.id);
-        self.drop_returned_retirees(done_with);
+        let mut panicked = None;
+        keeping_panic(&mut panicked, || drop(entry));
+        self.drop_returned_retirees(done_with, &mut panicked);
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
         if was_registered {
             Ok(())
         } else {
@@ -500,10 +507,16 @@ impl SinkRegistry {
         // its last call returned, the registry's retirees (no unregister waits
         // to drop a sink that unregistered itself: its last call does).
         // Either drops the sink's closure, and what that holds may panic as
-        // it drops; the sweep runs whatever the list's drop did.
-        keeping_panic(panicked, || drop(sinks));
+        // it drops: each entry the list holds last is dropped under its own
+        // catch (two panicking in one drop of the list would abort), and the
+        // sweep runs whatever those drops did.
+        if let Some(entries) = arc_into_inner(sinks) {
+            for entry in entries {
+                keeping_panic(panicked, || drop(entry));
+            }
+        }
         if last_of_retired.get() {
-            keeping_panic(panicked, || self.drop_returned_retirees(None));
+            self.drop_returned_retirees(None, panicked);
         }
     }
 }

@@ -13,6 +13,11 @@ mod imp {
     pub(crate) use std::sync::Arc;
     pub(crate) use std::thread_local as protocol_thread_local;
 
+    /// The value if `arc` was its last reference; else lets go of `arc`.
+    pub(crate) fn arc_into_inner<T>(arc: Arc<T>) -> Option<T> {
+        Arc::into_inner(arc)
+    }
+
     /// Waits a little longer each time: sink calls are short, a long one (a
     /// blocking host sink) is waited for without burning a core.
     pub(crate) fn back_off(attempt: u32) {
@@ -99,6 +104,14 @@ mod imp {
         pub(crate) fn load(&self, _: Ordering) -> u128 {
             *self.0.lock().expect("no model thread panics holding it")
         }
+    }
+
+    /// loom's `Arc` has no `into_inner`, and `try_unwrap` is not atomic with
+    /// letting go: where two holders fail it together, the second drop drops
+    /// the value whole. The models do not tell that apart from taking it
+    /// (their sinks' drops do not panic).
+    pub(crate) fn arc_into_inner<T>(arc: Arc<T>) -> Option<T> {
+        Arc::try_unwrap(arc).ok()
     }
 
     pub(crate) fn back_off(_attempt: u32) {

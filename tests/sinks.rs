@@ -664,6 +664,150 @@ fn a_panic_as_a_batch_lets_go_of_its_list_leaves_its_sweep_done() {
     );
 }
 
+/// Counts its drop, then panics even while another panic unwinds, as a
+/// host's capture may: two of them dropped in one unwind abort the process.
+struct CountsAndPanicsOnDrop(Arc<AtomicU64>);
+
+impl Drop for CountsAndPanicsOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("a capture's drop");
+    }
+}
+
+/// Runs `f`, answering what it panicked with.
+fn panic_of(f: impl FnOnce()) -> Option<&'static str> {
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .expect_err("the capture's panic goes on");
+    payload.downcast_ref::<&str>().copied()
+}
+
+/// A batch's list may hold the last reference to several sinks unregistered
+/// while it ran: each is dropped under its own catch, the first panic goes on
+/// out of `batch_get`, and the process carries on.
+#[test]
+fn captures_panicking_as_a_batch_lets_go_of_its_list_are_each_dropped() {
+    let cache = Arc::new(named("list_drops_two_panics"));
+    cache.batch_set(&[1], &[1; 4], 0).unwrap();
+    let (blocking, _, entered, _, release_tx) = sink_blocked_in_first_call(&cache);
+    let drops = Arc::new(AtomicU64::new(0));
+    let panicking: Vec<SinkId> = (0..2)
+        .map(|_| {
+            let owned = CountsAndPanicsOnDrop(Arc::clone(&drops));
+            cache.register_stat_sink(Box::new(move |_| {
+                let _owns = &owned;
+            }))
+        })
+        .collect();
+    let batch = {
+        let cache = Arc::clone(&cache);
+        thread::spawn(move || {
+            panic_of(|| {
+                let _ = cache.batch_get(&[1], &mut [0u8; 4], None);
+            })
+        })
+    };
+    entered.recv().unwrap();
+    // Neither is running, so each unregister returns at once and leaves the
+    // batch's list the sink's last reference.
+    for id in panicking {
+        cache.unregister_stat_sink(id).unwrap();
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    release_tx.send(()).unwrap();
+    assert_eq!(batch.join().unwrap(), Some("a capture's drop"));
+    assert_eq!(drops.load(Ordering::SeqCst), 2, "each capture was dropped");
+    cache.unregister_stat_sink(blocking).unwrap();
+    cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+}
+
+/// An unregister may hold the last reference to the sink it unregistered
+/// while its sweep drops another retiree's last: a sink that unregistered
+/// itself in a batch still letting go of its list. Both captures are dropped,
+/// the first panic goes on out of the unregister, and it is done.
+#[test]
+fn an_unregister_dropping_two_panicking_captures_drops_both() {
+    /// Holds the batch in the drop of its list until released.
+    struct BlocksOnDrop {
+        dropping: mpsc::Sender<()>,
+        release: Mutex<mpsc::Receiver<()>>,
+    }
+    impl Drop for BlocksOnDrop {
+        fn drop(&mut self) {
+            self.dropping.send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+        }
+    }
+
+    let cache = Arc::new(named("unregister_drops_two_panics"));
+    cache.batch_set(&[1], &[1; 4], 0).unwrap();
+    let drops = Arc::new(AtomicU64::new(0));
+    // Called first: unregisters itself, then holds the batch until released.
+    let own_id = Arc::new(Mutex::new(None::<SinkId>));
+    let (entered_tx, entered) = mpsc::channel::<()>();
+    let (release_tx, release) = mpsc::channel::<()>();
+    let self_unregistering = {
+        let (weak, own_id) = (Arc::downgrade(&cache), Arc::clone(&own_id));
+        let owned = CountsAndPanicsOnDrop(Arc::clone(&drops));
+        let (entered_tx, release) = (Mutex::new(entered_tx), Mutex::new(release));
+        cache.register_stat_sink(Box::new(move |_| {
+            let _owns = &owned;
+            let id = own_id.lock().unwrap().take().expect("one call");
+            weak.upgrade().unwrap().unregister_stat_sink(id).unwrap();
+            entered_tx.lock().unwrap().send(()).unwrap();
+            release.lock().unwrap().recv().unwrap();
+        }))
+    };
+    *own_id.lock().unwrap() = Some(self_unregistering);
+    let (dropping_tx, dropping) = mpsc::channel::<()>();
+    let (let_go_tx, let_go) = mpsc::channel::<()>();
+    let blocks_on_drop = {
+        let owned = BlocksOnDrop {
+            dropping: dropping_tx,
+            release: Mutex::new(let_go),
+        };
+        cache.register_stat_sink(Box::new(move |_| {
+            let _owns = &owned;
+        }))
+    };
+    let batch = {
+        let cache = Arc::clone(&cache);
+        thread::spawn(move || cache.batch_get(&[1], &mut [0u8; 4], None).map(drop))
+    };
+    entered.recv().unwrap();
+    // Not running: the batch's list is left its last reference.
+    cache.unregister_stat_sink(blocks_on_drop).unwrap();
+    // Registered after the batch took its list, so only the registry and
+    // then its unregister hold it.
+    let later = {
+        let owned = CountsAndPanicsOnDrop(Arc::clone(&drops));
+        cache.register_stat_sink(Box::new(move |_| {
+            let _owns = &owned;
+        }))
+    };
+    release_tx.send(()).unwrap();
+    // The batch lets go of the first sink, and now holds in the second's
+    // drop: the first is a retiree that only the registry holds.
+    dropping.recv().unwrap();
+    assert_eq!(
+        panic_of(|| {
+            let _ = cache.unregister_stat_sink(later);
+        }),
+        Some("a capture's drop")
+    );
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        2,
+        "both captures were dropped"
+    );
+    assert_eq!(
+        cache.unregister_stat_sink(later).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let_go_tx.send(()).unwrap();
+    batch.join().unwrap().unwrap();
+}
+
 #[test]
 fn two_sinks_unregistering_each_other_do_not_deadlock() {
     let (a, b) = (
