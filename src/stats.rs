@@ -475,9 +475,7 @@ impl SinkRegistry {
         let mut panicked = None;
         keeping_panic(&mut panicked, || drop(entry));
         self.drop_returned_retirees(done_with, &mut panicked);
-        if let Some(payload) = panicked {
-            std::panic::resume_unwind(payload);
-        }
+        resume_kept_panic(panicked);
         if was_registered {
             Ok(())
         } else {
@@ -517,6 +515,37 @@ impl SinkRegistry {
         }
         if last_of_retired.get() {
             self.drop_returned_retirees(None, panicked);
+        }
+    }
+}
+
+impl Drop for SinkRegistry {
+    /// A cache's sinks go with it, each dropped under its own catch as a
+    /// batch and an unregister drop theirs: two captures panicking in one
+    /// drop of the list would abort the process. (No batch runs: one would
+    /// borrow the cache.)
+    fn drop(&mut self) {
+        let registered = std::mem::take(&mut *self.sinks.write());
+        let retiring = std::mem::take(&mut *self.retiring.lock());
+        let mut panicked = None;
+        for entry in arc_into_inner(registered)
+            .into_iter()
+            .flatten()
+            .chain(retiring)
+        {
+            keeping_panic(&mut panicked, || drop(entry));
+        }
+        resume_kept_panic(panicked);
+    }
+}
+
+/// Lets the first sink panic go on, unless this thread is unwinding already
+/// (a host's drop calling in as a panic unwinds), where a second panic would
+/// abort the process: that one goes on alone.
+pub(crate) fn resume_kept_panic(panicked: Option<SinkPanic>) {
+    if let Some(payload) = panicked {
+        if !std::thread::panicking() {
+            std::panic::resume_unwind(payload);
         }
     }
 }

@@ -675,6 +675,14 @@ impl Drop for CountsAndPanicsOnDrop {
     }
 }
 
+/// Waits for a signal from a blocked batch, failing the test where a
+/// regression keeps it from coming instead of hanging.
+fn signalled(receiver: &mpsc::Receiver<()>) {
+    receiver
+        .recv_timeout(Duration::from_secs(10))
+        .expect("signalled within 10 s");
+}
+
 /// Runs `f`, answering what it panicked with.
 fn panic_of(f: impl FnOnce()) -> Option<&'static str> {
     let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
@@ -707,7 +715,7 @@ fn captures_panicking_as_a_batch_lets_go_of_its_list_are_each_dropped() {
             })
         })
     };
-    entered.recv().unwrap();
+    signalled(&entered);
     // Neither is running, so each unregister returns at once and leaves the
     // batch's list the sink's last reference.
     for id in panicking {
@@ -721,10 +729,10 @@ fn captures_panicking_as_a_batch_lets_go_of_its_list_are_each_dropped() {
     cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
 }
 
-/// An unregister may hold the last reference to the sink it unregistered
-/// while its sweep drops another retiree's last: a sink that unregistered
-/// itself in a batch still letting go of its list. Both captures are dropped,
-/// the first panic goes on out of the unregister, and it is done.
+/// An unregister drops the last references to the sink it unregistered and,
+/// in its sweep, to other retirees: here one that unregistered itself in a
+/// batch still letting go of its list. Both captures are dropped, the first
+/// panic goes on out of the unregister, and it is done.
 #[test]
 fn an_unregister_dropping_two_panicking_captures_drops_both() {
     /// Holds the batch in the drop of its list until released.
@@ -774,7 +782,7 @@ fn an_unregister_dropping_two_panicking_captures_drops_both() {
         let cache = Arc::clone(&cache);
         thread::spawn(move || cache.batch_get(&[1], &mut [0u8; 4], None).map(drop))
     };
-    entered.recv().unwrap();
+    signalled(&entered);
     // Not running: the batch's list is left its last reference.
     cache.unregister_stat_sink(blocks_on_drop).unwrap();
     // Registered after the batch took its list, so only the registry and
@@ -788,7 +796,7 @@ fn an_unregister_dropping_two_panicking_captures_drops_both() {
     release_tx.send(()).unwrap();
     // The batch lets go of the first sink, and now holds in the second's
     // drop: the first is a retiree that only the registry holds.
-    dropping.recv().unwrap();
+    signalled(&dropping);
     assert_eq!(
         panic_of(|| {
             let _ = cache.unregister_stat_sink(later);
@@ -806,6 +814,85 @@ fn an_unregister_dropping_two_panicking_captures_drops_both() {
     );
     let_go_tx.send(()).unwrap();
     batch.join().unwrap().unwrap();
+}
+
+/// Registers two sinks on a new cache whose captures count their drops in
+/// `drops` and panic.
+fn with_panicking_captures(name: &str, drops: &Arc<AtomicU64>) -> Cache {
+    let cache = named(name);
+    for _ in 0..2 {
+        let owned = CountsAndPanicsOnDrop(Arc::clone(drops));
+        cache.register_stat_sink(Box::new(move |_| {
+            let _owns = &owned;
+        }));
+    }
+    cache
+}
+
+/// A cache's sinks go with it, each dropped under its own catch: the first
+/// capture's panic goes on out of the drop, or, where the cache is dropped
+/// as another panic unwinds, that one goes on alone.
+#[test]
+fn a_cache_dropped_with_panicking_captures_drops_each() {
+    let drops = Arc::new(AtomicU64::new(0));
+    let cache = with_panicking_captures("dropped_with_panicking_captures", &drops);
+    assert_eq!(panic_of(|| drop(cache)), Some("a capture's drop"));
+    assert_eq!(drops.load(Ordering::SeqCst), 2);
+    let cache = with_panicking_captures("dropped_as_a_panic_unwinds", &drops);
+    assert_eq!(
+        panic_of(|| {
+            let _cache = cache;
+            panic!("the host's");
+        }),
+        Some("the host's")
+    );
+    assert_eq!(drops.load(Ordering::SeqCst), 4);
+}
+
+/// A host's guard may unregister a sink, or look up, in its drop while a
+/// panic unwinds: a sink's panic then, or its capture's, cannot go on (a
+/// second panic would abort the process), so the host's goes on alone.
+#[test]
+fn calls_from_a_drop_as_a_panic_unwinds_let_that_panic_go_on() {
+    struct CallsOnDrop<F: FnMut()>(F);
+    impl<F: FnMut()> Drop for CallsOnDrop<F> {
+        fn drop(&mut self) {
+            (self.0)();
+        }
+    }
+
+    let drops = Arc::new(AtomicU64::new(0));
+    let cache = Arc::new(named("called_as_a_panic_unwinds"));
+    cache.batch_set(&[1], &[1; 4], 0).unwrap();
+    let panicking_capture = {
+        let owned = CountsAndPanicsOnDrop(Arc::clone(&drops));
+        cache.register_stat_sink(Box::new(move |_| {
+            let _owns = &owned;
+        }))
+    };
+    let unregister = || {
+        let _guard = CallsOnDrop(|| {
+            cache.unregister_stat_sink(panicking_capture).unwrap();
+        });
+        panic!("the host's");
+    };
+    assert_eq!(panic_of(unregister), Some("the host's"));
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "the capture was dropped");
+
+    let panicking_sink = cache.register_stat_sink(Box::new(|_| panic!("a sink's")));
+    let look_up = || {
+        let _guard = CallsOnDrop(|| {
+            cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+        });
+        panic!("the host's");
+    };
+    assert_eq!(panic_of(look_up), Some("the host's"));
+    cache.unregister_stat_sink(panicking_sink).unwrap();
+    assert_eq!(
+        cache.cumulative_read_stats().hits,
+        1,
+        "the batch was counted"
+    );
 }
 
 #[test]

@@ -938,7 +938,8 @@ impl Cache {
     /// Counts the batch and calls the sinks. Fails with `OutOfMemory`, having
     /// written, counted and called nothing, when its scratch cannot be had.
     /// A sink that panics has its panic resumed here once every other sink has
-    /// had its call; the batch stays counted.
+    /// had its call (unless the thread unwinds already, which goes on alone);
+    /// the batch stays counted.
     pub fn batch_get(
         &self,
         ids: &[i64],
@@ -1004,7 +1005,8 @@ impl Cache {
 
     /// Calls the cache's sinks, then the global ones, with a looked-up batch's
     /// counts; none for an empty batch. A sink that panics is let go on with
-    /// its panic once every other sink has had its call.
+    /// its panic once every other sink has had its call (unless the thread
+    /// unwinds already: `resume_kept_panic`).
     pub(crate) fn notify_sinks(&self, stats: &BatchStats) {
         if stats.total == 0 {
             return;
@@ -1016,9 +1018,7 @@ impl Cache {
         let mut panicked = None;
         self.sinks.notify(&event, &mut panicked);
         stats::notify_global_sinks(&event, &mut panicked);
-        if let Some(payload) = panicked {
-            std::panic::resume_unwind(payload);
-        }
+        stats::resume_kept_panic(panicked);
     }
 
     /// Looks up a window: in runs in the batch's order while the shards they
@@ -1392,6 +1392,9 @@ impl Cache {
     /// dropped once no call of it runs and no batch holds it: by this call,
     /// or, from inside the sink, by the batch whose call of it returns last,
     /// unless a batch that took the list of sinks before holds it longer.
+    /// What the closure holds may panic as it drops: that panic goes on out
+    /// of this call, once every sink due to be dropped here is, unless the
+    /// thread unwinds already.
     pub fn unregister_stat_sink(&self, id: SinkId) -> Result<(), Error> {
         self.sinks.unregister(id)
     }
