@@ -416,9 +416,7 @@ impl SinkRegistry {
             *retiring = running;
             returned
         };
-        for retiree in returned {
-            keeping_panic(panicked, || drop(retiree));
-        }
+        drop_each(returned, panicked);
     }
 
     /// Unregisters sink `id` and waits for its calls on other threads, or,
@@ -508,11 +506,7 @@ impl SinkRegistry {
         // it drops: each entry the list holds last is dropped under its own
         // catch (two panicking in one drop of the list would abort), and the
         // sweep runs whatever those drops did.
-        if let Some(entries) = arc_into_inner(sinks) {
-            for entry in entries {
-                keeping_panic(panicked, || drop(entry));
-            }
-        }
+        drop_each(arc_into_inner(sinks).into_iter().flatten(), panicked);
         if last_of_retired.get() {
             self.drop_returned_retirees(None, panicked);
         }
@@ -528,14 +522,18 @@ impl Drop for SinkRegistry {
         let registered = std::mem::take(&mut *self.sinks.write());
         let retiring = std::mem::take(&mut *self.retiring.lock());
         let mut panicked = None;
-        for entry in arc_into_inner(registered)
-            .into_iter()
-            .flatten()
-            .chain(retiring)
-        {
-            keeping_panic(&mut panicked, || drop(entry));
-        }
+        let registered = arc_into_inner(registered).into_iter().flatten();
+        drop_each(registered.chain(retiring), &mut panicked);
         resume_kept_panic(panicked);
+    }
+}
+
+/// Drops each of `entries` under its own catch, keeping the first panic in
+/// `panicked`: the last reference to a sink drops its closure, whose captures
+/// may panic, and two panics in one drop would abort the process.
+fn drop_each(entries: impl IntoIterator<Item = Arc<SinkEntry>>, panicked: &mut Option<SinkPanic>) {
+    for entry in entries {
+        keeping_panic(panicked, || drop(entry));
     }
 }
 
