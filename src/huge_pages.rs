@@ -520,36 +520,22 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_mapping_gives_back_the_slack_before_its_start() {
-        const CHILD: &str = "KVZCH_MAPPING_HEAD_CHILD";
-        if std::env::var_os(CHILD).is_none() {
-            let name = "huge_pages::tests::a_mapping_gives_back_the_slack_before_its_start";
-            let child = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", name, "--test-threads=1"])
-                .env(CHILD, "1")
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&child.stdout);
-            assert!(
-                child.status.success() && stdout.contains("1 passed"),
-                "the child ended with {}\nstdout:\n{stdout}\nstderr:\n{}",
-                child.status,
-                String::from_utf8_lossy(&child.stderr)
-            );
-            return;
-        }
-        // Lengths that are not whole huge pages, which a kernel may align
-        // the mapping of by itself, leaving no head.
-        let arrays: Vec<HugePageArray<u8>> = (1..=8)
-            .map(|pages| HugePageArray::zeroed(pages * HUGE_PAGE_BYTES + 100).expect("memory"))
-            .collect();
-        let mappings = mappings();
-        for array in &arrays {
-            let start = array.as_ptr() as usize;
-            assert!(
-                mappings.iter().all(|range| range.end != start),
-                "a mapping ends where the array at {start:#x} starts"
-            );
-        }
+        let name = "huge_pages::tests::a_mapping_gives_back_the_slack_before_its_start";
+        crate::test_child::in_a_child(name, || {
+            // Lengths that are not whole huge pages, which a kernel may align
+            // the mapping of by itself, leaving no head.
+            let arrays: Vec<HugePageArray<u8>> = (1..=8)
+                .map(|pages| HugePageArray::zeroed(pages * HUGE_PAGE_BYTES + 100).expect("memory"))
+                .collect();
+            let mappings = mappings();
+            for array in &arrays {
+                let start = array.as_ptr() as usize;
+                assert!(
+                    mappings.iter().all(|range| range.end != start),
+                    "a mapping ends where the array at {start:#x} starts"
+                );
+            }
+        });
     }
 
     /// The flags of the mapping that holds `address`, from `/proc/self/smaps`

@@ -24,6 +24,9 @@ pub mod stats;
 #[cfg(all(test, loom))]
 mod stats_loom;
 mod sync;
+#[cfg(all(test, target_os = "linux"))]
+#[path = "../tests/common/child.rs"]
+mod test_child;
 mod word_match;
 
 pub use cache::{

@@ -9,19 +9,18 @@
 //! test-only hook; these take no hook.)
 #![cfg(target_os = "linux")]
 
-use std::process::Command;
-
 use kvzch::ffi::*;
 
 #[path = "common/ffi.rs"]
 mod ffi_calls;
 use ffi_calls::{batch_get, batch_set, created, info, last_error, options};
+#[path = "common/child.rs"]
+mod child;
+use child::in_a_child;
 #[path = "common/memory.rs"]
 mod memory;
 use memory::mapped_bytes;
 
-/// Set in the child's environment.
-const CHILD: &str = "KVZCH_OUT_OF_MEMORY_CHILD";
 /// What the child may map beyond what it holds when capped: far less than
 /// the publish's scratch (28 bytes an id), far more than a lookup's.
 const HEADROOM_BYTES: u64 = 32 << 20;
@@ -44,27 +43,6 @@ fn rows_that_cannot_have_a_larger_mapping_keep_the_rows_they_held() {
     in_a_child(
         "rows_that_cannot_have_a_larger_mapping_keep_the_rows_they_held",
         grow_rows_under_a_capped_address_space,
-    );
-}
-
-/// Runs `body` in a child process: this test binary again, running only the
-/// test `name`, which calls this again and finds itself the child.
-fn in_a_child(name: &str, body: fn()) {
-    if std::env::var_os(CHILD).is_some() {
-        body();
-        return;
-    }
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&child.stdout);
-    assert!(
-        child.status.success() && stdout.contains("1 passed"),
-        "the child ended with {}\nstdout:\n{stdout}\nstderr:\n{}",
-        child.status,
-        String::from_utf8_lossy(&child.stderr)
     );
 }
 
