@@ -220,7 +220,9 @@ typedef struct kvzch_cache_info {
   /**
    * 1.1: existing ids overwritten. An id given more than once in one
    * publish counts its earlier occurrences here, as if each had been
-   * written and then overwritten by the next.
+   * written and then overwritten by the next; unless the publish could
+   * not keep that id at all, which counts it once, in
+   * `capacity_evictions`.
    */
   uint64_t updates;
   /**

@@ -194,6 +194,38 @@ fn a_publish_larger_than_the_capacity_keeps_its_latest_rows() {
     );
 }
 
+/// A new id that its publish cannot keep counts once, as a capacity eviction,
+/// however often the publish gives it: none of its occurrences was written.
+/// A kept id given twice counts its earlier occurrence as an update. Both in
+/// short publishes, which write each occurrence, and in long ones, which
+/// write only an id's last.
+#[test]
+fn a_dropped_id_counts_once_however_often_its_publish_gives_it() {
+    for last in [2, 200] {
+        let cache = one_shard_cache(EvictionPolicy::LruApprox, 1);
+        let counts = || {
+            let info = cache.info();
+            (
+                info.rows,
+                info.inserts,
+                info.updates,
+                info.capacity_evictions,
+            )
+        };
+        // Only the latest new id is kept: `last`.
+        let first: Vec<i64> = [1].into_iter().chain(1..=last).collect();
+        publish(&cache, &first, 1);
+        assert_eq!(present(&cache, &[1, last]), [false, true]);
+        assert_eq!(counts(), (1, 1, 0, last as u64 - 1), "{last}");
+        // `last` evicted, every new id dropped but the one given twice.
+        let twice = 1_000 + last;
+        let second: Vec<i64> = [twice].into_iter().chain(1_000..=twice).collect();
+        publish(&cache, &second, 2);
+        assert_eq!(present(&cache, &[last, 1_000, twice]), [false, false, true]);
+        assert_eq!(counts(), (1, 2, 1, 2 * last as u64), "{last}");
+    }
+}
+
 #[test]
 fn max_memory_bytes_holds_under_a_policy() {
     let limit = 2 << 20;
