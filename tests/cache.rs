@@ -228,6 +228,33 @@ fn max_memory_bytes_is_never_exceeded() {
     }
     assert!(stored > 0);
     assert_eq!(cache.info().rows, stored);
+    // The refused new ids again, with overwrites of stored rows and one id
+    // twice: refused as a whole, nothing overwritten, restamped or grown.
+    let before = cache.info().memory_bytes;
+    let overwritten: Vec<i64> = (next - 10..next).collect();
+    let mixed: Vec<i64> = overwritten
+        .iter()
+        .copied()
+        .chain(next..next + 50)
+        .chain([next])
+        .collect();
+    let error = cache
+        .batch_set(&mixed, &rows_of(&mixed, 2, 64), 2)
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::CapacityExceeded, "{error}");
+    let info = cache.info();
+    assert_eq!((info.rows, info.memory_bytes), (stored, before));
+    let (out, _, _) = get(&cache, &overwritten);
+    assert_eq!(
+        out,
+        rows_of(&overwritten, 1, 64),
+        "stored rows were overwritten"
+    );
+    assert_eq!(
+        cache.evict_older_than(2),
+        stored,
+        "stored rows were restamped"
+    );
     let error = Cache::new(CacheConfig {
         max_memory_bytes: Some(10),
         ..config(64)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use kvzch::{Cache, CacheConfig};
+use kvzch::{Cache, CacheConfig, ErrorKind};
 
 const ROW_BYTES: usize = 64;
 
@@ -409,4 +409,62 @@ fn every_info_snapshot_counts_the_rows_its_counters_add_up_to() {
     );
     let info = cache.info();
     assert_eq!((info.rows, info.removals), (28, 4 * u64::from(ROUNDS)));
+}
+
+/// Writers racing for the last rows of `max_rows`: each publish is stored
+/// whole or refused whole, and the cache ends holding exactly the stored
+/// ones, never more than `max_rows`.
+#[test]
+fn racing_publishes_under_max_rows_are_each_stored_whole_or_refused_whole() {
+    const MAX_ROWS: u64 = 1000;
+    const BATCH: i64 = 7;
+    let cache = Arc::new(
+        Cache::new(CacheConfig {
+            num_shards: 4,
+            max_rows: Some(MAX_ROWS),
+            ..CacheConfig::new(ROW_BYTES)
+        })
+        .unwrap(),
+    );
+    let writers: Vec<_> = (0..4i64)
+        .map(|writer| {
+            let cache = Arc::clone(&cache);
+            thread::spawn(move || {
+                let mut stored = Vec::new();
+                for first in (writer << 32..).step_by(BATCH as usize) {
+                    let ids: Vec<i64> = (first..first + BATCH).collect();
+                    let rows: Vec<u8> = ids.iter().flat_map(|&id| encoded_row(id, 1)).collect();
+                    match cache.batch_set(&ids, &rows, 1) {
+                        Ok(()) => stored.extend(ids),
+                        // Rows only grow, so every later publish is refused too.
+                        Err(error) => {
+                            assert_eq!(error.kind(), ErrorKind::CapacityExceeded, "{error}");
+                            return (stored, ids);
+                        }
+                    }
+                }
+                unreachable!("the ids ran out before max_rows did")
+            })
+        })
+        .collect();
+    let (mut stored, mut refused) = (Vec::new(), Vec::new());
+    for writer in writers {
+        let (its_stored, its_refused) = writer.join().unwrap();
+        stored.extend(its_stored);
+        refused.extend(its_refused);
+    }
+    let rows = cache.info().rows;
+    assert_eq!(rows, stored.len() as u64);
+    assert!(
+        rows <= MAX_ROWS && rows + BATCH as u64 > MAX_ROWS,
+        "{rows} rows"
+    );
+    let mut out = vec![0; stored.len() * ROW_BYTES];
+    let stats = cache.batch_get(&stored, &mut out, None).unwrap();
+    assert_eq!(stats.hits, stored.len() as u64, "a stored row went missing");
+    let expected: Vec<u8> = stored.iter().flat_map(|&id| encoded_row(id, 1)).collect();
+    assert!(out == expected, "a stored row came back wrong");
+    let mut out = vec![0; refused.len() * ROW_BYTES];
+    let stats = cache.batch_get(&refused, &mut out, None).unwrap();
+    assert_eq!(stats.hits, 0, "a refused publish stored rows");
 }

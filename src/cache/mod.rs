@@ -2114,6 +2114,26 @@ mod tests {
         assert_holds(&cache, &ids, &[]);
     }
 
+    /// `evict_older_than` sweeps a large shard in stretches, and the overflow
+    /// list only with the last: the old ids there go, the new ones stay.
+    #[test]
+    fn an_expiry_in_stretches_sweeps_the_overflow_list_too() {
+        let cache = Cache::new(one_shard_of_8_byte_rows()).unwrap();
+        let filler: Vec<i64> = (1..=20_000).collect();
+        cache.batch_set(&filler, &rows_of(&filler, 8), 2).unwrap();
+        let ids = ids_that_defeat_the_hash(&cache);
+        let (old, new) = ids.split_at(50);
+        cache.batch_set(old, &rows_of(old, 8), 1).unwrap();
+        cache.batch_set(new, &rows_of(new, 8), 2).unwrap();
+        let shard = || cache.shards[0].read();
+        assert!(shard().bucket_count() > 2 * EVICT_STRETCH);
+        let (overflowed, _) = shard().index().overflow_room();
+        assert!(overflowed > 50, "{overflowed} ids overflowed");
+        assert_eq!(cache.evict_older_than(2), 50);
+        assert_holds(&cache, &[new, &filler[..]].concat(), old);
+        assert_eq!(cache.info().rows, 20_050);
+    }
+
     /// A capacity publish that needs both an eviction and a larger arena: while
     /// it cannot allocate, it evicts nothing (before it allocated first, it
     /// had evicted two rows).
