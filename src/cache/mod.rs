@@ -1477,7 +1477,7 @@ mod tests {
         // The search for how many rows fit computed sizes past `usize` here
         // (a panic where overflow is checked, a wrapped plan elsewhere).
         for row_bytes in [1, 16, MAX_ROW_BYTES] {
-            for bytes in [usize::MAX / 2, usize::MAX - 1] {
+            for bytes in [usize::MAX / 2, 1 << (usize::BITS - 1), usize::MAX - 1] {
                 let rows = rows_within(row_bytes, bytes);
                 let addressable = Shard::addressable_rows(row_bytes);
                 assert_eq!(rows, addressable, "{row_bytes} B rows in {bytes} B");
