@@ -215,6 +215,7 @@ struct CacheModel {
     updates: u64,
     removals: u64,
     expirations: u64,
+    capacity_evictions: u64,
     sinks: Vec<SinkRec>,
 }
 
@@ -435,26 +436,24 @@ impl Fuzz {
                 model.max_rows, model.max_memory
             ));
         }
-        if !model.evicts {
-            let counters = (
-                info.inserts,
-                info.updates,
-                info.removals,
-                info.expirations,
-                info.capacity_evictions,
-            );
-            let expected = (
-                model.inserts,
-                model.updates,
-                model.removals,
-                model.expirations,
-                0,
-            );
-            if counters != expected {
-                self.fail(format!(
-                    "cache {c}: (inserts, updates, removals, expirations, capacity_evictions) = {counters:?}, the model says {expected:?}"
-                ));
-            }
+        let counters = (
+            info.inserts,
+            info.updates,
+            info.removals,
+            info.expirations,
+            info.capacity_evictions,
+        );
+        let expected = (
+            model.inserts,
+            model.updates,
+            model.removals,
+            model.expirations,
+            model.capacity_evictions,
+        );
+        if counters != expected {
+            self.fail(format!(
+                "cache {c}: (inserts, updates, removals, expirations, capacity_evictions) = {counters:?}, the model says {expected:?}"
+            ));
         }
         self.check_sinks();
     }
@@ -507,9 +506,19 @@ impl Fuzz {
         }
     }
 
-    /// Reads back every id the model holds and a few it does not. A cache
-    /// whose policy evicts is re-synchronized: ids that are gone leave the model.
+    /// Reads back every id the model holds and a few it does not; no row may
+    /// have gone (only a publish evicts).
     fn verify_contents(&mut self, c: usize) {
+        let gone = self.read_back(c);
+        if !gone.is_empty() {
+            self.fail(format!("cache {c}: ids {gone:?} went missing"));
+        }
+        self.check_quiet(c);
+    }
+
+    /// Reads back every id the model holds and a few it does not, counting
+    /// the lookup. The ids that went missing leave the model and are returned.
+    fn read_back(&mut self, c: usize) -> Vec<i64> {
         let model = &self.caches[c];
         let mut ids: Vec<i64> = model.rows.keys().copied().collect();
         ids.sort_unstable();
@@ -535,7 +544,6 @@ impl Fuzz {
                 self.read_last_error()
             ));
         }
-        let evicts = model.evicts;
         let mut gone = Vec::new();
         let mut hits = 0;
         for (i, id) in ids.iter().enumerate() {
@@ -549,7 +557,7 @@ impl Fuzz {
                         ));
                     }
                 }
-                (Some(_), 0) if evicts => gone.push(*id),
+                (Some(_), 0) => gone.push(*id),
                 (None, 0) => {
                     let fill = if model.leave_untouched { 0x77 } else { 0 };
                     if row.iter().any(|&b| b != fill) {
@@ -573,11 +581,11 @@ impl Fuzz {
             ));
         }
         let model = &mut self.caches[c];
-        for id in gone {
-            model.rows.remove(&id);
+        for id in &gone {
+            model.rows.remove(id);
         }
         self.count_lookup(c, ids.len() as u64, hits);
-        self.check_quiet(c);
+        gone
     }
 
     fn retire(&mut self, state: Box<SinkState>) {
@@ -1046,6 +1054,7 @@ impl Fuzz {
             updates: 0,
             removals: 0,
             expirations: 0,
+            capacity_evictions: 0,
             sinks: Vec::new(),
         });
         let c = self.caches.len() - 1;
@@ -1200,32 +1209,63 @@ impl Fuzz {
         let status = unsafe { kvzch_cache_batch_set(handle, ids_ptr, n, rows_ptr, rows_len, ts) };
         let ok = self.outcome("kvzch_cache_batch_set", status, &expect);
         let CacheArg::Live(c) = cache else { return };
-        if ok {
-            let model = &mut self.caches[c];
-            for (i, id) in ids.iter().enumerate() {
-                // An id given twice counts its earlier occurrence as an
-                // update (docs/ABI_POLICY.md).
-                match model
-                    .rows
-                    .insert(*id, (rows[i * row_bytes..][..row_bytes].to_vec(), ts))
-                {
-                    None => model.inserts += 1,
-                    Some(_) => model.updates += 1,
-                }
+        if !ok {
+            return self.verify_contents(c);
+        }
+        let model = &mut self.caches[c];
+        for (i, id) in ids.iter().enumerate() {
+            model
+                .rows
+                .insert(*id, (rows[i * row_bytes..][..row_bytes].to_vec(), ts));
+        }
+        if !model.evicts {
+            self.count_publish(c, &ids, &new_ids, &HashSet::new());
+            return self.verify_contents(c);
+        }
+        let gone: HashSet<i64> = self.read_back(c).into_iter().collect();
+        if let Some(id) = ids
+            .iter()
+            .find(|&id| gone.contains(id) && !new_ids.contains(id))
+        {
+            self.fail(format!(
+                "cache {c}: a publish under a capacity policy evicted stored id {id}, which it wrote"
+            ));
+        }
+        if !ids.is_empty() && ids.iter().all(|id| gone.contains(id)) {
+            self.fail(format!(
+                "cache {c}: a publish under a capacity policy kept none of its {} ids",
+                ids.len()
+            ));
+        }
+        self.count_publish(c, &ids, &new_ids, &gone);
+        self.check_quiet(c);
+    }
+
+    /// Counts a publish of `ids` (`new_ids` of them not stored before) that
+    /// evicted the stored rows and dropped the new ids in `gone`, each once,
+    /// as docs/ABI_POLICY.md says: an id given twice counts its earlier
+    /// occurrence as an update, unless the publish dropped it.
+    fn count_publish(
+        &mut self,
+        c: usize,
+        ids: &[i64],
+        new_ids: &HashSet<i64>,
+        gone: &HashSet<i64>,
+    ) {
+        let model = &mut self.caches[c];
+        let mut passed = HashSet::new();
+        for id in ids.iter().rev() {
+            let last = passed.insert(*id);
+            if gone.contains(id) {
+                continue;
             }
-            if model.evicts && !ids.is_empty() {
-                self.verify_contents(c);
-                let model = &self.caches[c];
-                if !ids.iter().any(|id| model.rows.contains_key(id)) {
-                    self.fail(format!(
-                        "cache {c}: a publish under a capacity policy kept none of its {} ids",
-                        ids.len()
-                    ));
-                }
-                return;
+            if last && new_ids.contains(id) {
+                model.inserts += 1;
+            } else {
+                model.updates += 1;
             }
         }
-        self.verify_contents(c);
+        model.capacity_evictions += gone.len() as u64;
     }
 
     fn batch_get(&mut self) {
