@@ -424,7 +424,7 @@ void kvzch_cache_destroy(struct kvzch_cache *cache);
  * failure stays (the shards grown before it, and the failing shard's room
  * for timestamps): `memory_bytes` counts it, and the next publish uses it.
  * Concurrent readers see every row whole, old or new (for an id given twice,
- * the new row is its last occurrence's: the earlier ones are never written).
+ * the new row is its last occurrence's: no reader sees an earlier one's).
  */
 enum kvzch_status kvzch_cache_batch_set(struct kvzch_cache *cache,
                                         const int64_t *ids,

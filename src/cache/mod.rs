@@ -27,8 +27,10 @@
 //! shard's write lock only for a bounded stretch (`WRITE_STRETCH` rows or
 //! `EVICT_STRETCH` buckets) and then let waiting readers in, so a large publish
 //! or an eviction pass delays a lookup by one stretch at most. A publish
-//! writes only the last occurrence of an id it holds twice, so a reader let in
-//! between stretches finds the old row or the new one. A lookup that
+//! that holds an id twice in a shard's group longer than one stretch writes
+//! only its last occurrence, so a reader let in between stretches finds the
+//! old row or the new one (a shorter group is written in one stretch, where
+//! no reader sees an earlier occurrence). A lookup that
 //! finds a shard write-locked reads the batch's other shards first and comes
 //! back to it, so the wait overlaps useful work.
 //!
@@ -651,10 +653,12 @@ impl Cache {
     }
 
     /// Stores `rows` (row `i` is `rows[i * row_bytes..][..row_bytes]`) for `ids`,
-    /// stamped with `timestamp`. The last occurrence of a duplicate id wins, and
-    /// only its row is written, so a concurrent reader finds the id's old row or
-    /// that one. (Each earlier occurrence still counts as an update, as if it
-    /// had been written and then overwritten.) On error nothing is stored;
+    /// stamped with `timestamp`. The last occurrence of a duplicate id wins: a
+    /// concurrent reader finds the id's old row or that one, never an earlier
+    /// occurrence's. (Each earlier occurrence still counts as an update, as if
+    /// it had been written and then overwritten; unless the publish, under a
+    /// capacity policy, could not keep the id, which then counts once, as a
+    /// capacity eviction.) On error nothing is stored;
     /// after `OutOfMemory`, room grown before the failure (in the shards before
     /// it, and the failing shard's room for timestamps) stays for the next
     /// publish.

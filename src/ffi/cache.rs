@@ -278,7 +278,7 @@ fn rows_bytes(cache: &Cache, n: usize, len: usize, what: &str) -> Result<usize, 
 /// failure stays (the shards grown before it, and the failing shard's room
 /// for timestamps): `memory_bytes` counts it, and the next publish uses it.
 /// Concurrent readers see every row whole, old or new (for an id given twice,
-/// the new row is its last occurrence's: the earlier ones are never written).
+/// the new row is its last occurrence's: no reader sees an earlier one's).
 #[no_mangle]
 pub extern "C" fn kvzch_cache_batch_set(
     cache: *mut kvzch_cache,
