@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 
 use kvzch::{Cache, CacheConfig, EvictionPolicy};
 
+#[path = "common/figures.rs"]
+mod figures;
+use figures::{percentile, resident_bytes};
+
 const ROW_BYTES: usize = 64;
 
 struct Options {
@@ -242,23 +246,21 @@ fn recency_cost(options: &Options) {
 /// p50 and p99 of reader batch latency over `duration`.
 fn reader_latency(cache: &Cache, batches: &[Vec<i64>], duration: Duration) -> (Duration, Duration) {
     let mut out = vec![0u8; 4096 * 256];
-    let mut latencies = Vec::new();
+    let mut latencies_ns = Vec::new();
     let started = Instant::now();
     for batch in batches.iter().cycle() {
         let before = Instant::now();
         cache
             .batch_get(batch, &mut out, None)
             .expect("sized buffers");
-        latencies.push(before.elapsed());
+        latencies_ns.push(before.elapsed().as_nanos() as u64);
         if started.elapsed() > duration {
             break;
         }
     }
-    latencies.sort();
-    (
-        latencies[latencies.len() / 2],
-        latencies[latencies.len() * 99 / 100],
-    )
+    latencies_ns.sort_unstable();
+    let at = |p| Duration::from_nanos(percentile(&latencies_ns, p) as u64);
+    (at(0.50), at(0.99))
 }
 
 fn latency_under_eviction(options: &Options) {
@@ -308,28 +310,19 @@ fn latency_under_eviction(options: &Options) {
     );
 }
 
-/// The process's resident set, from /proc/self/statm.
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .expect("resident field")
-        .parse()
-        .expect("a number");
-    pages * 4096
-}
-
 fn memory(options: &Options) {
     let rows = options.table_rows * 4;
+    // The bench's own ids and rows are made before the resident set is read,
+    // so that its growth is the cache's.
+    let ids: Vec<i64> = (0..rows as i64).collect();
+    let batch_rows = vec![3u8; 4096 * 256];
     let before = resident_bytes();
     let cache = Cache::new(CacheConfig::new(256)).expect("valid config");
-    let ids: Vec<i64> = (0..rows as i64).collect();
     // Older rows carry older timestamps, so evict_older_than can take 90%.
     for (batch, chunk) in ids.chunks(4096).enumerate() {
         let stamp = (batch * 4096 * 10 / rows) as u32;
         cache
-            .batch_set(chunk, &vec![3u8; chunk.len() * 256], stamp)
+            .batch_set(chunk, &batch_rows[..chunk.len() * 256], stamp)
             .expect("unbounded");
     }
     let held = cache.info().memory_bytes;

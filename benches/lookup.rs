@@ -10,6 +10,8 @@
 mod contender;
 #[path = "lookup/crates.rs"]
 mod crates;
+#[path = "common/figures.rs"]
+mod figures;
 #[path = "lookup/huge_map.rs"]
 mod huge_map;
 #[path = "lookup/indexed_limit.rs"]

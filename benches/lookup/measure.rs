@@ -6,6 +6,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use crate::contender::Contender;
+pub use crate::figures::{percentile, resident_bytes};
 use crate::workload::Pool;
 
 /// Batches each reader (and each thread of [`calls`]) runs before the clock
@@ -72,14 +73,6 @@ impl Readers {
     pub fn preempted_share(&self) -> f64 {
         1.0 - self.kept_cpu_latencies_ns.len() as f64 / self.latencies_ns.len() as f64
     }
-}
-
-pub fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1] as f64
 }
 
 /// Runs `threads` readers over `pool` on `contender`, from when they are all
@@ -360,19 +353,6 @@ fn involuntary_context_switches() -> i64 {
     };
     assert_eq!(status, 0, "getrusage(RUSAGE_THREAD) failed");
     usage.ru_nivcsw
-}
-
-/// The process's resident set in bytes, from `/proc/self/statm`.
-pub fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|field| field.parse().ok())
-        .expect("statm's second field is the resident page count");
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * page as u64
 }
 
 /// The process's anonymous memory on transparent huge pages, in bytes, from
