@@ -64,6 +64,10 @@ const ZIPF_EXPONENT: f64 = 1.05;
 /// Batches verified row by row (contents, zero-filled misses) per pool and
 /// contender before any timing.
 const VERIFIED_BATCHES: usize = 64;
+/// A workload's pool of batches holds at most this many ids, and at least 64
+/// batches, which bounds `--batch`.
+const POOL_IDS: usize = 4 << 20;
+const MAX_BATCH: usize = POOL_IDS / 64;
 
 pub struct Config {
     pub rows: usize,
@@ -86,7 +90,7 @@ usage: cargo bench --bench lookup -- [flags]
   --quick               small table (100k rows), 3 runs of 0.1 s: a smoke test
   --rows N              stored rows (default 4000000)
   --row-bytes N         bytes per row, >= 16 (default 256)
-  --batch N             ids per lookup and per publish batch (default 4096)
+  --batch N             ids per lookup and per publish batch, 1..=65536 (default 4096)
   --threads LIST        reader thread counts, e.g. 1,2 (default 1,2)
   --workloads LIST      of uniform_hit,zipf_miss,publish,stats_overhead (default all)
   --contenders LIST     of limit,indexed_limit,upstream_peer,dashmap,quick_cache,
@@ -189,6 +193,9 @@ fn parse_args() -> Result<Config, String> {
     }
     if config.rows >= u32::MAX as usize / 2 {
         return Err("--rows must be below 2^31".into());
+    }
+    if !(1..=MAX_BATCH).contains(&config.batch) {
+        return Err(format!("--batch must be in 1..={MAX_BATCH}"));
     }
     // Ratios need the limit and the peer in every run.
     for needed in ["limit", "upstream_peer"] {
@@ -752,7 +759,7 @@ fn main() {
     // About one id per stored row (at least 64 batches), so a pool's rows are
     // spread over the whole table; capped at 4M ids (48 MB of ids and row
     // numbers) per pool.
-    let pool_batches = (config.rows.div_ceil(batch)).clamp(64, (4 << 20) / batch);
+    let pool_batches = (config.rows.div_ceil(batch)).clamp(64, POOL_IDS / batch);
     let uniform = workload::uniform(&universe, batch, pool_batches, 0x756e_6966);
     let zipf = workload::zipf(&universe, batch, pool_batches, ZIPF_EXPONENT, 0x7a69_7066);
     eprintln!(
