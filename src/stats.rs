@@ -542,7 +542,9 @@ fn drop_each(entries: impl IntoIterator<Item = Arc<SinkEntry>>, panicked: &mut O
 /// abort the process: that one goes on alone.
 pub(crate) fn resume_kept_panic(panicked: Option<SinkPanic>) {
     if let Some(payload) = panicked {
-        if !std::thread::panicking() {
+        if std::thread::panicking() {
+            discard_panic(payload);
+        } else {
             std::panic::resume_unwind(payload);
         }
     }
@@ -551,7 +553,20 @@ pub(crate) fn resume_kept_panic(panicked: Option<SinkPanic>) {
 /// Runs `f`, keeping its panic in `panicked` unless an earlier one is there.
 fn keeping_panic(panicked: &mut Option<SinkPanic>, f: impl FnOnce()) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
-        panicked.get_or_insert(payload);
+        match panicked {
+            Some(_) => discard_panic(payload),
+            None => *panicked = Some(payload),
+        }
+    }
+}
+
+/// Lets go of what a panic was given. That can be any value (`panic_any`),
+/// with a `Drop` that panics in turn, which would unwind out of the caller
+/// where it must not (a second panic, or a C caller): that panic is caught,
+/// and what it was given is forgotten, since dropping it could panic again.
+pub(crate) fn discard_panic(payload: Box<dyn Any + Send>) {
+    if let Err(nested) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
+        std::mem::forget(nested);
     }
 }
 

@@ -11,6 +11,9 @@ use kvzch::ffi::*;
 #[path = "common/ffi.rs"]
 mod ffi_calls;
 use ffi_calls::{batch_get, batch_set, created, last_error, options};
+#[path = "common/panic_payload.rs"]
+mod panic_payload;
+use panic_payload::PanicsAsItDrops;
 
 #[test]
 fn a_panicking_rust_sink_makes_the_c_call_internal() {
@@ -44,5 +47,14 @@ fn a_panicking_rust_sink_makes_the_c_call_internal() {
     let status = batch_get(cache, &[2, 3], &mut out[..16], Some(&mut stats));
     assert_eq!(status, kvzch_status::KVZCH_STATUS_OK, "{}", last_error());
     assert_eq!((stats.hits, stats.misses, stats.total), (1, 1, 2));
+
+    // A panic with a value whose drop panics in turn: the boundary lets go of
+    // it under a catch, where that drop's panic would leave through C.
+    let sink = kvzch::register_global_sink(Box::new(|_| PanicsAsItDrops::panic("global")));
+    let status = batch_get(cache, &[2], &mut out[..8], None);
+    assert_eq!(status, kvzch_status::KVZCH_STATUS_INTERNAL);
+    let message = last_error();
+    assert!(message.contains("a panic without a message"), "{message}");
+    kvzch::unregister_global_sink(sink).unwrap();
     kvzch_cache_destroy(cache);
 }

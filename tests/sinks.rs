@@ -9,6 +9,19 @@ use kvzch::{
     register_global_sink, unregister_global_sink, Cache, CacheConfig, ErrorKind, SinkId, TableName,
 };
 
+#[path = "common/panic_payload.rs"]
+mod panic_payload;
+use panic_payload::PanicsAsItDrops;
+
+/// Calls its closure as it drops: a host's guard.
+struct CallsOnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for CallsOnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
 fn named(name: &str) -> Cache {
     Cache::new(CacheConfig {
         name: TableName::new(name).unwrap(),
@@ -854,13 +867,6 @@ fn a_cache_dropped_with_panicking_captures_drops_each() {
 /// second panic would abort the process), so the host's goes on alone.
 #[test]
 fn calls_from_a_drop_as_a_panic_unwinds_let_that_panic_go_on() {
-    struct CallsOnDrop<F: FnMut()>(F);
-    impl<F: FnMut()> Drop for CallsOnDrop<F> {
-        fn drop(&mut self) {
-            (self.0)();
-        }
-    }
-
     let drops = Arc::new(AtomicU64::new(0));
     let cache = Arc::new(named("called_as_a_panic_unwinds"));
     cache.batch_set(&[1], &[1; 4], 0).unwrap();
@@ -893,6 +899,44 @@ fn calls_from_a_drop_as_a_panic_unwinds_let_that_panic_go_on() {
         1,
         "the batch was counted"
     );
+}
+
+/// A sink may panic with any value, one whose drop panics as well: the values
+/// the library does not resume, a second sink's and one met as a panic
+/// unwinds, it lets go of under a catch, so the later sinks still have their
+/// call and no panic leaves where none may.
+#[test]
+fn panics_with_values_whose_drop_panics_reach_no_further() {
+    let cache = named("payloads_that_panic_as_they_drop");
+    cache.batch_set(&[1], &[1; 4], 0).unwrap();
+    let first = cache.register_stat_sink(Box::new(|_| PanicsAsItDrops::panic("first")));
+    cache.register_stat_sink(Box::new(|_| PanicsAsItDrops::panic("second")));
+    let calls = Arc::new(AtomicU64::new(0));
+    {
+        let calls = Arc::clone(&calls);
+        cache.register_stat_sink(Box::new(move |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    let look_up = || {
+        cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+    };
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(look_up))
+        .expect_err("the first sink's panic goes on");
+    let mut payload = payload
+        .downcast::<PanicsAsItDrops>()
+        .expect("what the first sink panicked with");
+    payload.armed = false;
+    assert_eq!(payload.sink, "first");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the third sink's call");
+
+    cache.unregister_stat_sink(first).unwrap();
+    let look_up_as_a_panic_unwinds = || {
+        let _guard = CallsOnDrop(look_up);
+        panic!("the host's");
+    };
+    assert_eq!(panic_of(look_up_as_a_panic_unwinds), Some("the host's"));
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the third sink's call");
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::ffi::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::types::{kvzch_cache, kvzch_status, LIVE_CACHE};
+use crate::stats::discard_panic;
 use crate::{Cache, ErrorKind};
 
 /// The largest size a host may give for a struct the library reads or fills
@@ -105,6 +106,7 @@ pub(crate) fn boundary(
                 "{function}: internal error: {}",
                 panic_message(&*payload)
             ));
+            discard_panic(payload);
             kvzch_status::KVZCH_STATUS_INTERNAL
         }
     }
@@ -118,6 +120,7 @@ pub(crate) fn boundary_or<T>(function: &str, fallback: T, body: impl FnOnce() ->
             "{function}: internal error: {}",
             panic_message(&*payload)
         ));
+        discard_panic(payload);
         fallback
     })
 }
