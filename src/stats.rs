@@ -562,11 +562,12 @@ fn keeping_panic(panicked: &mut Option<SinkPanic>, f: impl FnOnce()) {
 
 /// Lets go of what a panic was given. That can be any value (`panic_any`),
 /// with a `Drop` that panics in turn, which would unwind out of the caller
-/// where it must not (a second panic, or a C caller): that panic is caught,
-/// and what it was given is forgotten, since dropping it could panic again.
-pub(crate) fn discard_panic(payload: Box<dyn Any + Send>) {
-    if let Err(nested) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
-        std::mem::forget(nested);
+/// where it must not (a second panic, or a C caller): each such panic is
+/// caught, and what it was given let go of the same way, until a drop does
+/// not panic (a panic's message, usually the next one).
+pub(crate) fn discard_panic(mut payload: Box<dyn Any + Send>) {
+    while let Err(nested) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        payload = nested;
     }
 }
 
