@@ -1245,6 +1245,60 @@ fn sinks_still_work_while_a_threads_thread_locals_are_destroyed() {
 }
 
 #[test]
+fn an_unregister_waits_for_a_call_made_as_another_threads_thread_locals_are_destroyed() {
+    // A call made while its thread's thread-locals are destroyed is recorded
+    // by thread, process-wide: an unregister from another thread must see it
+    // as that thread's call, and wait for it.
+    thread_local! {
+        static LOOK_UP_AT_EXIT: std::cell::RefCell<Option<CallsOnDrop<Box<dyn FnMut()>>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let cache = Arc::new(named("teardown_wait"));
+    let warm_up = cache.register_stat_sink(Box::new(|_| {}));
+    let (warmed_tx, warmed) = mpsc::channel();
+    let (exit_tx, exit) = mpsc::channel::<()>();
+    let exiting = {
+        let cache = Arc::clone(&cache);
+        thread::spawn(move || {
+            let at_exit = Arc::clone(&cache);
+            LOOK_UP_AT_EXIT.with(|look_up| {
+                *look_up.borrow_mut() = Some(CallsOnDrop(Box::new(move || {
+                    at_exit.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+                })))
+            });
+            // Runs a sink on this thread after `LOOK_UP_AT_EXIT` was first
+            // used, so the library's thread-locals are destroyed before it.
+            cache.batch_get(&[1], &mut [0u8; 4], None).unwrap();
+            warmed_tx.send(()).unwrap();
+            signalled(&exit);
+        })
+    };
+    signalled(&warmed);
+    cache.unregister_stat_sink(warm_up).unwrap();
+    let (id, calls, entered, finished, release) = sink_blocked_in_first_call(&cache);
+    exit_tx.send(()).unwrap();
+    signalled(&entered);
+    let unregister = {
+        let cache = Arc::clone(&cache);
+        thread::spawn(move || {
+            let answer = cache.unregister_stat_sink(id).map_err(|e| e.kind());
+            (answer, finished.load(Ordering::SeqCst))
+        })
+    };
+    // Time for an unregister that does not wait to return early.
+    thread::sleep(Duration::from_millis(100));
+    release.send(()).unwrap();
+    let (answer, call_had_returned) = unregister.join().unwrap();
+    exiting.join().unwrap();
+    assert_eq!(answer, Ok(()));
+    assert!(
+        call_had_returned,
+        "unregister returned while the exiting thread's call still ran"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
 fn a_panicking_sink_leaves_the_other_sinks_their_call() {
     let cache = named("panicking_sink");
     let calls = Arc::new(AtomicU64::new(0));
