@@ -262,6 +262,49 @@ TEST_F(CacheLifetime, AMovedCacheAndItsRegistrationsShareOneCache) {
   EXPECT_THROW(static_cast<void>(first.info()), kvzch::Error) << "moved from";
 }
 
+TEST_F(CacheLifetime, MovingACacheOntoAnotherDestroysTheOneItReplaces) {
+  const std::size_t before = destroyed();
+  kvzch::Cache kept(shim_, kvzch::Options().row_bytes(8).name("kept"));
+  kvzch::Cache replaced(shim_, kvzch::Options().row_bytes(8).name("replaced"));
+  replaced = std::move(kept);
+  EXPECT_EQ(destroyed(), before + 1);
+  std::string seen;
+  kvzch::SinkRegistration registration =
+      replaced.on_batch([&](const kvzch_batch_event& e) { seen = e.table; });
+  const std::int64_t id = 1;
+  std::uint8_t out[8];
+  static_cast<void>(replaced.batch_get(&id, 1, out, sizeof out));
+  EXPECT_EQ(seen, "kept");
+}
+
+// A reset() refused from inside a sink leaks its hold on the cache with the
+// callable, though the Cache still owned it then: when that Cache ends on
+// another thread, dropping the hold instead could destroy the cache inside
+// the lookup this thread runs. The leaked callable is never called again.
+TEST_F(CacheLifetime, AResetRefusedInsideASinkKeepsItsCacheAfterTheCacheEnds) {
+  const std::size_t before = destroyed();
+  kvzch::Cache inner(shim_, kvzch::Options().row_bytes(8));
+  kvzch::SinkRegistration outer_registration;
+  bool nest = true;
+  int refused = -1;
+  const std::int64_t id = 1;
+  std::uint8_t out[8];
+  {
+    kvzch::Cache outer(shim_, kvzch::Options().row_bytes(8));
+    outer_registration = outer.on_batch([&](const kvzch_batch_event&) {
+      if (std::exchange(nest, false)) static_cast<void>(inner.batch_get(&id, 1, out, sizeof out));
+    });
+    kvzch::SinkRegistration inner_registration = inner.on_batch([&](const kvzch_batch_event&) {
+      refused = outer_registration.unregister();
+      outer_registration.reset();
+    });
+    static_cast<void>(outer.batch_get(&id, 1, out, sizeof out));
+  }
+  EXPECT_EQ(refused, KVZCH_STATUS_WOULD_DEADLOCK);
+  EXPECT_FALSE(outer_registration.active());
+  EXPECT_EQ(destroyed(), before) << "the refused reset's hold outlived the Cache";
+}
+
 TEST(Dlopen, AMissingFileIsNotFound) {
   try {
     static_cast<void>(kvzch::Library::open("libkvzch_that_does_not_exist.so"));

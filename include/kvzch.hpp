@@ -464,13 +464,13 @@ class Library {
  * the destructor cannot, so the sink stays registered and its callable is
  * never freed. A registration from Cache::on_batch keeps its cache alive: the
  * cache is destroyed when the last of the Cache and its registrations ends
- * (but a refused reset() or destructor of that last one leaks the cache with
- * the callable, as destroying it then would destroy it inside its own
- * lookup). One made by register_sink on a kvzch_cache* must end before that
- * cache is destroyed. No registration may be ended from inside its own
- * callable (that would free the callable while it runs), nor, once its Cache
- * is gone, from inside any sink called for its cache's lookups (that could
- * destroy the cache during one). */
+ * (but a refused reset() or destructor leaks its hold on the cache with the
+ * callable, so that cache is never destroyed: dropping the hold then could
+ * destroy it inside its own lookup). One made by register_sink on a
+ * kvzch_cache* must end before that cache is destroyed. No registration may
+ * be ended from inside its own callable (that would free the callable while
+ * it runs), nor, once its Cache is gone, from inside any sink called for its
+ * cache's lookups (that could destroy the cache during one). */
 class [[nodiscard]] SinkRegistration {
  public:
   SinkRegistration() noexcept = default;
@@ -509,14 +509,16 @@ class [[nodiscard]] SinkRegistration {
 
   /* Unregisters and leaves the registration inactive whatever the library
    * answers. When it refuses, it may still call the sink, so the callable is
-   * leaked rather than freed, and so is the cache this registration keeps
-   * alive if nothing else does: the refusal comes from inside a sink. */
+   * leaked rather than freed, and so is this registration's hold on its
+   * cache (from Cache::on_batch): the refusal comes from inside a sink,
+   * perhaps one called for that cache's own lookup, and dropping the last
+   * hold there would destroy the cache during it. */
   void reset() noexcept {
     if (unregister() != KVZCH_STATUS_OK && callable_) {
       static_cast<void>(callable_.release());
-      if (kept_cache_ && kept_cache_->use_count() == 1) {
-        static_cast<void>(kept_cache_.release());
-      }
+      /* Whether another owner remains cannot be known without racing it: one
+       * on another thread may end between a use_count() and the release. */
+      static_cast<void>(kept_cache_.release());
       forget();
     }
   }
