@@ -700,10 +700,10 @@ class Cache {
                                             std::span<std::byte> out,
                                             std::span<std::uint8_t> hit_mask = {}) {
     if (!hit_mask.empty() && hit_mask.size() < ids.size()) {
-      const std::string message = "batch_get: hit_mask.size() " + std::to_string(hit_mask.size()) +
-                                  " < ids.size() " + std::to_string(ids.size());
-      throw Error(KVZCH_STATUS_INVALID_ARGUMENT,
-                  std::string("kvzch::Cache::batch_get: INVALID_ARGUMENT: ") + message, message);
+      const std::string message = "kvzch::Cache::batch_get: hit_mask.size() " +
+                                  std::to_string(hit_mask.size()) + " < ids.size() " +
+                                  std::to_string(ids.size());
+      throw Error(KVZCH_STATUS_INVALID_ARGUMENT, "INVALID_ARGUMENT: " + message, message);
     }
     return batch_get(ids.data(), ids.size(), out.data(), out.size(),
                      hit_mask.empty() ? nullptr : hit_mask.data());
@@ -807,8 +807,8 @@ class Cache {
 [[nodiscard]] inline std::string_view stat_name(const Library& library, std::uint32_t stat) {
   const char* name = library.entry(&kvzch_api_v1::stat_name, "kvzch_stat_name")(stat);
   if (name == nullptr) {
-    throw Error(KVZCH_STATUS_INTERNAL, "kvzch_stat_name: INTERNAL: no name for a 1.0 counter",
-                "no name for a 1.0 counter");
+    const std::string message = "kvzch_stat_name: no name for a 1.0 counter";
+    throw Error(KVZCH_STATUS_INTERNAL, "INTERNAL: " + message, message);
   }
   return name;
 }
