@@ -1368,9 +1368,11 @@ impl Fuzz {
         let stats_before = stats_buf.bytes().to_vec();
         self.note("kvzch_cache_batch_get", format!("{cache:?}, {what}"));
         let handle = self.handle(cache);
+        let started = Instant::now();
         let status = unsafe {
             kvzch_cache_batch_get(handle, ids_ptr, n, out_ptr, out_len, mask_ptr, stats_ptr)
         };
+        let wall_ns = started.elapsed().as_nanos();
         let ok = self.outcome("kvzch_cache_batch_get", status, &expect);
         if !ok {
             if out.bytes() != out_before || mask != mask_before || stats_buf.bytes() != stats_before
@@ -1431,6 +1433,15 @@ impl Fuzz {
             if (stats.hits, stats.misses, stats.total) != expected && !empty_untouched {
                 self.fail(format!(
                     "cache {c}: batch stats {stats:?}, the model says {expected:?}"
+                ));
+            }
+            // The lookup's own wall time: some, within the call's.
+            if !ids.is_empty()
+                && (stats.duration_ns == 0 || u128::from(stats.duration_ns) > wall_ns)
+            {
+                self.fail(format!(
+                    "cache {c}: batch duration_ns {} for a call of {wall_ns} ns",
+                    stats.duration_ns
                 ));
             }
         } else if stats_buf.bytes() != stats_before {

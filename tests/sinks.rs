@@ -82,6 +82,34 @@ fn cache_sinks_see_their_cache_and_global_sinks_see_all() {
 }
 
 #[test]
+fn a_sink_sees_the_stats_its_batch_returns_with_the_lookups_wall_time() {
+    let cache = named("sinks_duration");
+    let ids: Vec<i64> = (0..4096).collect();
+    cache
+        .batch_set(&ids[..2048], &vec![1; 2048 * 4], 1)
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = {
+        let seen = Arc::clone(&seen);
+        cache.register_stat_sink(Box::new(move |event| {
+            seen.lock().unwrap().push(event.stats)
+        }))
+    };
+    let mut out = vec![0u8; ids.len() * 4];
+    let started = std::time::Instant::now();
+    let stats = cache.batch_get(&ids, &mut out, None).unwrap();
+    let wall_ns = started.elapsed().as_nanos();
+    cache.unregister_stat_sink(sink).unwrap();
+    assert_eq!((stats.hits, stats.misses, stats.total), (2048, 2048, 4096));
+    assert!(
+        stats.duration_ns > 0 && u128::from(stats.duration_ns) <= wall_ns,
+        "duration_ns {} for a call of {wall_ns} ns",
+        stats.duration_ns
+    );
+    assert_eq!(*seen.lock().unwrap(), vec![stats]);
+}
+
+#[test]
 fn a_sink_may_look_up_the_same_cache_and_unregister_itself() {
     let cache = Arc::new(named("reentrant"));
     cache.batch_set(&[5], &[5; 4], 0).unwrap();
