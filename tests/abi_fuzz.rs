@@ -1358,6 +1358,21 @@ impl Fuzz {
                 stats_ptr = out.ptr().cast();
                 expect.error(INVALID, "overlap");
             }
+            6 if n > 0 && !huge && !ids_ptr.is_null() && !mask_ptr.is_null() => {
+                what += ", hit_mask over ids";
+                mask_ptr = ids_ptr.cast_mut().cast();
+                expect.error(INVALID, "overlap");
+            }
+            7 if n > 0 && !huge && ids_ptr.is_aligned() && !stats_ptr.is_null() => {
+                what += ", stats over ids";
+                stats_ptr = ids_ptr.cast_mut().cast();
+                expect.error(INVALID, "overlap");
+            }
+            8 if n > 0 && !huge && !mask_ptr.is_null() && !stats_ptr.is_null() => {
+                what += ", hit_mask over stats";
+                mask_ptr = stats_ptr.cast();
+                expect.error(INVALID, "overlap");
+            }
             _ => {}
         }
         if huge {
@@ -1499,6 +1514,12 @@ impl Fuzz {
                 expect.error(INVALID, "out_removed");
                 what += ", out_removed misaligned";
                 unsafe { out_buf.ptr().add(3) }.cast()
+            }
+            3 if n > 0 && !ids_ptr.is_null() && ids_ptr.is_aligned() && n == ids.len() => {
+                expect.error(INVALID, "overlap");
+                what += ", out_removed over an id";
+                let at = self.rng.below(n as u64) as usize;
+                unsafe { ids_ptr.add(at) }.cast_mut().cast()
             }
             _ => out_buf.ptr().cast(),
         };
