@@ -282,9 +282,11 @@ fn readers_never_see_the_row_of_an_earlier_duplicate() {
 
 /// Batches of four ids, three stored and one not: every batch is 3:1, so every
 /// snapshot that holds whole batches is 3:1 too. Two counters reset one after
-/// the other (upstream's design) break this within a few thousand polls. The
-/// lookups run until the poller has taken `WINDOWS_DURING` windows that held
-/// batches, so the snapshots do race the lookups.
+/// the other (upstream's design) break this within a few thousand polls. Two
+/// pollers take windows at once: together their windows count every batch
+/// exactly once. The lookups run until the pollers have taken
+/// `WINDOWS_DURING` windows that held batches, so the snapshots do race the
+/// lookups and each other.
 #[test]
 fn every_snapshot_holds_whole_batches_and_windows_count_each_batch_once() {
     let cache = Arc::new(Cache::new(CacheConfig::new(8)).unwrap());
@@ -307,43 +309,48 @@ fn every_snapshot_holds_whole_batches_and_windows_count_each_batch_once() {
         })
         .collect();
     let done = Arc::new(AtomicBool::new(false));
-    let poller = {
-        let (cache, done, stop) = (Arc::clone(&cache), Arc::clone(&done), Arc::clone(&stop));
-        thread::spawn(move || {
-            // A failed assertion stops the lookups too, or joining them hangs.
-            let _stop_on_exit = StopOnDrop(Arc::clone(&stop));
-            let (mut counted, mut windows_during) = (0u64, 0u64);
-            loop {
-                let finished = done.load(Ordering::Acquire);
-                let window = cache.take_read_hit_rate_stats();
-                assert_eq!(
-                    window.hits,
-                    3 * window.misses,
-                    "a window split a batch: {window:?}"
-                );
-                assert_eq!(window.total, window.hits + window.misses);
-                let cumulative = cache.cumulative_read_stats();
-                assert_eq!(cumulative.hits, 3 * cumulative.misses, "{cumulative:?}");
-                counted += window.total;
-                if finished {
-                    return (counted, windows_during);
-                }
-                if window.total > 0 && !stop.load(Ordering::Relaxed) {
-                    windows_during += 1;
-                    if windows_during == WINDOWS_DURING {
+    let windows_during = Arc::new(AtomicU64::new(0));
+    let pollers: Vec<_> = (0..2)
+        .map(|_| {
+            let (cache, done, stop) = (Arc::clone(&cache), Arc::clone(&done), Arc::clone(&stop));
+            let windows_during = Arc::clone(&windows_during);
+            thread::spawn(move || {
+                // A failed assertion stops the lookups too, or joining them hangs.
+                let _stop_on_exit = StopOnDrop(Arc::clone(&stop));
+                let mut counted = 0u64;
+                loop {
+                    let finished = done.load(Ordering::Acquire);
+                    let window = cache.take_read_hit_rate_stats();
+                    assert_eq!(
+                        window.hits,
+                        3 * window.misses,
+                        "a window split a batch: {window:?}"
+                    );
+                    assert_eq!(window.total, window.hits + window.misses);
+                    let cumulative = cache.cumulative_read_stats();
+                    assert_eq!(cumulative.hits, 3 * cumulative.misses, "{cumulative:?}");
+                    counted += window.total;
+                    if finished {
+                        return counted;
+                    }
+                    if window.total > 0
+                        && !stop.load(Ordering::Relaxed)
+                        && windows_during.fetch_add(1, Ordering::Relaxed) + 1 == WINDOWS_DURING
+                    {
                         stop.store(true, Ordering::Relaxed);
                     }
                 }
-            }
+            })
         })
-    };
+        .collect();
     let batches: u64 = lookups.into_iter().map(|l| l.join().unwrap()).sum();
     done.store(true, Ordering::Release);
-    let (counted, windows_during) = poller.join().unwrap();
+    let counted: u64 = pollers.into_iter().map(|p| p.join().unwrap()).sum();
     assert_eq!(
         counted,
         batches * 4,
-        "across {windows_during} windows during"
+        "across {} windows during",
+        windows_during.load(Ordering::Relaxed)
     );
     assert_eq!(cache.cumulative_read_stats().total, batches * 4);
 }
