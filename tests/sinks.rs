@@ -381,21 +381,40 @@ fn answers_not_found_only_once_the_sink_returned(
     finished: &Arc<AtomicBool>,
     release: mpsc::Sender<()>,
 ) {
+    let answer = unregister_from_another_thread_waits(cache, id, finished, release);
+    assert_eq!(answer, Err(ErrorKind::NotFound));
+}
+
+/// Unregisters sink `id`, whose call is blocked until `release` sends and
+/// then sets `finished`, from a thread of its own, and checks that the
+/// unregister waits for that call: it has not returned 100 ms after it began,
+/// and once it has, the call had returned. Answers the unregister's answer.
+fn unregister_from_another_thread_waits(
+    cache: &Arc<Cache>,
+    id: SinkId,
+    finished: &Arc<AtomicBool>,
+    release: mpsc::Sender<()>,
+) -> Result<(), ErrorKind> {
+    let (calling_tx, calling) = mpsc::channel();
     let unregister = {
         let (cache, finished) = (Arc::clone(cache), Arc::clone(finished));
         thread::spawn(move || {
-            let answer = cache.unregister_stat_sink(id);
+            calling_tx.send(()).unwrap();
+            let answer = cache.unregister_stat_sink(id).map_err(|e| e.kind());
             (answer, finished.load(Ordering::SeqCst))
         })
     };
+    signalled(&calling);
     thread::sleep(Duration::from_millis(100));
+    let returned_early = unregister.is_finished();
     release.send(()).unwrap();
     let (answer, sink_had_returned) = unregister.join().unwrap();
-    assert_eq!(answer.unwrap_err().kind(), ErrorKind::NotFound);
     assert!(
-        sink_had_returned,
-        "NOT_FOUND came while the sink was still running, so its data could be freed under it"
+        !returned_early && sink_had_returned,
+        "the unregister answered {answer:?} while the sink was still running, so its data \
+         could be freed under it"
     );
+    answer
 }
 
 #[test]
@@ -1306,23 +1325,9 @@ fn an_unregister_waits_for_a_call_made_as_another_threads_thread_locals_are_dest
     let (id, calls, entered, finished, release) = sink_blocked_in_first_call(&cache);
     exit_tx.send(()).unwrap();
     signalled(&entered);
-    let unregister = {
-        let cache = Arc::clone(&cache);
-        thread::spawn(move || {
-            let answer = cache.unregister_stat_sink(id).map_err(|e| e.kind());
-            (answer, finished.load(Ordering::SeqCst))
-        })
-    };
-    // Time for an unregister that does not wait to return early.
-    thread::sleep(Duration::from_millis(100));
-    release.send(()).unwrap();
-    let (answer, call_had_returned) = unregister.join().unwrap();
+    let answer = unregister_from_another_thread_waits(&cache, id, &finished, release);
     exiting.join().unwrap();
     assert_eq!(answer, Ok(()));
-    assert!(
-        call_had_returned,
-        "unregister returned while the exiting thread's call still ran"
-    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
