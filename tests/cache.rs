@@ -487,3 +487,75 @@ fn every_batch_length_around_the_prefetch_distances_reads_the_right_rows() {
         }
     }
 }
+
+/// Zero pages mapped read-only and reserving nothing: room for more ids (or
+/// rows) than one batch may hold, in a test that must touch none of them.
+#[cfg(target_pointer_width = "64")]
+struct UntouchedZeros {
+    start: *mut libc::c_void,
+    len: usize,
+}
+
+#[cfg(target_pointer_width = "64")]
+impl UntouchedZeros {
+    fn new(len: usize) -> UntouchedZeros {
+        // SAFETY: a new private anonymous mapping, at an address the kernel
+        // picks, aliases nothing.
+        let start = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(start, libc::MAP_FAILED, "mapping {len} bytes");
+        UntouchedZeros { start, len }
+    }
+
+    fn as_slice<T>(&self, count: usize) -> &[T] {
+        assert!(count * size_of::<T>() <= self.len);
+        // SAFETY: the mapping is readable, zero-filled (a valid i64 or u8),
+        // page-aligned, at least `count` elements long, and lives as long as
+        // `self`; nothing writes to it.
+        unsafe { std::slice::from_raw_parts(self.start.cast::<T>(), count) }
+    }
+}
+
+#[cfg(target_pointer_width = "64")]
+impl Drop for UntouchedZeros {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` made, which no slice
+        // outlives.
+        unsafe { libc::munmap(self.start, self.len) };
+    }
+}
+
+/// Batch positions are 32-bit: past `u32::MAX` ids, one would wrap onto
+/// another, so a publish or removal that long is refused before any id is
+/// read.
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn a_batch_of_more_than_u32_max_ids_is_refused_and_changes_nothing() {
+    let n = u32::MAX as usize + 1;
+    let ids_map = UntouchedZeros::new(n * size_of::<i64>());
+    let rows_map = UntouchedZeros::new(n);
+    let ids: &[i64] = ids_map.as_slice(n);
+    let cache = Cache::new(config(1)).unwrap();
+    cache.batch_set(&[0, 7], &[5, 7], 1).unwrap();
+    let before = cache.info();
+    let published = cache.batch_set(ids, rows_map.as_slice(n), 2).unwrap_err();
+    let removed = cache.batch_remove(ids).unwrap_err();
+    for refused in [published, removed] {
+        assert_eq!(refused.kind(), ErrorKind::InvalidArgument);
+        assert!(
+            refused.to_string().contains("4294967295 ids in one batch"),
+            "{refused}"
+        );
+    }
+    assert_eq!(cache.info(), before);
+    let (out, mask, _) = get(&cache, &[0, 7]);
+    assert_eq!((out, mask), (vec![5, 7], vec![1, 1]));
+}
