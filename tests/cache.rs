@@ -199,6 +199,9 @@ fn max_rows_rejects_a_publish_that_does_not_fit_and_stores_nothing() {
     cache.batch_set(&fits, &rows_of(&fits, 2, 8), 2).unwrap();
     assert_eq!(cache.info().rows, 100);
     cache.batch_set(&first, &rows_of(&first, 3, 8), 3).unwrap();
+    assert_eq!(cache.info().rows, 100);
+    let (out, _, _) = get(&cache, &first);
+    assert_eq!(out, rows_of(&first, 3, 8), "the overwrites of a full cache");
 }
 
 #[test]

@@ -321,7 +321,7 @@ fn compact_gives_back_the_memory_of_evicted_rows_and_keeps_the_rest() {
     for (i, &id) in kept.iter().enumerate() {
         assert_eq!(out[i * 256..][..256], row(id, 256), "id {id}");
     }
-    // Compacting twice changes nothing more; republishing grows again.
+    // Compacting twice changes nothing more; the rows kept stay evictable.
     cache.compact().unwrap();
     assert_eq!(cache.info().memory_bytes, compacted);
     assert_eq!(cache.evict_older_than(u32::MAX), 20_000);
