@@ -1296,8 +1296,9 @@ fn an_unregister_waits_for_a_call_made_as_another_threads_thread_locals_are_dest
     // A call made while its thread's thread-locals are destroyed is recorded
     // by thread, process-wide: an unregister from another thread must see it
     // as that thread's call, and wait for it.
+    type AtExit = CallsOnDrop<Box<dyn FnMut()>>;
     thread_local! {
-        static LOOK_UP_AT_EXIT: std::cell::RefCell<Option<CallsOnDrop<Box<dyn FnMut()>>>> =
+        static LOOK_UP_AT_EXIT: std::cell::RefCell<Option<AtExit>> =
             const { std::cell::RefCell::new(None) };
     }
     let cache = Arc::new(named("teardown_wait"));
