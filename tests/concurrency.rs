@@ -261,8 +261,12 @@ fn readers_never_see_the_row_of_an_earlier_duplicate() {
     while reading.load(Ordering::Relaxed) < 2 {
         thread::yield_now();
     }
+    // A reader that failed ends the republishes, so its failure shows at once.
     let mut rounds = 1;
-    while rounds < MAX_ROUNDS && (rounds < MIN_ROUNDS || mid_publish.load(Ordering::Relaxed) == 0) {
+    while rounds < MAX_ROUNDS
+        && (rounds < MIN_ROUNDS || mid_publish.load(Ordering::Relaxed) == 0)
+        && !readers.iter().any(thread::JoinHandle::is_finished)
+    {
         rounds += 1;
         cache
             .batch_set(&batch, &rows_of(rounds), rounds as u32)
