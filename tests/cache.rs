@@ -518,11 +518,24 @@ impl UntouchedZeros {
         UntouchedZeros { start, len }
     }
 
-    fn as_slice<T>(&self, count: usize) -> &[T] {
+    fn ids(&self, count: usize) -> &[i64] {
+        // SAFETY: zero bits are an i64 (0).
+        unsafe { self.zeros(count) }
+    }
+
+    fn bytes(&self, count: usize) -> &[u8] {
+        // SAFETY: zero bits are a u8 (0).
+        unsafe { self.zeros(count) }
+    }
+
+    /// # Safety
+    ///
+    /// All-zero bits must be a valid `T`.
+    unsafe fn zeros<T>(&self, count: usize) -> &[T] {
         assert!(count * size_of::<T>() <= self.len);
-        // SAFETY: the mapping is readable, zero-filled (a valid i64 or u8),
-        // page-aligned, at least `count` elements long, and lives as long as
-        // `self`; nothing writes to it.
+        // SAFETY: the mapping is readable, zero-filled (a valid `T`, as the
+        // caller promises), page-aligned, at least `count` elements long, and
+        // lives as long as `self`; nothing writes to it.
         unsafe { std::slice::from_raw_parts(self.start.cast::<T>(), count) }
     }
 }
@@ -537,19 +550,19 @@ impl Drop for UntouchedZeros {
 }
 
 /// Batch positions are 32-bit: past `u32::MAX` ids, one would wrap onto
-/// another, so a publish or removal that long is refused before any id is
-/// read.
+/// another, so a publish or removal that long is refused whole and changes
+/// nothing.
 #[cfg(target_pointer_width = "64")]
 #[test]
 fn a_batch_of_more_than_u32_max_ids_is_refused_and_changes_nothing() {
     let n = u32::MAX as usize + 1;
     let ids_map = UntouchedZeros::new(n * size_of::<i64>());
     let rows_map = UntouchedZeros::new(n);
-    let ids: &[i64] = ids_map.as_slice(n);
+    let ids = ids_map.ids(n);
     let cache = Cache::new(config(1)).unwrap();
     cache.batch_set(&[0, 7], &[5, 7], 1).unwrap();
     let before = cache.info();
-    let published = cache.batch_set(ids, rows_map.as_slice(n), 2).unwrap_err();
+    let published = cache.batch_set(ids, rows_map.bytes(n), 2).unwrap_err();
     let removed = cache.batch_remove(ids).unwrap_err();
     for refused in [published, removed] {
         assert_eq!(refused.kind(), ErrorKind::InvalidArgument);
