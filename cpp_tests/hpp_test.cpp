@@ -525,7 +525,8 @@ TEST(Sinks, UnregisterReportsARefusalAndStaysActive) {
 // A sink resets the registration of a sink it runs under on its thread: the
 // library refuses that unregister (WOULD_DEADLOCK), so reset() leaves the
 // registration inactive and leaks the callable, which stays registered and
-// runs for the cache's later batches.
+// runs for the cache's later batches, and its hold on the cache (allocated by
+// on_batch with the callable, inside the IntendedLeak scope).
 TEST(Sinks, ResetAfterARefusalLeavesTheRegistrationInactiveAndTheSinkRunning) {
   kvzch::Cache outer(kvzch::Options().row_bytes(8));
   kvzch::Cache inner(kvzch::Options().row_bytes(8));
