@@ -273,6 +273,23 @@ TEST(Sinks, RegistrationSeesBatchesUntilDestroyed) {
   EXPECT_EQ(table, "events");
 }
 
+// register_sink on a raw handle (a cache the host owns through the C API):
+// the sink sees that cache's batches only, until its registration ends.
+TEST(Sinks, RegisterSinkOnARawHandleSeesOnlyThatCache) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(8).name("raw"));
+  kvzch::Cache other(kvzch::Options().row_bytes(8).name("other"));
+  std::vector<std::string> tables;
+  kvzch::SinkRegistration reg = kvzch::register_sink(
+      cache.handle(), [&](const kvzch_batch_event& e) { tables.emplace_back(e.table); });
+  EXPECT_TRUE(reg.active());
+  static_cast<void>(lookup(cache, {1}));
+  static_cast<void>(lookup(other, {1}));
+  reg.reset();
+  EXPECT_FALSE(reg.active());
+  static_cast<void>(lookup(cache, {1}));
+  EXPECT_EQ(tables, std::vector<std::string>{"raw"});
+}
+
 TEST(Sinks, ResetAndMove) {
   kvzch::Cache cache(kvzch::Options().row_bytes(8));
   int calls = 0;
