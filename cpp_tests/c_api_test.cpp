@@ -71,7 +71,9 @@ CachePtr cache_holding(const std::vector<int64_t>& ids, uint32_t row_bytes, uint
 
 // ---------------------------------------------------------------- lifecycle
 
-TEST(Lifecycle, OptionsInitSetsDefaults) {
+// The header's kvzch_options_init, inline (it calls no library function; the
+// exported 1.0 symbol is tested in bad_input_test.cpp).
+TEST(Lifecycle, HeaderOptionsInitSetsDefaults) {
   kvzch_options opts;
   std::memset(&opts, 0xAB, sizeof opts);
   kvzch_options_init(&opts);
@@ -105,21 +107,36 @@ TEST(Lifecycle, RowBytesBoundsAreInclusive) {
   EXPECT_NE(make_cache(65536), nullptr) << last_error();
 }
 
-TEST(Lifecycle, NullNameIsDefaultTable) {
-  CachePtr cache = make_cache(8);
-  ASSERT_NE(cache, nullptr);
+// The table name a sink of `cache` sees in a batch's event.
+std::string table_seen_by_a_sink(kvzch_cache* cache) {
   std::string seen;
   auto sink = [](void* user_data, const kvzch_batch_event* event) {
     *static_cast<std::string*>(user_data) = event->table;
   };
   uint64_t id = 0;
-  ASSERT_EQ(kvzch_cache_register_stat_sink(cache.get(), sink, &seen, &id), KVZCH_STATUS_OK);
+  EXPECT_EQ(kvzch_cache_register_stat_sink(cache, sink, &seen, &id), KVZCH_STATUS_OK);
   const int64_t key = 1;
   uint8_t out[8];
-  ASSERT_EQ(kvzch_cache_batch_get(cache.get(), &key, 1, out, sizeof out, nullptr, nullptr),
+  EXPECT_EQ(kvzch_cache_batch_get(cache, &key, 1, out, sizeof out, nullptr, nullptr),
             KVZCH_STATUS_OK);
-  EXPECT_EQ(seen, "default");
-  EXPECT_EQ(kvzch_cache_unregister_stat_sink(cache.get(), id), KVZCH_STATUS_OK);
+  EXPECT_EQ(kvzch_cache_unregister_stat_sink(cache, id), KVZCH_STATUS_OK);
+  return seen;
+}
+
+TEST(Lifecycle, NullNameIsDefaultTable) {
+  CachePtr cache = make_cache(8);
+  ASSERT_NE(cache, nullptr);
+  EXPECT_EQ(table_seen_by_a_sink(cache.get()), "default");
+}
+
+// opts->name is the host's to reuse once create returns: the library keeps a
+// copy, not the pointer.
+TEST(Lifecycle, CreateCopiesTheName) {
+  char name[] = "embeddings_v1";
+  CachePtr cache = make_cache(8, KVZCH_MISS_ZERO_FILL, name);
+  ASSERT_NE(cache, nullptr) << last_error();
+  std::memcpy(name, "overwritten!!", sizeof name);
+  EXPECT_EQ(table_seen_by_a_sink(cache.get()), "embeddings_v1");
 }
 
 // ---------------------------------------------------------------- options
@@ -1382,9 +1399,16 @@ TEST(Concurrency, EveryKindOfCallAtOnceOnOneCache) {
       kvzch_read_stats cum{};
       check(kvzch_cache_get_read_hit_rate_stats(c, &w));
       check(kvzch_cache_get_cumulative_read_stats(c, &cum));
+      // get_info is one snapshot too, taken while the other threads publish,
+      // remove, evict and compact: its rows always add up.
+      kvzch_cache_info info{};
+      info.struct_size = sizeof info;
+      check(kvzch_cache_get_info(c, &info));
       window_sum += w.total;
       if (w.hits + w.misses != w.total || cum.hits + cum.misses != cum.total ||
-          cum.total < last_total) {
+          cum.total < last_total ||
+          info.rows != info.inserts - info.removals - info.expirations ||
+          info.capacity_evictions != 0 || info.rows > static_cast<uint64_t>(kKeySpace)) {
         ++inconsistent_snapshots;
       }
       last_total = cum.total;
