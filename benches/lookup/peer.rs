@@ -15,6 +15,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
+use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 use parking_lot::RwLock;
 
@@ -38,11 +39,14 @@ pub fn timestamp_of(block: &[u8]) -> u32 {
     u32::from_le_bytes(block[..4].try_into().expect("a block has a header"))
 }
 
+/// A block written once, as upstream's pool hands out memory it does not
+/// clear: the header (timestamp, then padding) and the row.
 pub fn new_block(row: &[u8], timestamp: u32) -> Box<[u8]> {
-    let mut block = vec![0u8; HEADER + row.len()].into_boxed_slice();
-    block[..4].copy_from_slice(&timestamp.to_le_bytes());
-    block[HEADER..].copy_from_slice(row);
-    block
+    let mut block = Vec::with_capacity(HEADER + row.len());
+    block.extend_from_slice(&timestamp.to_le_bytes());
+    block.resize(HEADER, 0);
+    block.extend_from_slice(row);
+    block.into_boxed_slice()
 }
 
 impl UpstreamPeer {
@@ -92,13 +96,15 @@ impl Contender for UpstreamPeer {
             for &position in positions {
                 let p = position as usize;
                 let row = &rows[p * row_bytes..][..row_bytes];
-                match map.get_mut(&ids[p]) {
-                    Some(block) => {
+                // One probe per id, found or not.
+                match map.entry(ids[p]) {
+                    Entry::Occupied(mut stored) => {
+                        let block = stored.get_mut();
                         block[..4].copy_from_slice(&timestamp.to_le_bytes());
                         block[HEADER..].copy_from_slice(row);
                     }
-                    None => {
-                        map.insert(ids[p], new_block(row, timestamp));
+                    Entry::Vacant(slot) => {
+                        slot.insert(new_block(row, timestamp));
                     }
                 }
             }
