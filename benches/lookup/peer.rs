@@ -39,8 +39,9 @@ pub fn timestamp_of(block: &[u8]) -> u32 {
     u32::from_le_bytes(block[..4].try_into().expect("a block has a header"))
 }
 
-/// A block written once, as upstream's pool hands out memory it does not
-/// clear: the header (timestamp, then padding) and the row.
+/// A block written once: the header (timestamp, then padding) and the row.
+/// Every byte is written here, so clearing it first would be work the design
+/// does not need.
 pub fn new_block(row: &[u8], timestamp: u32) -> Box<[u8]> {
     let mut block = Vec::with_capacity(HEADER + row.len());
     block.extend_from_slice(&timestamp.to_le_bytes());
