@@ -511,12 +511,17 @@ TEST(Data, NoTornRowsUnderConcurrentWrites) {
     }
   });
   // The versions (version * 7, mod 256) the reader saw: two or more mean the
-  // reads did overlap the writes.
+  // reads did overlap the writes. The reader reads for 700 ms, and on until
+  // it has seen two (for at most 10 s): on a busy machine, under a
+  // sanitizer, the writer may hardly have run in the first 700 ms.
   std::bitset<256> versions_seen;
   std::thread reader([&] {
     std::vector<uint8_t> out(ids.size() * rb);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(700);
-    while (std::chrono::steady_clock::now() < deadline) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto deadline = start + std::chrono::milliseconds(700);
+    const auto give_up = start + std::chrono::seconds(10);
+    for (auto now = start; now < deadline || (versions_seen.count() < 2 && now < give_up);
+         now = std::chrono::steady_clock::now()) {
       if (kvzch_cache_batch_get(cache.get(), ids.data(), ids.size(), out.data(), out.size(),
                                 nullptr, nullptr) != KVZCH_STATUS_OK) {
         failed_calls.fetch_add(1);
