@@ -2,6 +2,7 @@
 //! limits it respects.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use kvzch::{Cache, CacheConfig, ErrorKind, EvictionPolicy};
 
@@ -151,6 +152,15 @@ fn readers_see_every_row_while_the_index_grows_for_a_reservation() {
         let batches_before = batches.load(Ordering::Relaxed);
         for step in 1..=20u64 {
             cache.reserve(step * 20_000).unwrap();
+            // Waits (up to 100 ms) for a batch of the reader's, so that it
+            // reads beside the next rebuild: on a busy machine the rebuilds
+            // (a few ms each) could otherwise all run while it waits for a
+            // core.
+            let seen = batches.load(Ordering::Relaxed);
+            let give_up = Instant::now() + Duration::from_millis(100);
+            while batches.load(Ordering::Relaxed) == seen && Instant::now() < give_up {
+                std::thread::yield_now();
+            }
         }
         let batches_during = batches.load(Ordering::Relaxed) - batches_before;
         done.store(true, Ordering::Relaxed);
