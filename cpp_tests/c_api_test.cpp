@@ -69,6 +69,21 @@ CachePtr cache_holding(const std::vector<int64_t>& ids, uint32_t row_bytes, uint
   return cache;
 }
 
+// Runs `round` back to back for `minimum`, then on until `seen()` holds, for
+// at most 10 s in all. A concurrency test checks that something happened
+// among its threads, and on a busy machine, under a sanitizer, the threads
+// it waits on may hardly have run within the minimum. `round` is told
+// whether the minimum has passed.
+template <class Seen, class Round>
+void run_rounds(std::chrono::milliseconds minimum, Seen seen, Round round) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto give_up = start + std::chrono::seconds(10);
+  for (auto now = start; now < start + minimum || (!seen() && now < give_up);
+       now = std::chrono::steady_clock::now()) {
+    round(now >= start + minimum);
+  }
+}
+
 // ---------------------------------------------------------------- lifecycle
 
 // The header's kvzch_options_init, inline (it calls no library function; the
@@ -512,16 +527,12 @@ TEST(Data, NoTornRowsUnderConcurrentWrites) {
   });
   // The versions (version * 7, mod 256) the reader saw: two or more mean the
   // reads did overlap the writes. The reader reads for 700 ms, and on until
-  // it has seen two (for at most 10 s): on a busy machine, under a
-  // sanitizer, the writer may hardly have run in the first 700 ms.
+  // it has seen two.
   std::bitset<256> versions_seen;
   std::thread reader([&] {
     std::vector<uint8_t> out(ids.size() * rb);
-    const auto start = std::chrono::steady_clock::now();
-    const auto deadline = start + std::chrono::milliseconds(700);
-    const auto give_up = start + std::chrono::seconds(10);
-    for (auto now = start; now < deadline || (versions_seen.count() < 2 && now < give_up);
-         now = std::chrono::steady_clock::now()) {
+    const auto two_versions_seen = [&] { return versions_seen.count() >= 2; };
+    run_rounds(std::chrono::milliseconds(700), two_versions_seen, [&](bool) {
       if (kvzch_cache_batch_get(cache.get(), ids.data(), ids.size(), out.data(), out.size(),
                                 nullptr, nullptr) != KVZCH_STATUS_OK) {
         failed_calls.fetch_add(1);
@@ -542,7 +553,7 @@ TEST(Data, NoTornRowsUnderConcurrentWrites) {
           }
         }
       }
-    }
+    });
     stop.store(true);
   });
   reader.join();
@@ -948,18 +959,15 @@ void sinks_find_their_id_while_batches_run(bool global) {
   // second, rounds wait a little for a call before they unregister, until
   // one has been called. Waiting rounds rarely catch that library (the
   // lookups no longer queue), so they only make sure something was checked.
-  const auto start = std::chrono::steady_clock::now();
-  const auto back_to_back_until = start + std::chrono::seconds(1);
-  const auto give_up = start + std::chrono::seconds(10);
-  for (auto now = start; now < back_to_back_until || (rounds_called == 0 && now < give_up);
-       now = std::chrono::steady_clock::now()) {
+  const auto a_round_called = [&] { return rounds_called > 0; };
+  run_rounds(std::chrono::seconds(1), a_round_called, [&](bool waiting_for_a_call) {
     OwnId state;
     publish_sink_state();
     const kvzch_status registered =
         global ? kvzch_register_global_stat_sink(own_id_sink, &state, &state.id)
                : kvzch_cache_register_stat_sink(cache.get(), own_id_sink, &state, &state.id);
-    if (now >= back_to_back_until) {
-      const auto wait_until = now + std::chrono::milliseconds(20);
+    if (waiting_for_a_call) {
+      const auto wait_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
       while (state.calls.load(std::memory_order_acquire) == 0 &&
              std::chrono::steady_clock::now() < wait_until) {
         std::this_thread::yield();
@@ -972,7 +980,7 @@ void sinks_find_their_id_while_batches_run(bool global) {
     calls += state.calls.load();
     calls_without_id += state.calls_without_id.load();
     rounds_called += state.calls.load() > 0;
-  }
+  });
   stop.store(true);
   for (std::thread& t : workers) t.join();
   EXPECT_EQ(failures, 0u);
