@@ -10,7 +10,8 @@
  * fields must land exactly where ABI.md's "1.1 additions" put them, and
  * kvzch_options_init_sized's entry after cache_compact's. The 1.2 part
  * (KVZCH_ABI_MINOR 2, kvzch's own addition, documented in the README) puts
- * cache_reserve's entry after options_init_sized's.
+ * cache_reserve's entry after options_init_sized's, and the 1.3 part (also
+ * kvzch's own) the two registrations with a release callback after that.
  *
  * The function names are parenthesized where they are declared, so that a
  * header which also defines a function-like macro of the same name (as 1.1
@@ -136,8 +137,25 @@ LAYOUT(sizeof(kvzch_options) == 48);
 LAYOUT(sizeof(kvzch_cache_info) == 72);
 LAYOUT(sizeof(kvzch_api_v1) == 8 + 23 * 8);
 #else
+ENTRY(cache_register_stat_sink_with_release, 23);
+ENTRY(register_global_stat_sink_with_release, 24);
+kvzch_status (kvzch_cache_register_stat_sink_with_release)(kvzch_cache *cache,
+                                                           kvzch_stat_sink_fn fn,
+                                                           void *user_data,
+                                                           kvzch_sink_release_fn release,
+                                                           uint64_t *out_id);
+kvzch_status (kvzch_register_global_stat_sink_with_release)(kvzch_stat_sink_fn fn,
+                                                            void *user_data,
+                                                            kvzch_sink_release_fn release,
+                                                            uint64_t *out_id);
+#if KVZCH_ABI_MINOR == 3
+LAYOUT(sizeof(kvzch_options) == 48);
+LAYOUT(sizeof(kvzch_cache_info) == 72);
+LAYOUT(sizeof(kvzch_api_v1) == 8 + 25 * 8);
+#else
 /* A new minor pins its additions' offsets and its sizes here first. */
 #error "abi_layout_test.c has no layout for this KVZCH_ABI_MINOR: add its block"
+#endif
 #endif
 #endif
 #endif
@@ -177,6 +195,9 @@ kvzch_status (kvzch_get_api)(uint32_t abi_major, kvzch_api_v1 *table, size_t tab
  * selects `default` and fails the assertion. */
 #define HAS_TYPE(expr, type) _Generic((expr), type: 1, default: 0)
 LAYOUT(HAS_TYPE((kvzch_stat_sink_fn)0, void (*)(void *, const kvzch_batch_event *)));
+#if KVZCH_ABI_MINOR >= 3
+LAYOUT(HAS_TYPE((kvzch_sink_release_fn)0, void (*)(void *)));
+#endif
 /* Every field's type as ABI.md declares it: a field narrowed where the
  * alignment keeps every offset and size (a u64 made u32 before another u64,
  * or last in its struct) changes no number above. */
@@ -245,6 +266,10 @@ ENTRY_TYPE(options_init_sized, kvzch_options_init_sized);
 #endif
 #if KVZCH_ABI_MINOR >= 2
 ENTRY_TYPE(cache_reserve, kvzch_cache_reserve);
+#endif
+#if KVZCH_ABI_MINOR >= 3
+ENTRY_TYPE(cache_register_stat_sink_with_release, kvzch_cache_register_stat_sink_with_release);
+ENTRY_TYPE(register_global_stat_sink_with_release, kvzch_register_global_stat_sink_with_release);
 #endif
 
 /* The running library must agree with the header it is shipped with. */

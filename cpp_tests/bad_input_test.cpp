@@ -56,9 +56,12 @@ constexpr uint32_t kMarkerMajor = 0xBAD;
 
 std::string str(unsigned long long value) { return std::to_string(value); }
 
-// A sink given to registrations that fail: it must never run.
+// A sink given to registrations that fail: it must never run, nor its
+// release (1.3) be called.
 uint64_t g_stray_calls = 0;
 void stray_sink(void*, const kvzch_batch_event*) { ++g_stray_calls; }
+uint64_t g_stray_releases = 0;
+void stray_release(void*) { ++g_stray_releases; }
 
 struct Tally {
   uint64_t calls = 0;
@@ -255,6 +258,7 @@ class World {
     EXPECT_EQ(cache_tally.calls, before.cache_sink_calls + 1) << "the cache's sink is gone";
     EXPECT_EQ(global_tally.calls, before.global_sink_calls + 1) << "the global sink is gone";
     EXPECT_EQ(g_stray_calls, 0u) << "a failed registration left a sink behind";
+    EXPECT_EQ(g_stray_releases, 0u) << "a failed registration released its user_data";
 
     // No row was restamped: every one still carries the stored timestamp.
     // Last, since the second eviction empties the cache.
@@ -293,6 +297,7 @@ struct Case {
 void run_case(const Case& c) {
   SCOPED_TRACE(c.name);
   g_stray_calls = 0;
+  g_stray_releases = 0;
   World w;
   w.init(c.limit);
   if (::testing::Test::HasFatalFailure()) return;
@@ -863,6 +868,40 @@ TEST(BadInput, RegisterGlobalSink) {
        [](World&, Outs& o) {
          return kvzch_register_global_stat_sink(stray_sink, nullptr, misaligned<uint64_t>(o, 0));
        }},
+  });
+}
+
+TEST(BadInput, RegisterCacheSinkWithRelease) {
+  const char* f = "kvzch_cache_register_stat_sink_with_release";
+  const auto reg = [](kvzch_cache* cache, kvzch_stat_sink_fn fn, uint64_t* out_id) {
+    return kvzch_cache_register_stat_sink_with_release(cache, fn, nullptr, stray_release, out_id);
+  };
+  run_cases({
+      {"cache NULL", f, KVZCH_STATUS_NULL_ARGUMENT, {"cache is NULL"},
+       [reg](World&, Outs& o) { return reg(nullptr, stray_sink, &o.u64); }},
+      {"fn NULL", f, KVZCH_STATUS_NULL_ARGUMENT, {"fn is NULL"},
+       [reg](World& w, Outs& o) { return reg(w.cache.get(), nullptr, &o.u64); }},
+      {"out_id NULL", f, KVZCH_STATUS_NULL_ARGUMENT, {"out_id is NULL"},
+       [reg](World& w, Outs&) { return reg(w.cache.get(), stray_sink, nullptr); }},
+      {"out_id misaligned", f, KVZCH_STATUS_INVALID_ARGUMENT, {"out_id ", "not aligned"},
+       [reg](World& w, Outs& o) {
+         return reg(w.cache.get(), stray_sink, misaligned<uint64_t>(o, 0));
+       }},
+  });
+}
+
+TEST(BadInput, RegisterGlobalSinkWithRelease) {
+  const char* f = "kvzch_register_global_stat_sink_with_release";
+  const auto reg = [](kvzch_stat_sink_fn fn, uint64_t* out_id) {
+    return kvzch_register_global_stat_sink_with_release(fn, nullptr, stray_release, out_id);
+  };
+  run_cases({
+      {"fn NULL", f, KVZCH_STATUS_NULL_ARGUMENT, {"fn is NULL"},
+       [reg](World&, Outs& o) { return reg(nullptr, &o.u64); }},
+      {"out_id NULL", f, KVZCH_STATUS_NULL_ARGUMENT, {"out_id is NULL"},
+       [reg](World&, Outs&) { return reg(stray_sink, nullptr); }},
+      {"out_id misaligned", f, KVZCH_STATUS_INVALID_ARGUMENT, {"out_id ", "not aligned"},
+       [reg](World&, Outs& o) { return reg(stray_sink, misaligned<uint64_t>(o, 0)); }},
   });
 }
 

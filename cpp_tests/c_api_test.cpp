@@ -1560,7 +1560,7 @@ TEST(Version, Features) {
   for (const char* name : {"read_hit_rate_stats", "cumulative_read_stats", "stat_sink",
                            "global_stat_sink", "evict_older_than", "batch_remove", "plugin_api_v1",
                            "capacity_eviction", "compact", "cache_info_counters",
-                           "options_init_sized", "reserve"}) {
+                           "options_init_sized", "reserve", "stat_sink_release"}) {
     EXPECT_TRUE(kvzch_has_feature(name)) << name;
   }
   EXPECT_FALSE(kvzch_has_feature("nope"));

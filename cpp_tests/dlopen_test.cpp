@@ -118,6 +118,7 @@ struct SinkLog {
   int calls = 0;
   std::string table;
   uint64_t hits = 0;
+  int releases = 0;  // 1.3
 };
 
 void log_sink(void* user_data, const kvzch_batch_event* event) {
@@ -218,5 +219,44 @@ TEST_F(Plugin, GlobalSinkThroughTheTable) {
   EXPECT_EQ(log.table, "default");
   api.cache_destroy(cache);
 }
+
+#ifndef KVZCH_TEST_HAND_COPY
+void count_release(void* user_data) { ++static_cast<SinkLog*>(user_data)->releases; }
+
+// The 1.3 entries: each registration's release is called once, by the
+// unregister of a global sink and by the destroy of a cache sink's cache.
+TEST_F(Plugin, SinksWithAReleaseThroughTheTable) {
+  const kvzch_api_v1 api = table();
+  ASSERT_TRUE(api.has_feature("stat_sink_release"));
+  ASSERT_NE(api.cache_register_stat_sink_with_release, nullptr);
+  ASSERT_NE(api.register_global_stat_sink_with_release, nullptr);
+  kvzch_options opts;
+  api.options_init(&opts);
+  opts.row_bytes = 4;
+  kvzch_cache* cache = nullptr;
+  ASSERT_EQ(api.cache_create(&opts, &cache), KVZCH_STATUS_OK);
+  SinkLog cache_log;
+  SinkLog global_log;
+  uint64_t cache_id = 0;
+  uint64_t global_id = 0;
+  ASSERT_EQ(api.cache_register_stat_sink_with_release(cache, log_sink, &cache_log, count_release,
+                                                      &cache_id),
+            KVZCH_STATUS_OK);
+  ASSERT_EQ(api.register_global_stat_sink_with_release(log_sink, &global_log, count_release,
+                                                       &global_id),
+            KVZCH_STATUS_OK);
+  ASSERT_EQ(api.unregister_global_stat_sink(global_id), KVZCH_STATUS_OK);
+  EXPECT_EQ(global_log.releases, 1);
+  const int64_t key = 1;
+  unsigned char out[4];
+  ASSERT_EQ(api.cache_batch_get(cache, &key, 1, out, sizeof out, nullptr, nullptr), KVZCH_STATUS_OK);
+  EXPECT_EQ(cache_log.calls, 1);
+  EXPECT_EQ(cache_log.releases, 0);
+  api.cache_destroy(cache);
+  EXPECT_EQ(cache_log.releases, 1);
+  EXPECT_EQ(global_log.calls, 0);
+  EXPECT_EQ(global_log.releases, 1);
+}
+#endif
 
 }  // namespace

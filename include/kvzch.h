@@ -27,7 +27,7 @@
 /**
  * The ABI minor version of this header. Minor versions only append.
  */
-#define KVZCH_ABI_MINOR 2
+#define KVZCH_ABI_MINOR 3
 
 /**
  * `kvzch_options.miss_policy`: a missed id's row is zero-filled (the default).
@@ -276,6 +276,14 @@ typedef struct kvzch_batch_event {
 typedef void (*kvzch_stat_sink_fn)(void *user_data, const struct kvzch_batch_event *event);
 
 /**
+ * 1.3: lets go of a sink's `user_data`, given with the registration. The
+ * library calls it once, on some thread, once the sink will never be called
+ * again and no call of it is running (see
+ * `kvzch_cache_register_stat_sink_with_release`). It must not unwind.
+ */
+typedef void (*kvzch_sink_release_fn)(void *user_data);
+
+/**
  * Every function of the ABI, for hosts that `dlopen` the library. Later minor
  * versions append entries, never elsewhere; an entry the loaded library lacks
  * is NULL, so a host checks an entry before calling it.
@@ -336,6 +344,21 @@ typedef struct kvzch_api_v1 {
    * 1.2.
    */
   enum kvzch_status (*cache_reserve)(struct kvzch_cache*, uint64_t);
+  /**
+   * 1.3.
+   */
+  enum kvzch_status (*cache_register_stat_sink_with_release)(struct kvzch_cache*,
+                                                             kvzch_stat_sink_fn,
+                                                             void*,
+                                                             kvzch_sink_release_fn,
+                                                             uint64_t*);
+  /**
+   * 1.3.
+   */
+  enum kvzch_status (*register_global_stat_sink_with_release)(kvzch_stat_sink_fn,
+                                                              void*,
+                                                              kvzch_sink_release_fn,
+                                                              uint64_t*);
 } kvzch_api_v1;
 
 #ifdef __cplusplus
@@ -569,6 +592,39 @@ enum kvzch_status kvzch_register_global_stat_sink(kvzch_stat_sink_fn callback,
  * `kvzch_cache_unregister_stat_sink`. Unknown id: `KVZCH_STATUS_NOT_FOUND`.
  */
 enum kvzch_status kvzch_unregister_global_stat_sink(uint64_t id);
+
+/**
+ * 1.3: registers a sink of this cache as `kvzch_cache_register_stat_sink`
+ * does, and takes `release` (may be NULL: then nothing is called), which the
+ * library calls once with `user_data` when it lets go of the sink: after the
+ * sink's last call has returned, when it will never be called again. That
+ * is inside the unregister that removed it, or later, on the thread of a
+ * `batch_get` that had begun before and lets go of it last; for a sink that
+ * unregistered itself, on the thread whose call of it returns last, inside
+ * that `batch_get`; for a sink still registered when its cache is
+ * destroyed, inside `kvzch_cache_destroy`. So a host may free `user_data`
+ * there, and a sink may end its own registration without waiting for its
+ * other calls. `release` may call any `kvzch_` function except destroying
+ * a cache whose `batch_get` or `kvzch_cache_destroy` it may run inside; it
+ * must not unwind. Any status but `KVZCH_STATUS_OK`: nothing was registered
+ * and `release` is not called.
+ */
+enum kvzch_status kvzch_cache_register_stat_sink_with_release(struct kvzch_cache *cache,
+                                                              kvzch_stat_sink_fn callback,
+                                                              void *user_data,
+                                                              kvzch_sink_release_fn release,
+                                                              uint64_t *out_id);
+
+/**
+ * 1.3: registers a global sink as `kvzch_register_global_stat_sink` does,
+ * with a `release` called as for
+ * `kvzch_cache_register_stat_sink_with_release` (a global sink still
+ * registered when the process exits is not released).
+ */
+enum kvzch_status kvzch_register_global_stat_sink_with_release(kvzch_stat_sink_fn callback,
+                                                               void *user_data,
+                                                               kvzch_sink_release_fn release,
+                                                               uint64_t *out_id);
 
 /**
  * Fills the host's function table. `abi_major` other than 1:

@@ -86,7 +86,7 @@ extern "C" void __tsan_release(void* addr) __attribute__((weak));
  * each other's (Library::linked() returning the first one's object, laid out by
  * the other release). Hosts still write kvzch::Cache: the namespace is inline. */
 namespace kvzch {
-inline namespace v1_2_0 {
+inline namespace v1_3_0 {
 
 /* A failed kvzch_* call: its status and the message the library recorded. */
 class Error : public std::runtime_error {
@@ -1489,7 +1489,7 @@ inline void write_cache_info(PrometheusText& out, std::string_view table,
             info.memory_bytes);
 }
 
-}  // inline namespace v1_2_0
+}  // inline namespace v1_3_0
 }  // namespace kvzch
 
 #endif /* __cpp_exceptions */

@@ -15,7 +15,9 @@
 //!   cumulative counts, row counts, sink tallies and info counters are what the
 //!   model says; bytes past what a call may write are untouched;
 //! - no sink is called after its unregister returned (or its cache was
-//!   destroyed, or its registration failed).
+//!   destroyed, or its registration failed); a sink registered with a release
+//!   callback (1.3) is released exactly once, when it is unregistered or its
+//!   cache destroyed, and never called after; a failed registration never is.
 //!
 //! It never passes a pointer that is invalid in a way the library cannot
 //! detect: every buffer really has the length its length parameter claims.
@@ -142,10 +144,13 @@ struct SinkState {
     bad: AtomicU64,
     /// The table a per-cache sink must only ever see.
     table: Option<CString>,
+    /// Registered (or attempted) with `fuzz_release` as its release.
+    with_release: bool,
+    releases: AtomicU64,
 }
 
 impl SinkState {
-    fn new(table: Option<CString>) -> Box<SinkState> {
+    fn new(table: Option<CString>, with_release: bool) -> Box<SinkState> {
         Box::new(SinkState {
             retired: AtomicBool::new(false),
             calls: AtomicU64::new(0),
@@ -154,6 +159,8 @@ impl SinkState {
             late: AtomicU64::new(0),
             bad: AtomicU64::new(0),
             table,
+            with_release,
+            releases: AtomicU64::new(0),
         })
     }
     fn user_data(&self) -> *mut c_void {
@@ -170,7 +177,7 @@ impl SinkState {
 
 unsafe extern "C" fn fuzz_sink(user_data: *mut c_void, event: *const kvzch_batch_event) {
     let state = unsafe { &*(user_data as *const SinkState) };
-    if state.retired.load(Ordering::SeqCst) {
+    if state.retired.load(Ordering::SeqCst) || state.releases.load(Ordering::SeqCst) != 0 {
         state.late.fetch_add(1, Ordering::SeqCst);
         return;
     }
@@ -187,6 +194,11 @@ unsafe extern "C" fn fuzz_sink(user_data: *mut c_void, event: *const kvzch_batch
     state.calls.fetch_add(1, Ordering::Relaxed);
     state.hits.fetch_add(stats.hits, Ordering::Relaxed);
     state.misses.fetch_add(stats.misses, Ordering::Relaxed);
+}
+
+unsafe extern "C" fn fuzz_release(user_data: *mut c_void) {
+    let state = unsafe { &*(user_data as *const SinkState) };
+    state.releases.fetch_add(1, Ordering::SeqCst);
 }
 
 struct SinkRec {
@@ -465,6 +477,9 @@ impl Fuzz {
             .flat_map(|c| &c.sinks)
             .chain(&self.globals);
         for sink in live {
+            if sink.state.releases.load(Ordering::SeqCst) != 0 {
+                self.fail(format!("sink {} was released while registered", sink.id));
+            }
             if sink.state.tally() != sink.expected {
                 self.fail(format!(
                     "sink {}: (calls, hits, misses) = {:?}, the model says {:?}",
@@ -588,8 +603,23 @@ impl Fuzz {
         gone
     }
 
-    fn retire(&mut self, state: Box<SinkState>) {
+    /// Marks a sink that must never be called again; one that was
+    /// registered with a release must have been released once by now (a
+    /// global one perhaps by another test's batch, which may let go of it
+    /// just after its unregister returned), and any other never.
+    fn retire(&mut self, state: Box<SinkState>, was_registered: bool) {
         state.retired.store(true, Ordering::SeqCst);
+        let expected = u64::from(was_registered && state.with_release);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state.releases.load(Ordering::SeqCst) < expected && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let releases = state.releases.load(Ordering::SeqCst);
+        if releases != expected {
+            self.fail(format!(
+                "a retired sink was released {releases} times, not {expected}"
+            ));
+        }
         self.retired.push(state);
     }
 
@@ -1077,7 +1107,7 @@ impl Fuzz {
         unsafe { kvzch_cache_destroy(model.handle) };
         for sink in model.sinks {
             self.removed_ids.push(sink.id);
-            self.retire(sink.state);
+            self.retire(sink.state, true);
         }
     }
 
@@ -1787,10 +1817,12 @@ impl Fuzz {
     }
 
     fn register_sink(&mut self, global: bool) {
-        let function = if global {
-            "kvzch_register_global_stat_sink"
-        } else {
-            "kvzch_cache_register_stat_sink"
+        let with_release = self.rng.chance(50);
+        let function = match (global, with_release) {
+            (true, false) => "kvzch_register_global_stat_sink",
+            (true, true) => "kvzch_register_global_stat_sink_with_release",
+            (false, false) => "kvzch_cache_register_stat_sink",
+            (false, true) => "kvzch_cache_register_stat_sink_with_release",
         };
         let cache = if global {
             CacheArg::Null
@@ -1830,7 +1862,7 @@ impl Fuzz {
             CacheArg::Live(c) if !global => Some(self.caches[c].name.clone()),
             _ => None,
         };
-        let state = SinkState::new(table);
+        let state = SinkState::new(table, with_release);
         let callback: kvzch_stat_sink_fn = if null_fn { None } else { Some(fuzz_sink) };
         self.note(
             function,
@@ -1841,24 +1873,32 @@ impl Fuzz {
             ),
         );
         let before = out_buf.bytes().to_vec();
+        let user_data = state.user_data();
+        let release: kvzch_sink_release_fn = Some(fuzz_release);
         let status = unsafe {
-            if global {
-                kvzch_register_global_stat_sink(callback, state.user_data(), out_ptr)
-            } else {
-                kvzch_cache_register_stat_sink(
+            match (global, with_release) {
+                (true, false) => kvzch_register_global_stat_sink(callback, user_data, out_ptr),
+                (true, true) => kvzch_register_global_stat_sink_with_release(
+                    callback, user_data, release, out_ptr,
+                ),
+                (false, false) => {
+                    kvzch_cache_register_stat_sink(self.handle(cache), callback, user_data, out_ptr)
+                }
+                (false, true) => kvzch_cache_register_stat_sink_with_release(
                     self.handle(cache),
                     callback,
-                    state.user_data(),
+                    user_data,
+                    release,
                     out_ptr,
-                )
+                ),
             }
         };
         if !self.outcome(function, status, &expect) {
             if out_buf.bytes() != before {
                 self.fail(format!("{function} wrote *out_id on error"));
             }
-            // Not registered: it must never be called.
-            self.retire(state);
+            // Not registered: it must never be called, nor released.
+            self.retire(state, false);
             return;
         }
         let id = unsafe { out_ptr.read() };
@@ -1945,7 +1985,7 @@ impl Fuzz {
         let at = list.iter().position(|s| s.id == id).unwrap();
         let rec = list.remove(at);
         self.removed_ids.push(id);
-        self.retire(rec.state);
+        self.retire(rec.state, true);
     }
 
     fn get_api(&mut self) {
@@ -2027,12 +2067,12 @@ impl Fuzz {
             if status != OK {
                 self.fail(format!("unregistering global sink {}: {status:?}", sink.id));
             }
-            self.retire(sink.state);
+            self.retire(sink.state, true);
         }
         for model in std::mem::take(&mut self.caches) {
             unsafe { kvzch_cache_destroy(model.handle) };
             for sink in model.sinks {
-                self.retire(sink.state);
+                self.retire(sink.state, true);
             }
         }
         self.check_sinks();

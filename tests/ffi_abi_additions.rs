@@ -1,7 +1,10 @@
-//! The 1.1 and 1.2 additions through the C ABI, and that structs and tables
+//! The 1.1, 1.2 and 1.3 additions through the C ABI, and that structs and tables
 //! sized by older hosts keep working.
 
+use std::ffi::c_void;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::thread;
 
 use kvzch::ffi::*;
 
@@ -188,7 +191,7 @@ fn a_policy_evicts_and_info_counts_it_in_both_struct_sizes() {
 
 #[test]
 fn the_plugin_table_and_features_include_1_1() {
-    assert_eq!(kvzch_abi_version(), 1 << 16 | 2);
+    assert_eq!(kvzch_abi_version(), 1 << 16 | 3);
     for feature in [
         c"capacity_eviction",
         c"compact",
@@ -206,11 +209,12 @@ fn the_plugin_table_and_features_include_1_1() {
     );
     assert_eq!(table.struct_size as usize, size);
     assert!(table.cache_compact.is_some() && table.options_init_sized.is_some());
-    // A 1.0 host's table ends where 1.1 began, a 1.1 host's where 1.2 began:
-    // each gets only what it knows.
+    // A 1.0 host's table ends where 1.1 began, a 1.1 host's where 1.2 began,
+    // a 1.2 host's where 1.3 began: each gets only what it knows.
     for older in [
         std::mem::offset_of!(kvzch_api_v1, cache_compact),
         std::mem::offset_of!(kvzch_api_v1, cache_reserve),
+        std::mem::offset_of!(kvzch_api_v1, cache_register_stat_sink_with_release),
     ] {
         let mut short = Aligned::<256>::filled(0xEE);
         let status = kvzch_get_api(1, short.as_mut_ptr(), older);
@@ -270,4 +274,285 @@ fn reserve_grows_the_index_and_refuses_what_cannot_fit() {
         kvzch_status::KVZCH_STATUS_NULL_ARGUMENT
     );
     kvzch_cache_destroy(cache);
+}
+
+/// What a sink registered with a release callback sees, as its `user_data`.
+#[derive(Default)]
+struct Released {
+    calls: AtomicU64,
+    calls_running: AtomicU64,
+    releases: AtomicU64,
+    /// A call that began after the release, or a release during a call.
+    out_of_order: AtomicBool,
+    /// Set: the sink unregisters itself from this cache in its first call.
+    unregister_from: AtomicPtr<kvzch_cache>,
+    /// The sink's id, written by the registration.
+    id: AtomicU64,
+}
+
+impl Released {
+    fn user_data(&self) -> *mut c_void {
+        ptr::from_ref(self).cast_mut().cast()
+    }
+
+    fn releases(&self) -> u64 {
+        self.releases.load(Ordering::SeqCst)
+    }
+}
+
+unsafe extern "C" fn counting_sink(user_data: *mut c_void, _event: *const kvzch_batch_event) {
+    // SAFETY: every registration below passes a `Released` that outlives it.
+    let seen = unsafe { &*user_data.cast::<Released>() };
+    seen.calls_running.fetch_add(1, Ordering::SeqCst);
+    if seen.releases() != 0 {
+        seen.out_of_order.store(true, Ordering::SeqCst);
+    }
+    seen.calls.fetch_add(1, Ordering::SeqCst);
+    let cache = seen.unregister_from.swap(ptr::null_mut(), Ordering::SeqCst);
+    if !cache.is_null() {
+        let id = seen.id.load(Ordering::SeqCst);
+        assert_eq!(
+            kvzch_cache_unregister_stat_sink(cache, id),
+            kvzch_status::KVZCH_STATUS_OK
+        );
+        // Unregistered, but this call still runs: not released yet.
+        if seen.releases() != 0 {
+            seen.out_of_order.store(true, Ordering::SeqCst);
+        }
+    }
+    seen.calls_running.fetch_sub(1, Ordering::SeqCst);
+}
+
+unsafe extern "C" fn counting_release(user_data: *mut c_void) {
+    // SAFETY: as for `counting_sink`.
+    let seen = unsafe { &*user_data.cast::<Released>() };
+    if seen.calls_running.load(Ordering::SeqCst) != 0 {
+        seen.out_of_order.store(true, Ordering::SeqCst);
+    }
+    seen.releases.fetch_add(1, Ordering::SeqCst);
+}
+
+fn register_released(cache: *mut kvzch_cache, seen: &Released) -> kvzch_status {
+    kvzch_cache_register_stat_sink_with_release(
+        cache,
+        Some(counting_sink),
+        seen.user_data(),
+        Some(counting_release),
+        seen.id.as_ptr(),
+    )
+}
+
+fn one_row_cache() -> *mut kvzch_cache {
+    let cache = create(&options(4)).unwrap();
+    assert_eq!(
+        batch_set(cache, &[1], &[1; 4], 0),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    cache
+}
+
+fn look_up(cache: *mut kvzch_cache) {
+    let mut out = [0u8; 4];
+    assert_eq!(
+        batch_get(cache, &[1], &mut out, None),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+}
+
+#[test]
+fn release_is_in_the_plugin_table_and_features_of_1_3() {
+    assert!(kvzch_has_feature(c"stat_sink_release".as_ptr()));
+    // SAFETY: all-zero is a valid table (every entry NULL).
+    let mut table: kvzch_api_v1 = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        kvzch_get_api(1, &mut table, size_of::<kvzch_api_v1>()),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    let seen = Released::default();
+    let register = table
+        .cache_register_stat_sink_with_release
+        .expect("the 1.3 cache entry");
+    let cache = one_row_cache();
+    assert_eq!(
+        register(
+            cache,
+            Some(counting_sink),
+            seen.user_data(),
+            Some(counting_release),
+            seen.id.as_ptr()
+        ),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    kvzch_cache_destroy(cache);
+    assert_eq!(seen.releases(), 1);
+    let register_global = table
+        .register_global_stat_sink_with_release
+        .expect("the 1.3 global entry");
+    assert_eq!(
+        register_global(
+            None,
+            seen.user_data(),
+            Some(counting_release),
+            seen.id.as_ptr()
+        ),
+        kvzch_status::KVZCH_STATUS_NULL_ARGUMENT
+    );
+    assert!(last_error().starts_with("kvzch_register_global_stat_sink_with_release"));
+}
+
+#[test]
+fn an_unregistered_sink_is_released_once_after_its_last_call() {
+    let cache = one_row_cache();
+    let seen = Released::default();
+    assert_eq!(
+        register_released(cache, &seen),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    look_up(cache);
+    look_up(cache);
+    assert_eq!((seen.calls.load(Ordering::SeqCst), seen.releases()), (2, 0));
+    let id = seen.id.load(Ordering::SeqCst);
+    assert_eq!(
+        kvzch_cache_unregister_stat_sink(cache, id),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    // No batch ran beside it, so the unregister let go of the sink itself.
+    assert_eq!(seen.releases(), 1);
+    assert_eq!(
+        kvzch_cache_unregister_stat_sink(cache, id),
+        kvzch_status::KVZCH_STATUS_NOT_FOUND
+    );
+    look_up(cache);
+    kvzch_cache_destroy(cache);
+    assert_eq!((seen.calls.load(Ordering::SeqCst), seen.releases()), (2, 1));
+    assert!(!seen.out_of_order.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_sink_that_unregisters_itself_is_released_as_its_call_returns() {
+    let cache = one_row_cache();
+    let seen = Released::default();
+    assert_eq!(
+        register_released(cache, &seen),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    seen.unregister_from.store(cache, Ordering::SeqCst);
+    look_up(cache);
+    // Released inside that batch_get, once the call had returned.
+    assert_eq!(seen.releases(), 1);
+    look_up(cache);
+    kvzch_cache_destroy(cache);
+    assert_eq!((seen.calls.load(Ordering::SeqCst), seen.releases()), (1, 1));
+    assert!(!seen.out_of_order.load(Ordering::SeqCst));
+}
+
+#[test]
+fn destroying_a_cache_releases_its_sinks_and_a_null_release_is_none() {
+    let cache = one_row_cache();
+    let (first, second) = (Released::default(), Released::default());
+    assert_eq!(
+        register_released(cache, &first),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    assert_eq!(
+        register_released(cache, &second),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    let unreleased = Released::default();
+    assert_eq!(
+        kvzch_cache_register_stat_sink_with_release(
+            cache,
+            Some(counting_sink),
+            unreleased.user_data(),
+            None,
+            unreleased.id.as_ptr(),
+        ),
+        kvzch_status::KVZCH_STATUS_OK
+    );
+    look_up(cache);
+    kvzch_cache_destroy(cache);
+    for seen in [&first, &second] {
+        assert_eq!((seen.calls.load(Ordering::SeqCst), seen.releases()), (1, 1));
+    }
+    assert_eq!(unreleased.calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_refused_registration_is_never_released() {
+    let cache = one_row_cache();
+    let seen = Released::default();
+    let release = Some(counting_release as unsafe extern "C" fn(*mut c_void));
+    let sink = Some(counting_sink as unsafe extern "C" fn(*mut c_void, *const kvzch_batch_event));
+    let id = seen.id.as_ptr();
+    let refusals = [
+        kvzch_cache_register_stat_sink_with_release(
+            ptr::null_mut(),
+            sink,
+            seen.user_data(),
+            release,
+            id,
+        ),
+        kvzch_cache_register_stat_sink_with_release(cache, None, seen.user_data(), release, id),
+        kvzch_cache_register_stat_sink_with_release(
+            cache,
+            sink,
+            seen.user_data(),
+            release,
+            ptr::null_mut(),
+        ),
+        kvzch_register_global_stat_sink_with_release(None, seen.user_data(), release, id),
+        kvzch_register_global_stat_sink_with_release(
+            sink,
+            seen.user_data(),
+            release,
+            ptr::null_mut(),
+        ),
+    ];
+    assert!(refusals
+        .iter()
+        .all(|&status| status == kvzch_status::KVZCH_STATUS_NULL_ARGUMENT));
+    look_up(cache);
+    kvzch_cache_destroy(cache);
+    assert_eq!((seen.calls.load(Ordering::SeqCst), seen.releases()), (0, 0));
+}
+
+#[test]
+fn a_global_sink_is_released_by_its_unregister_never_during_a_call() {
+    let cache = AtomicPtr::new(one_row_cache());
+    let stop = AtomicBool::new(false);
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                look_up(cache.load(Ordering::Relaxed));
+            }
+        });
+        for _ in 0..200 {
+            let seen = Released::default();
+            assert_eq!(
+                kvzch_register_global_stat_sink_with_release(
+                    Some(counting_sink),
+                    seen.user_data(),
+                    Some(counting_release),
+                    seen.id.as_ptr(),
+                ),
+                kvzch_status::KVZCH_STATUS_OK
+            );
+            while seen.calls.load(Ordering::SeqCst) == 0 {
+                thread::yield_now();
+            }
+            assert_eq!(
+                kvzch_unregister_global_stat_sink(seen.id.load(Ordering::SeqCst)),
+                kvzch_status::KVZCH_STATUS_OK
+            );
+            // Released by now or by the batch that still held it; `seen`
+            // outlives both, since that batch returns before the next one.
+            while seen.releases() == 0 {
+                thread::yield_now();
+            }
+            assert_eq!(seen.releases(), 1);
+            assert!(!seen.out_of_order.load(Ordering::SeqCst));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    kvzch_cache_destroy(cache.into_inner());
 }

@@ -72,6 +72,25 @@ pub struct kvzch_api_v1 {
     pub options_init_sized: Option<extern "C" fn(*mut kvzch_options, usize) -> kvzch_status>,
     /// 1.2.
     pub cache_reserve: Option<extern "C" fn(*mut kvzch_cache, u64) -> kvzch_status>,
+    /// 1.3.
+    pub cache_register_stat_sink_with_release: Option<
+        extern "C" fn(
+            *mut kvzch_cache,
+            kvzch_stat_sink_fn,
+            *mut c_void,
+            kvzch_sink_release_fn,
+            *mut u64,
+        ) -> kvzch_status,
+    >,
+    /// 1.3.
+    pub register_global_stat_sink_with_release: Option<
+        extern "C" fn(
+            kvzch_stat_sink_fn,
+            *mut c_void,
+            kvzch_sink_release_fn,
+            *mut u64,
+        ) -> kvzch_status,
+    >,
 }
 
 /// Bytes of the 1.0 table, the smallest a host may pass.
@@ -104,6 +123,8 @@ fn api_table() -> kvzch_api_v1 {
         cache_compact: Some(kvzch_cache_compact),
         options_init_sized: Some(kvzch_options_init_sized),
         cache_reserve: Some(kvzch_cache_reserve),
+        cache_register_stat_sink_with_release: Some(kvzch_cache_register_stat_sink_with_release),
+        register_global_stat_sink_with_release: Some(kvzch_register_global_stat_sink_with_release),
     }
 }
 
@@ -191,14 +212,16 @@ mod tests {
     }
 
     #[test]
-    fn the_1_1_and_1_2_tables_append_two_entries_then_one() {
+    fn the_1_1_1_2_and_1_3_tables_append_two_entries_one_and_two() {
+        let word = size_of::<usize>();
         assert_eq!(
-            API_V1_0_SIZE + 2 * size_of::<usize>(),
+            API_V1_0_SIZE + 2 * word,
             std::mem::offset_of!(kvzch_api_v1, cache_reserve)
         );
         assert_eq!(
-            API_V1_0_SIZE + 3 * size_of::<usize>(),
-            size_of::<kvzch_api_v1>()
+            API_V1_0_SIZE + 3 * word,
+            std::mem::offset_of!(kvzch_api_v1, cache_register_stat_sink_with_release)
         );
+        assert_eq!(API_V1_0_SIZE + 5 * word, size_of::<kvzch_api_v1>());
     }
 }

@@ -8,10 +8,14 @@ use crate::stats::{
     register_global_sink_with_id, unregister_global_sink, BatchEvent, Sink, SinkId,
 };
 
-/// A C sink and its `user_data`, called with each batch's event.
+/// A C sink and its `user_data`, called with each batch's event. Dropped
+/// when the registry lets go of the sink: once it will never be called again
+/// and no call of it runs, which is when the host's `release` may free
+/// `user_data`.
 struct CSink {
     callback: unsafe extern "C" fn(*mut c_void, *const kvzch_batch_event),
     user_data: *mut c_void,
+    release: kvzch_sink_release_fn,
 }
 
 // SAFETY: the ABI makes the host responsible for its sink: it runs on whatever
@@ -44,11 +48,80 @@ impl CSink {
     }
 }
 
-fn c_sink(callback: kvzch_stat_sink_fn, user_data: *mut c_void) -> Result<CSink, FfiError> {
+impl Drop for CSink {
+    fn drop(&mut self) {
+        if let Some(release) = self.release {
+            // SAFETY: the host gave `release` with this `user_data` for this
+            // one call, made once the sink is done with: the registry drops a
+            // sink only after its last call has returned and never calls it
+            // after, and a `CSink` exists only for a registration that was
+            // made (see `register`).
+            unsafe { release(self.user_data) }
+        }
+    }
+}
+
+/// Checks a registration's arguments and makes its sink. A refused
+/// registration makes no `CSink`, so it never calls `release`.
+///
+/// # Safety
+/// `out_id` is NULL or a writable `uint64_t` that outlives the registration.
+unsafe fn checked_sink<'a>(
+    callback: kvzch_stat_sink_fn,
+    user_data: *mut c_void,
+    release: kvzch_sink_release_fn,
+    out_id: *mut u64,
+) -> Result<(CSink, &'a mut u64), FfiError> {
     let callback = callback.ok_or_else(|| FfiError::null("fn"))?;
-    Ok(CSink {
+    // SAFETY: the caller's promise.
+    let out_id = unsafe { required_mut(out_id, "out_id") }?;
+    let sink = CSink {
         callback,
         user_data,
+        release,
+    };
+    Ok((sink, out_id))
+}
+
+/// The body of both exported registrations of a cache's sink.
+///
+/// # Safety
+/// `cache` is NULL or a live handle; `out_id` is NULL or a writable
+/// `uint64_t`.
+unsafe fn register_cache_sink(
+    function: &str,
+    cache: *mut kvzch_cache,
+    callback: kvzch_stat_sink_fn,
+    user_data: *mut c_void,
+    release: kvzch_sink_release_fn,
+    out_id: *mut u64,
+) -> kvzch_status {
+    boundary(function, || {
+        // SAFETY: the caller's promise: NULL or a live handle.
+        let cache = unsafe { live_cache(cache) }?;
+        // SAFETY: the caller's promise for `out_id`.
+        let (sink, out_id) = unsafe { checked_sink(callback, user_data, release, out_id) }?;
+        cache.register_stat_sink_with_id(sink.into_sink_writing_id(out_id));
+        Ok(())
+    })
+}
+
+/// The body of both exported registrations of a global sink.
+///
+/// # Safety
+/// `out_id` is NULL or a writable `uint64_t`.
+unsafe fn register_global_sink(
+    function: &str,
+    callback: kvzch_stat_sink_fn,
+    user_data: *mut c_void,
+    release: kvzch_sink_release_fn,
+    out_id: *mut u64,
+) -> kvzch_status {
+    boundary(function, || {
+        // SAFETY: the caller's promise for `out_id`.
+        let (sink, out_id) = unsafe { checked_sink(callback, user_data, release, out_id) }?;
+        register_global_sink_with_id(sink.into_sink_writing_id(out_id));
+        Ok(())
     })
 }
 
@@ -62,15 +135,18 @@ pub extern "C" fn kvzch_cache_register_stat_sink(
     user_data: *mut c_void,
     out_id: *mut u64,
 ) -> kvzch_status {
-    boundary("kvzch_cache_register_stat_sink", || {
-        // SAFETY: the contract: NULL or a live handle.
-        let cache = unsafe { live_cache(cache) }?;
-        let sink = c_sink(callback, user_data)?;
-        // SAFETY: `out_id` is NULL or a writable uint64_t.
-        let out_id = unsafe { required_mut(out_id, "out_id") }?;
-        cache.register_stat_sink_with_id(sink.into_sink_writing_id(out_id));
-        Ok(())
-    })
+    // SAFETY: the ABI's contract: `cache` is NULL or a live handle, `out_id`
+    // NULL or a writable uint64_t.
+    unsafe {
+        register_cache_sink(
+            "kvzch_cache_register_stat_sink",
+            cache,
+            callback,
+            user_data,
+            None,
+            out_id,
+        )
+    }
 }
 
 /// Unregisters a sink of this cache. When this returns (called from anywhere
@@ -108,13 +184,16 @@ pub extern "C" fn kvzch_register_global_stat_sink(
     user_data: *mut c_void,
     out_id: *mut u64,
 ) -> kvzch_status {
-    boundary("kvzch_register_global_stat_sink", || {
-        let sink = c_sink(callback, user_data)?;
-        // SAFETY: `out_id` is NULL or a writable uint64_t.
-        let out_id = unsafe { required_mut(out_id, "out_id") }?;
-        register_global_sink_with_id(sink.into_sink_writing_id(out_id));
-        Ok(())
-    })
+    // SAFETY: the ABI's contract: `out_id` is NULL or a writable uint64_t.
+    unsafe {
+        register_global_sink(
+            "kvzch_register_global_stat_sink",
+            callback,
+            user_data,
+            None,
+            out_id,
+        )
+    }
 }
 
 /// Unregisters a global sink, with the same guarantee as
@@ -125,4 +204,63 @@ pub extern "C" fn kvzch_unregister_global_stat_sink(id: u64) -> kvzch_status {
         unregister_global_sink(SinkId(id))?;
         Ok(())
     })
+}
+
+/// 1.3: registers a sink of this cache as `kvzch_cache_register_stat_sink`
+/// does, and takes `release` (may be NULL: then nothing is called), which the
+/// library calls once with `user_data` when it lets go of the sink: after the
+/// sink's last call has returned, when it will never be called again. That
+/// is inside the unregister that removed it, or later, on the thread of a
+/// `batch_get` that had begun before and lets go of it last; for a sink that
+/// unregistered itself, on the thread whose call of it returns last, inside
+/// that `batch_get`; for a sink still registered when its cache is
+/// destroyed, inside `kvzch_cache_destroy`. So a host may free `user_data`
+/// there, and a sink may end its own registration without waiting for its
+/// other calls. `release` may call any `kvzch_` function except destroying
+/// a cache whose `batch_get` or `kvzch_cache_destroy` it may run inside; it
+/// must not unwind. Any status but `KVZCH_STATUS_OK`: nothing was registered
+/// and `release` is not called.
+#[no_mangle]
+pub extern "C" fn kvzch_cache_register_stat_sink_with_release(
+    cache: *mut kvzch_cache,
+    callback: kvzch_stat_sink_fn,
+    user_data: *mut c_void,
+    release: kvzch_sink_release_fn,
+    out_id: *mut u64,
+) -> kvzch_status {
+    // SAFETY: the ABI's contract: `cache` is NULL or a live handle, `out_id`
+    // NULL or a writable uint64_t.
+    unsafe {
+        register_cache_sink(
+            "kvzch_cache_register_stat_sink_with_release",
+            cache,
+            callback,
+            user_data,
+            release,
+            out_id,
+        )
+    }
+}
+
+/// 1.3: registers a global sink as `kvzch_register_global_stat_sink` does,
+/// with a `release` called as for
+/// `kvzch_cache_register_stat_sink_with_release` (a global sink still
+/// registered when the process exits is not released).
+#[no_mangle]
+pub extern "C" fn kvzch_register_global_stat_sink_with_release(
+    callback: kvzch_stat_sink_fn,
+    user_data: *mut c_void,
+    release: kvzch_sink_release_fn,
+    out_id: *mut u64,
+) -> kvzch_status {
+    // SAFETY: the ABI's contract: `out_id` is NULL or a writable uint64_t.
+    unsafe {
+        register_global_sink(
+            "kvzch_register_global_stat_sink_with_release",
+            callback,
+            user_data,
+            release,
+            out_id,
+        )
+    }
 }

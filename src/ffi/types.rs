@@ -6,7 +6,7 @@ use std::ffi::{c_char, c_void};
 /// compatible (its SONAME differs too).
 pub const KVZCH_ABI_MAJOR: u32 = 1;
 /// The ABI minor version of this header. Minor versions only append.
-pub const KVZCH_ABI_MINOR: u32 = 2;
+pub const KVZCH_ABI_MINOR: u32 = 3;
 
 /// `kvzch_options.miss_policy`: a missed id's row is zero-filled (the default).
 pub const KVZCH_MISS_ZERO_FILL: u32 = 0;
@@ -184,6 +184,12 @@ pub struct kvzch_batch_event {
 /// must not unwind (a C++ sink must not throw).
 pub type kvzch_stat_sink_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, event: *const kvzch_batch_event)>;
+
+/// 1.3: lets go of a sink's `user_data`, given with the registration. The
+/// library calls it once, on some thread, once the sink will never be called
+/// again and no call of it is running (see
+/// `kvzch_cache_register_stat_sink_with_release`). It must not unwind.
+pub type kvzch_sink_release_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
 
 impl From<crate::BatchStats> for kvzch_batch_stats {
     fn from(stats: crate::BatchStats) -> kvzch_batch_stats {

@@ -20,6 +20,7 @@ const FEATURES: &[&str] = &[
     "cache_info_counters",
     "options_init_sized",
     "reserve",
+    "stat_sink_release",
 ];
 const LONGEST_FEATURE: usize = 64;
 
