@@ -329,6 +329,64 @@ TEST(Sinks, UnregisterAfterItsIdWasUnregisteredElsewhereAnswersNotFoundAndEnds) 
   EXPECT_EQ(reg.unregister(), KVZCH_STATUS_OK) << "inactive already";
 }
 
+// With a library that releases sinks itself (1.3), a registration may end
+// from inside its own callable: the callable and its captures live on until
+// that call returns, and are freed as it does.
+TEST(Sinks, EndedFromInsideItsCallableTheCallableIsFreedAsTheCallReturns) {
+  ASSERT_TRUE(kvzch::Library::linked().has("stat_sink_release"));
+  kvzch::Cache cache(kvzch::Options().row_bytes(8));
+  auto held = std::make_shared<int>(0);
+  const std::weak_ptr<int> callable_state = held;
+  int calls = 0;
+  kvzch_status status = KVZCH_STATUS_INTERNAL;
+  bool alive_after_unregister = false;
+  kvzch::SinkRegistration reg;
+  reg = cache.on_batch([&, held = std::move(held)](const kvzch_batch_event&) {
+    ++calls;
+    status = reg.unregister();
+    alive_after_unregister = !callable_state.expired();
+  });
+  static_cast<void>(lookup(cache, {1}));
+  EXPECT_EQ(status, KVZCH_STATUS_OK);
+  EXPECT_TRUE(alive_after_unregister) << "freed while its call ran";
+  EXPECT_FALSE(reg.active());
+  EXPECT_TRUE(callable_state.expired()) << "freed as its call returned";
+  static_cast<void>(lookup(cache, {1}));
+  EXPECT_EQ(calls, 1);
+}
+
+// The same while another thread is inside the callable: the callable is
+// freed only once that call has returned too.
+TEST(Sinks, EndedFromInsideItsCallableTheCallableOutlivesItsOtherCalls) {
+  kvzch::Cache cache(kvzch::Options().row_bytes(8));
+  auto held = std::make_shared<int>(0);
+  const std::weak_ptr<int> callable_state = held;
+  std::atomic<int> calls{0};
+  std::atomic<bool> first_call_inside{false};
+  std::atomic<bool> end_first_call{false};
+  std::atomic<int> status{KVZCH_STATUS_INTERNAL};
+  kvzch::SinkRegistration reg;
+  reg = cache.on_batch([&, held = std::move(held)](const kvzch_batch_event&) {
+    if (calls.fetch_add(1) == 0) {
+      first_call_inside.store(true);
+      while (!end_first_call.load()) std::this_thread::yield();
+      return;
+    }
+    status.store(reg.unregister());
+  });
+  std::thread first([&] { static_cast<void>(lookup(cache, {1})); });
+  while (!first_call_inside.load()) std::this_thread::yield();
+  static_cast<void>(lookup(cache, {1}));
+  EXPECT_EQ(status.load(), KVZCH_STATUS_OK);
+  EXPECT_FALSE(reg.active());
+  EXPECT_FALSE(callable_state.expired()) << "freed while another thread's call ran";
+  end_first_call.store(true);
+  first.join();
+  EXPECT_TRUE(callable_state.expired()) << "freed as the last call returned";
+  static_cast<void>(lookup(cache, {1}));
+  EXPECT_EQ(calls.load(), 2);
+}
+
 TEST(Sinks, ReassigningUnregistersThePrevious) {
   kvzch::Cache cache(kvzch::Options().row_bytes(8));
   int first = 0;

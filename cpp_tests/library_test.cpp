@@ -341,7 +341,25 @@ TEST_F(OlderLibrary, SaysWhatItLacks) {
   EXPECT_FALSE(older_.has("batch_remove"));
   EXPECT_FALSE(older_.has("global_stat_sink"));
   EXPECT_TRUE(older_.has("stat_sink"));
+  EXPECT_FALSE(older_.has("stat_sink_release"));
+  EXPECT_EQ(older_.api().cache_register_stat_sink_with_release, nullptr);
   EXPECT_EQ(older_.version(), KVZCH_EXPECTED_VERSION);
+}
+
+// Without the 1.3 registrations, the registration alone holds its callable
+// and frees it when it ends.
+TEST_F(OlderLibrary, ARegistrationFreesItsCallableItself) {
+  kvzch::Cache cache(older_, kvzch::Options().row_bytes(8));
+  auto held = std::make_shared<int>(0);
+  const std::weak_ptr<int> callable_state = held;
+  kvzch::SinkRegistration registration =
+      cache.on_batch([held = std::move(held)](const kvzch_batch_event&) { ++*held; });
+  std::uint8_t out[8];
+  const std::int64_t id = 1;
+  static_cast<void>(cache.batch_get(&id, 1, out, sizeof out));
+  EXPECT_EQ(*callable_state.lock(), 1);
+  registration.reset();
+  EXPECT_TRUE(callable_state.expired());
 }
 
 TEST_F(OlderLibrary, TheSameHostCodeDegrades) {

@@ -223,10 +223,14 @@ inline void sink_edge_acquire(void* box) noexcept {
 /* A registration's callable, behind a byte of its own at the box's address
  * (its first member, with no base before it), which the annotations use:
  * a mutex or atomic at the start of the callable is a synchronization
- * object of its own to TSan, which the sink's edges must not join. */
+ * object of its own to TSan, which the sink's edges must not join. Freed by
+ * the last of its holders to let go: the registration, and a library that
+ * releases sinks itself (ABI 1.3), which lets go once the sink's last call
+ * has returned, perhaps after the registration ended. */
 template <class F>
 struct SinkBox {
   char edge;
+  std::atomic<unsigned> holders;
   F callable;
 };
 
@@ -241,9 +245,15 @@ void sink_trampoline(void* box, const kvzch_batch_event* event) noexcept {
   sink_edge_release(box);
 }
 
+/* A holder lets go of the box: after the calls it was ordered after (the
+ * edge), and the box is freed once its holders all have. */
 template <class F>
-void delete_sink_box(void* box) noexcept {
-  delete static_cast<SinkBox<F>*>(box);
+void let_go_of_sink_box(void* box) noexcept {
+  sink_edge_acquire(box);
+  auto* const typed = static_cast<SinkBox<F>*>(box);
+  if (typed->holders.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    delete typed;
+  }
 }
 
 /* Histogram bounds as the Prometheus format needs them: finite, and strictly
@@ -454,23 +464,27 @@ class Library {
 };
 
 /* An active stat sink. Unregisters in unregister(), reset() and its
- * destructor; once the library confirms the sink is gone, the callable is not
- * running anywhere and has been freed. The library refuses only one
- * unregister, with KVZCH_STATUS_WOULD_DEADLOCK: one made from inside a sink
- * whose wait would close a cycle (two sinks unregistering each other from
- * inside themselves on two threads, or a sink unregistering one that it runs
- * under on its thread). unregister() reports that and keeps the
- * registration active, to be ended later from outside the sinks; reset() and
- * the destructor cannot, so the sink stays registered and its callable is
- * never freed. A registration from Cache::on_batch keeps its cache alive: the
+ * destructor; once the library confirms the sink is gone, the callable will
+ * never be called again and is freed after its last call has returned. The
+ * library refuses only one unregister, with KVZCH_STATUS_WOULD_DEADLOCK: one
+ * made from inside a sink whose wait would close a cycle (two sinks
+ * unregistering each other from inside themselves on two threads, or a sink
+ * unregistering one that it runs under on its thread). unregister() reports
+ * that and keeps the registration active, to be ended later from outside
+ * the sinks; reset() and the destructor cannot, so the sink stays registered
+ * and its callable is freed only if its cache is destroyed (a global one's,
+ * never). A registration from Cache::on_batch keeps its cache alive: the
  * cache is destroyed when the last of the Cache and its registrations ends
- * (but a refused reset() or destructor leaks its hold on the cache with the
- * callable, so that cache is never destroyed: dropping the hold then could
- * destroy it inside its own lookup). One made by register_sink on a
- * kvzch_cache* must end before that cache is destroyed. No registration may
- * be ended from inside its own callable (that would free the callable while
- * it runs), nor, once its Cache is gone, from inside any sink called for its
- * cache's lookups (that could destroy the cache during one). */
+ * (but a refused reset() or destructor leaks its hold on the cache, so that
+ * cache is never destroyed: dropping the hold then could destroy it inside
+ * its own lookup). One made by register_sink on a kvzch_cache* must end
+ * before that cache is destroyed. With a library that releases sinks itself
+ * (Library::has("stat_sink_release"), ABI 1.3) a registration may be ended
+ * from inside its own callable: the callable is freed as its last call
+ * returns. With an older library it may not (that would free the callable
+ * while it runs). None may be ended, once its Cache is gone, from inside any
+ * sink called for its cache's lookups (that could destroy the cache during
+ * one). */
 class [[nodiscard]] SinkRegistration {
  public:
   SinkRegistration() noexcept = default;
@@ -488,7 +502,8 @@ class [[nodiscard]] SinkRegistration {
 
   /* Unregisters the sink and answers the library's status: KVZCH_STATUS_OK,
    * or NOT_FOUND when something else unregistered its id; either way the sink
-   * is gone, the callable freed, and the registration inactive. Any other
+   * is gone, the callable freed (or, from inside it, freed as it returns),
+   * and the registration inactive. Any other
    * status (WOULD_DEADLOCK, see above) leaves the sink registered and this
    * registration active and unchanged. Inactive already: KVZCH_STATUS_OK. */
   [[nodiscard]] kvzch_status unregister() noexcept {
@@ -500,7 +515,6 @@ class [[nodiscard]] SinkRegistration {
     const kvzch_status status = cache_ != nullptr ? api.cache_unregister_stat_sink(cache_, id_)
                                                   : api.unregister_global_stat_sink(id_);
     if (status == KVZCH_STATUS_OK || status == KVZCH_STATUS_NOT_FOUND) {
-      detail::sink_edge_acquire(callable_.get());
       callable_.reset();
       forget();
     }
@@ -508,11 +522,13 @@ class [[nodiscard]] SinkRegistration {
   }
 
   /* Unregisters and leaves the registration inactive whatever the library
-   * answers. When it refuses, it may still call the sink, so the callable is
-   * leaked rather than freed, and so is this registration's hold on its
-   * cache (from Cache::on_batch): the refusal comes from inside a sink,
-   * perhaps one called for that cache's own lookup, and dropping the last
-   * hold there would destroy the cache during it. */
+   * answers. When it refuses, it may still call the sink, so this
+   * registration leaks its hold on the callable rather than freeing it (a
+   * library that releases sinks itself lets go of its own hold when the
+   * cache is destroyed), and its hold on its cache (from Cache::on_batch):
+   * the refusal comes from inside a sink, perhaps one called for that
+   * cache's own lookup, and dropping the last hold there would destroy the
+   * cache during it. */
   void reset() noexcept {
     if (unregister() != KVZCH_STATUS_OK && callable_) {
       static_cast<void>(callable_.release());
@@ -586,18 +602,39 @@ SinkRegistration register_sink(const Library& library, kvzch_cache* cache, F&& c
     static_cast<void>(detail::entry(lib, &kvzch_api_v1::unregister_global_stat_sink,
                                     "kvzch_unregister_global_stat_sink"));
   }
+  /* A library that releases sinks itself holds the callable too, from
+   * registration until after the sink's last call. */
+  const bool library_releases = cache != nullptr
+                                    ? lib.api.cache_register_stat_sink_with_release != nullptr
+                                    : lib.api.register_global_stat_sink_with_release != nullptr;
   SinkRegistration::Owned owned(
-      new detail::SinkBox<Callable>{0, Callable(std::forward<F>(callable))},
-      &detail::delete_sink_box<Callable>);
+      new detail::SinkBox<Callable>{0, {library_releases ? 2u : 1u},
+                                    Callable(std::forward<F>(callable))},
+      &detail::let_go_of_sink_box<Callable>);
   detail::sink_edge_release(owned.get());
+  const auto trampoline = &detail::sink_trampoline<Callable>;
+  const auto release = &detail::let_go_of_sink_box<Callable>;
   std::uint64_t id = 0;
-  if (cache != nullptr) {
-    detail::call(lib, &kvzch_api_v1::cache_register_stat_sink, "kvzch_cache_register_stat_sink",
-                 cache, &detail::sink_trampoline<Callable>, owned.get(), &id);
-  } else {
-    detail::call(lib, &kvzch_api_v1::register_global_stat_sink,
-                 "kvzch_register_global_stat_sink", &detail::sink_trampoline<Callable>,
-                 owned.get(), &id);
+  try {
+    if (cache != nullptr && library_releases) {
+      detail::call(lib, &kvzch_api_v1::cache_register_stat_sink_with_release,
+                   "kvzch_cache_register_stat_sink_with_release", cache, trampoline, owned.get(),
+                   release, &id);
+    } else if (cache != nullptr) {
+      detail::call(lib, &kvzch_api_v1::cache_register_stat_sink,
+                   "kvzch_cache_register_stat_sink", cache, trampoline, owned.get(), &id);
+    } else if (library_releases) {
+      detail::call(lib, &kvzch_api_v1::register_global_stat_sink_with_release,
+                   "kvzch_register_global_stat_sink_with_release", trampoline, owned.get(),
+                   release, &id);
+    } else {
+      detail::call(lib, &kvzch_api_v1::register_global_stat_sink,
+                   "kvzch_register_global_stat_sink", trampoline, owned.get(), &id);
+    }
+  } catch (...) {
+    /* A refused registration leaves the library no hold to let go of. */
+    static_cast<detail::SinkBox<Callable>*>(owned.get())->holders.store(1, std::memory_order_relaxed);
+    throw;
   }
   return SinkRegistration(library.state_, cache, id, std::move(owned));
 }
