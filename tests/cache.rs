@@ -71,6 +71,17 @@ fn lookups_span_several_windows() {
 }
 
 #[test]
+fn a_cache_answers_the_name_it_was_given() {
+    let named = Cache::new(CacheConfig {
+        name: TableName::new("user_emb.v2").unwrap(),
+        ..config(4)
+    })
+    .unwrap();
+    assert_eq!(named.name().as_str(), "user_emb.v2");
+    assert_eq!(Cache::new(config(4)).unwrap().name().as_str(), "default");
+}
+
+#[test]
 fn misses_are_zero_filled_or_left_untouched() {
     let zero = Cache::new(config(4)).unwrap();
     let leave = Cache::new(CacheConfig {
