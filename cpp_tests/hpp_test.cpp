@@ -8,19 +8,7 @@
 
 #include <gtest/gtest.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define KVZCH_TEST_LSAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KVZCH_TEST_LSAN 1
-#endif
-#endif
-#ifdef KVZCH_TEST_LSAN
-// LeakSanitizer's interface, declared here: not every clang install ships
-// <sanitizer/lsan_interface.h>.
-extern "C" void __lsan_disable(void);
-extern "C" void __lsan_enable(void);
-#endif
+#include "intended_leak.h"
 
 #include <atomic>
 #include <chrono>
@@ -58,24 +46,6 @@ kvzch_batch_stats lookup(kvzch::Cache& cache, const std::vector<std::int64_t>& i
   std::vector<std::uint8_t> out(ids.size() * cache.row_bytes());
   return cache.batch_get(ids.data(), ids.size(), out.data(), out.size());
 }
-
-// While it lives, LeakSanitizer (in the ASan build) ignores what this thread
-// allocates: for a leak that a test makes on purpose.
-class IntendedLeak {
- public:
-  IntendedLeak() {
-#ifdef KVZCH_TEST_LSAN
-    __lsan_disable();
-#endif
-  }
-  ~IntendedLeak() {
-#ifdef KVZCH_TEST_LSAN
-    __lsan_enable();
-#endif
-  }
-  IntendedLeak(const IntendedLeak&) = delete;
-  IntendedLeak& operator=(const IntendedLeak&) = delete;
-};
 
 TEST(Cache, OptionsBuilderReachesTheLibrary) {
   kvzch::Cache cache(kvzch::Options()
