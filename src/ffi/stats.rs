@@ -55,7 +55,7 @@ impl Drop for CSink {
             // one call, made once the sink is done with: the registry drops a
             // sink only after its last call has returned and never calls it
             // after, and a `CSink` exists only for a registration that was
-            // made (see `register`).
+            // made (see `checked_sink`).
             unsafe { release(self.user_data) }
         }
     }
@@ -65,7 +65,8 @@ impl Drop for CSink {
 /// registration makes no `CSink`, so it never calls `release`.
 ///
 /// # Safety
-/// `out_id` is NULL or a writable `uint64_t` that outlives the registration.
+/// `out_id` is NULL or a writable `uint64_t`, for as long as the returned
+/// reference is used (the registration writes the id and lets go of it).
 unsafe fn checked_sink<'a>(
     callback: kvzch_stat_sink_fn,
     user_data: *mut c_void,
@@ -88,7 +89,7 @@ unsafe fn checked_sink<'a>(
 /// # Safety
 /// `cache` is NULL or a live handle; `out_id` is NULL or a writable
 /// `uint64_t`.
-unsafe fn register_cache_sink(
+unsafe fn register_c_cache_sink(
     function: &str,
     cache: *mut kvzch_cache,
     callback: kvzch_stat_sink_fn,
@@ -110,7 +111,7 @@ unsafe fn register_cache_sink(
 ///
 /// # Safety
 /// `out_id` is NULL or a writable `uint64_t`.
-unsafe fn register_global_sink(
+unsafe fn register_c_global_sink(
     function: &str,
     callback: kvzch_stat_sink_fn,
     user_data: *mut c_void,
@@ -138,7 +139,7 @@ pub extern "C" fn kvzch_cache_register_stat_sink(
     // SAFETY: the ABI's contract: `cache` is NULL or a live handle, `out_id`
     // NULL or a writable uint64_t.
     unsafe {
-        register_cache_sink(
+        register_c_cache_sink(
             "kvzch_cache_register_stat_sink",
             cache,
             callback,
@@ -186,7 +187,7 @@ pub extern "C" fn kvzch_register_global_stat_sink(
 ) -> kvzch_status {
     // SAFETY: the ABI's contract: `out_id` is NULL or a writable uint64_t.
     unsafe {
-        register_global_sink(
+        register_c_global_sink(
             "kvzch_register_global_stat_sink",
             callback,
             user_data,
@@ -231,7 +232,7 @@ pub extern "C" fn kvzch_cache_register_stat_sink_with_release(
     // SAFETY: the ABI's contract: `cache` is NULL or a live handle, `out_id`
     // NULL or a writable uint64_t.
     unsafe {
-        register_cache_sink(
+        register_c_cache_sink(
             "kvzch_cache_register_stat_sink_with_release",
             cache,
             callback,
@@ -255,7 +256,7 @@ pub extern "C" fn kvzch_register_global_stat_sink_with_release(
 ) -> kvzch_status {
     // SAFETY: the ABI's contract: `out_id` is NULL or a writable uint64_t.
     unsafe {
-        register_global_sink(
+        register_c_global_sink(
             "kvzch_register_global_stat_sink_with_release",
             callback,
             user_data,
