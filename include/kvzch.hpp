@@ -472,8 +472,8 @@ class Library {
  * unregistering one that it runs under on its thread). unregister() reports
  * that and keeps the registration active, to be ended later from outside
  * the sinks; reset() and the destructor cannot, so the sink stays registered
- * and its callable is freed only if its cache is destroyed (a global one's,
- * never). A registration from Cache::on_batch keeps its cache alive: the
+ * and its callable is never freed (but by a library that releases sinks
+ * itself, when the sink's cache is destroyed). A registration from Cache::on_batch keeps its cache alive: the
  * cache is destroyed when the last of the Cache and its registrations ends
  * (but a refused reset() or destructor leaks its hold on the cache, so that
  * cache is never destroyed: dropping the hold then could destroy it inside
