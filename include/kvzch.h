@@ -598,10 +598,10 @@ enum kvzch_status kvzch_unregister_global_stat_sink(uint64_t id);
  * does, and takes `release` (may be NULL: then nothing is called), which the
  * library calls once with `user_data` when it lets go of the sink: after the
  * sink's last call has returned, when it will never be called again. That
- * is inside the unregister that removed it, or later, on the thread of a
- * `batch_get` that had begun before and lets go of it last; for a sink that
- * unregistered itself, on the thread whose call of it returns last, inside
- * that `batch_get`; for a sink still registered when its cache is
+ * is inside the unregister that removed it, or inside the `batch_get` that
+ * lets go of the sink last, on its thread: one that had begun before the
+ * unregister or, for a sink that unregistered itself, the one whose call of
+ * it returned last; for a sink still registered when its cache is
  * destroyed, inside `kvzch_cache_destroy`. So a host may free `user_data`
  * there, and a sink may end its own registration without waiting for its
  * other calls. `release` may call any `kvzch_` function except destroying
