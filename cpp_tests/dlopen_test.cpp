@@ -201,13 +201,20 @@ TEST_F(Plugin, RoundTripThroughTheTableOnly) {
   api.cache_destroy(cache);
 }
 
-TEST_F(Plugin, GlobalSinkThroughTheTable) {
-  const kvzch_api_v1 api = table();
+// A cache of 4-byte rows named "default", made through the table; NULL
+// when it cannot be made.
+kvzch_cache* default_cache(const kvzch_api_v1& api) {
   kvzch_options opts;
   api.options_init(&opts);
   opts.row_bytes = 4;
   kvzch_cache* cache = nullptr;
-  ASSERT_EQ(api.cache_create(&opts, &cache), KVZCH_STATUS_OK);
+  return api.cache_create(&opts, &cache) == KVZCH_STATUS_OK ? cache : nullptr;
+}
+
+TEST_F(Plugin, GlobalSinkThroughTheTable) {
+  const kvzch_api_v1 api = table();
+  kvzch_cache* const cache = default_cache(api);
+  ASSERT_NE(cache, nullptr);
   SinkLog log;
   uint64_t id = 0;
   ASSERT_EQ(api.register_global_stat_sink(log_sink, &log, &id), KVZCH_STATUS_OK);
@@ -230,11 +237,8 @@ TEST_F(Plugin, SinksWithAReleaseThroughTheTable) {
   ASSERT_TRUE(api.has_feature("stat_sink_release"));
   ASSERT_NE(api.cache_register_stat_sink_with_release, nullptr);
   ASSERT_NE(api.register_global_stat_sink_with_release, nullptr);
-  kvzch_options opts;
-  api.options_init(&opts);
-  opts.row_bytes = 4;
-  kvzch_cache* cache = nullptr;
-  ASSERT_EQ(api.cache_create(&opts, &cache), KVZCH_STATUS_OK);
+  kvzch_cache* const cache = default_cache(api);
+  ASSERT_NE(cache, nullptr);
   SinkLog cache_log;
   SinkLog global_log;
   uint64_t cache_id = 0;

@@ -298,6 +298,10 @@ impl Released {
     fn releases(&self) -> u64 {
         self.releases.load(Ordering::SeqCst)
     }
+
+    fn calls_and_releases(&self) -> (u64, u64) {
+        (self.calls.load(Ordering::SeqCst), self.releases())
+    }
 }
 
 unsafe extern "C" fn counting_sink(user_data: *mut c_void, _event: *const kvzch_batch_event) {
@@ -332,14 +336,20 @@ unsafe extern "C" fn counting_release(user_data: *mut c_void) {
     seen.releases.fetch_add(1, Ordering::SeqCst);
 }
 
-fn register_released(cache: *mut kvzch_cache, seen: &Released) -> kvzch_status {
-    kvzch_cache_register_stat_sink_with_release(
-        cache,
-        Some(counting_sink),
-        seen.user_data(),
-        Some(counting_release),
-        seen.id.as_ptr(),
-    )
+/// Registers `counting_sink` with `counting_release` on `cache`.
+fn register_released(cache: *mut kvzch_cache, seen: &Released) {
+    assert_eq!(
+        kvzch_cache_register_stat_sink_with_release(
+            cache,
+            Some(counting_sink),
+            seen.user_data(),
+            Some(counting_release),
+            seen.id.as_ptr(),
+        ),
+        kvzch_status::KVZCH_STATUS_OK,
+        "{}",
+        last_error()
+    );
 }
 
 fn one_row_cache() -> *mut kvzch_cache {
@@ -404,13 +414,10 @@ fn release_is_in_the_plugin_table_and_features_of_1_3() {
 fn an_unregistered_sink_is_released_once_after_its_last_call() {
     let cache = one_row_cache();
     let seen = Released::default();
-    assert_eq!(
-        register_released(cache, &seen),
-        kvzch_status::KVZCH_STATUS_OK
-    );
+    register_released(cache, &seen);
     look_up(cache);
     look_up(cache);
-    assert_eq!((seen.calls.load(Ordering::SeqCst), seen.releases()), (2, 0));
+    assert_eq!(seen.calls_and_releases(), (2, 0));
     let id = seen.id.load(Ordering::SeqCst);
     assert_eq!(
         kvzch_cache_unregister_stat_sink(cache, id),
@@ -424,7 +431,7 @@ fn an_unregistered_sink_is_released_once_after_its_last_call() {
     );
     look_up(cache);
     kvzch_cache_destroy(cache);
-    assert_eq!((seen.calls.load(Ordering::SeqCst), seen.releases()), (2, 1));
+    assert_eq!(seen.calls_and_releases(), (2, 1));
     assert!(!seen.out_of_order.load(Ordering::SeqCst));
 }
 
@@ -432,17 +439,14 @@ fn an_unregistered_sink_is_released_once_after_its_last_call() {
 fn a_sink_that_unregisters_itself_is_released_as_its_call_returns() {
     let cache = one_row_cache();
     let seen = Released::default();
-    assert_eq!(
-        register_released(cache, &seen),
-        kvzch_status::KVZCH_STATUS_OK
-    );
+    register_released(cache, &seen);
     seen.unregister_from.store(cache, Ordering::SeqCst);
     look_up(cache);
     // Released inside that batch_get, once the call had returned.
     assert_eq!(seen.releases(), 1);
     look_up(cache);
     kvzch_cache_destroy(cache);
-    assert_eq!((seen.calls.load(Ordering::SeqCst), seen.releases()), (1, 1));
+    assert_eq!(seen.calls_and_releases(), (1, 1));
     assert!(!seen.out_of_order.load(Ordering::SeqCst));
 }
 
@@ -450,14 +454,8 @@ fn a_sink_that_unregisters_itself_is_released_as_its_call_returns() {
 fn destroying_a_cache_releases_its_sinks_and_a_null_release_is_none() {
     let cache = one_row_cache();
     let (first, second) = (Released::default(), Released::default());
-    assert_eq!(
-        register_released(cache, &first),
-        kvzch_status::KVZCH_STATUS_OK
-    );
-    assert_eq!(
-        register_released(cache, &second),
-        kvzch_status::KVZCH_STATUS_OK
-    );
+    register_released(cache, &first);
+    register_released(cache, &second);
     let unreleased = Released::default();
     assert_eq!(
         kvzch_cache_register_stat_sink_with_release(
@@ -472,7 +470,7 @@ fn destroying_a_cache_releases_its_sinks_and_a_null_release_is_none() {
     look_up(cache);
     kvzch_cache_destroy(cache);
     for seen in [&first, &second] {
-        assert_eq!((seen.calls.load(Ordering::SeqCst), seen.releases()), (1, 1));
+        assert_eq!(seen.calls_and_releases(), (1, 1));
     }
     assert_eq!(unreleased.calls.load(Ordering::SeqCst), 1);
 }
@@ -513,7 +511,7 @@ fn a_refused_registration_is_never_released() {
         .all(|&status| status == kvzch_status::KVZCH_STATUS_NULL_ARGUMENT));
     look_up(cache);
     kvzch_cache_destroy(cache);
-    assert_eq!((seen.calls.load(Ordering::SeqCst), seen.releases()), (0, 0));
+    assert_eq!(seen.calls_and_releases(), (0, 0));
 }
 
 #[test]
