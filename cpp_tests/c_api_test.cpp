@@ -988,6 +988,91 @@ void sinks_find_their_id_while_batches_run(bool global) {
   EXPECT_GT(rounds_called, 0u) << "no sink was called while registered: nothing was checked";
 }
 
+// A sink state that the library frees through the 1.3 release callback,
+// while lookups run on other threads; restates the edges as own_id_sink does,
+// and the release acquires what the calls' last touches released. The round's
+// id lives on the registering thread, which cannot acquire a state that may
+// be freed: each call ends with a release on g_releasing_calls_returned too,
+// which that thread acquires once its unregister returns.
+struct ReleasedState {
+  const uint64_t* id;  // the round's id, on the registering thread's stack
+  kvzch_cache* cache;
+  bool unregister_itself;
+  std::atomic<bool> unregistered{false};
+  std::atomic<uint64_t> calls{0};
+};
+
+std::atomic<uint64_t> g_states_released{0};
+std::atomic<uint64_t> g_releasing_calls_returned{0};
+
+void releasing_sink(void* user_data, const kvzch_batch_event*) {
+  enter_sink();
+  ReleasedState* s = static_cast<ReleasedState*>(user_data);
+  if (s->unregister_itself && !s->unregistered.exchange(true)) {
+    kvzch_cache_unregister_stat_sink(s->cache, *s->id);
+  }
+  g_releasing_calls_returned.fetch_add(1, std::memory_order_release);
+  s->calls.fetch_add(1, std::memory_order_release);
+}
+
+void free_released_state(void* user_data) {
+  ReleasedState* s = static_cast<ReleasedState*>(user_data);
+  static_cast<void>(s->calls.load(std::memory_order_acquire));
+  g_states_released.fetch_add(1);
+  delete s;
+}
+
+// Each state is freed by its release, once: after its unregister from
+// outside, or after it unregistered itself on one thread while others may
+// still be inside it. The ASan and TSan builds see any call that touches a
+// freed state; every build counts the releases.
+TEST(Sinks, AReleaseFreesUserDataOnceAfterTheLastCallOnEveryThread) {
+  CachePtr cache = make_cache(8);
+  ASSERT_NE(cache, nullptr);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> batches{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 3; ++t) {
+    workers.emplace_back([&] {
+      const int64_t key = 1;
+      uint8_t out[8];
+      while (!stop.load()) {
+        kvzch_cache_batch_get(cache.get(), &key, 1, out, sizeof out, nullptr, nullptr);
+        batches.fetch_add(1);
+      }
+    });
+  }
+  while (batches.load() < 1000) std::this_thread::yield();
+  const uint64_t released_before = g_states_released.load();
+  uint64_t rounds = 0;
+  uint64_t failures = 0;
+  uint64_t self_unregistered = 0;
+  run_rounds(std::chrono::milliseconds(500), [] { return true; }, [&](bool) {
+    uint64_t id = 0;
+    auto* state = new ReleasedState{&id, cache.get(), rounds % 2 == 0};
+    publish_sink_state();
+    if (kvzch_cache_register_stat_sink_with_release(cache.get(), releasing_sink, state,
+                                                    free_released_state, &id) != KVZCH_STATUS_OK) {
+      ++failures;
+      delete state;
+      return;
+    }
+    ++rounds;
+    // Let the lookups call it a while (and, every other round, the sink end
+    // itself); the state may be freed from here on, so it is not touched.
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    const kvzch_status status = kvzch_cache_unregister_stat_sink(cache.get(), id);
+    static_cast<void>(g_releasing_calls_returned.load(std::memory_order_acquire));
+    self_unregistered += status == KVZCH_STATUS_NOT_FOUND;
+    failures += status != KVZCH_STATUS_OK && status != KVZCH_STATUS_NOT_FOUND;
+  });
+  stop.store(true);
+  for (std::thread& t : workers) t.join();
+  EXPECT_EQ(failures, 0u);
+  EXPECT_GT(self_unregistered, 0u) << "no sink unregistered itself: nothing of that was checked";
+  EXPECT_EQ(g_states_released.load() - released_before, rounds) << "each state released once";
+}
+
 TEST(Sinks, ASinkFindsItsIdFromItsFirstCall) { sinks_find_their_id_while_batches_run(false); }
 
 TEST(Sinks, AGlobalSinkFindsItsIdFromItsFirstCall) { sinks_find_their_id_while_batches_run(true); }
