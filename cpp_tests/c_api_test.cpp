@@ -929,23 +929,45 @@ void own_id_sink(void* user_data, const kvzch_batch_event*) {
   s->calls.fetch_add(1, std::memory_order_release);
 }
 
+// `count` threads looking up id 1 of an 8-byte-row cache back to back, from
+// construction (which returns once they have made 1000 batches) until stop().
+class LookupThreads {
+ public:
+  LookupThreads(kvzch_cache* cache, int count) {
+    for (int t = 0; t < count; ++t) {
+      threads_.emplace_back([this, cache] {
+        const int64_t key = 1;
+        uint8_t out[8];
+        while (!stop_.load()) {
+          kvzch_cache_batch_get(cache, &key, 1, out, sizeof out, nullptr, nullptr);
+          batches_.fetch_add(1);
+        }
+      });
+    }
+    while (batches_.load() < 1000) std::this_thread::yield();
+  }
+  LookupThreads(const LookupThreads&) = delete;
+  LookupThreads& operator=(const LookupThreads&) = delete;
+  ~LookupThreads() { stop(); }
+
+  // Returns once every thread has made its last batch.
+  void stop() {
+    stop_.store(true);
+    for (std::thread& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> batches_{0};
+  std::vector<std::thread> threads_;
+};
+
 void sinks_find_their_id_while_batches_run(bool global) {
   CachePtr cache = make_cache(8);
   ASSERT_NE(cache, nullptr);
-  std::atomic<bool> stop{false};
-  std::atomic<uint64_t> batches{0};
-  std::vector<std::thread> workers;
-  for (int t = 0; t < 4; ++t) {
-    workers.emplace_back([&] {
-      const int64_t key = 1;
-      uint8_t out[8];
-      while (!stop.load()) {
-        kvzch_cache_batch_get(cache.get(), &key, 1, out, sizeof out, nullptr, nullptr);
-        batches.fetch_add(1);
-      }
-    });
-  }
-  while (batches.load() < 1000) std::this_thread::yield();
+  LookupThreads lookups(cache.get(), 4);
   uint64_t calls = 0;
   uint64_t calls_without_id = 0;
   uint64_t rounds_called = 0;
@@ -981,8 +1003,7 @@ void sinks_find_their_id_while_batches_run(bool global) {
     calls_without_id += state.calls_without_id.load();
     rounds_called += state.calls.load() > 0;
   });
-  stop.store(true);
-  for (std::thread& t : workers) t.join();
+  lookups.stop();
   EXPECT_EQ(failures, 0u);
   EXPECT_EQ(calls_without_id, 0u) << "of " << calls << " calls";
   EXPECT_GT(rounds_called, 0u) << "no sink was called while registered: nothing was checked";
@@ -1029,20 +1050,7 @@ void free_released_state(void* user_data) {
 TEST(Sinks, AReleaseFreesUserDataOnceAfterTheLastCallOnEveryThread) {
   CachePtr cache = make_cache(8);
   ASSERT_NE(cache, nullptr);
-  std::atomic<bool> stop{false};
-  std::atomic<uint64_t> batches{0};
-  std::vector<std::thread> workers;
-  for (int t = 0; t < 3; ++t) {
-    workers.emplace_back([&] {
-      const int64_t key = 1;
-      uint8_t out[8];
-      while (!stop.load()) {
-        kvzch_cache_batch_get(cache.get(), &key, 1, out, sizeof out, nullptr, nullptr);
-        batches.fetch_add(1);
-      }
-    });
-  }
-  while (batches.load() < 1000) std::this_thread::yield();
+  LookupThreads lookups(cache.get(), 3);
   const uint64_t released_before = g_states_released.load();
   uint64_t rounds = 0;
   uint64_t failures = 0;
@@ -1066,8 +1074,7 @@ TEST(Sinks, AReleaseFreesUserDataOnceAfterTheLastCallOnEveryThread) {
     self_unregistered += status == KVZCH_STATUS_NOT_FOUND;
     failures += status != KVZCH_STATUS_OK && status != KVZCH_STATUS_NOT_FOUND;
   });
-  stop.store(true);
-  for (std::thread& t : workers) t.join();
+  lookups.stop();
   EXPECT_EQ(failures, 0u);
   EXPECT_GT(self_unregistered, 0u) << "no sink unregistered itself: nothing of that was checked";
   EXPECT_EQ(g_states_released.load() - released_before, rounds) << "each state released once";
