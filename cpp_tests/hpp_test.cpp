@@ -393,7 +393,8 @@ TEST(Sinks, RegistrationOutlivingItsCacheKeepsTheCacheAlive) {
   EXPECT_FALSE(reg);
 }
 
-// The callable is owned by the registration: destroyed exactly when it ends.
+// The callable is held by the registration: with no lookup running beside it,
+// destroyed when the registration ends.
 TEST(Sinks, CallableLifetimeIsTheRegistrations) {
   kvzch::Cache cache(kvzch::Options().row_bytes(8));
   auto alive = std::make_shared<int>(0);

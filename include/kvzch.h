@@ -598,11 +598,13 @@ enum kvzch_status kvzch_unregister_global_stat_sink(uint64_t id);
  * does, and takes `release` (may be NULL: then nothing is called), which the
  * library calls once with `user_data` when it lets go of the sink: after the
  * sink's last call has returned, when it will never be called again. That
- * is inside the unregister that removed it, or inside the `batch_get` that
- * lets go of the sink last, on its thread: one that had begun before the
- * unregister or, for a sink that unregistered itself, the one whose call of
- * it returned last; for a sink still registered when its cache is
- * destroyed, inside `kvzch_cache_destroy`. So a host may free `user_data`
+ * is inside whichever call on the same registry (this cache's, or the
+ * global one) lets go of the sink last, on its thread: the unregister that
+ * removed it, another unregister, or a `batch_get` (one that had begun
+ * before, or, for a sink that unregistered itself, the one whose call of it
+ * returned last); for a sink still registered when its cache is destroyed,
+ * inside `kvzch_cache_destroy`. So an unregister may return before the
+ * release has run. A host may free `user_data`
  * there, and a sink may end its own registration without waiting for its
  * other calls. `release` may call any `kvzch_` function except destroying
  * a cache whose `batch_get` or `kvzch_cache_destroy` it may run inside; it

@@ -472,16 +472,18 @@ class Library {
  * unregistering one that it runs under on its thread). unregister() reports
  * that and keeps the registration active, to be ended later from outside
  * the sinks; reset() and the destructor cannot, so the sink stays registered
- * and its callable is never freed (but by a library that releases sinks
- * itself, when the sink's cache is destroyed). A registration from Cache::on_batch keeps its cache alive: the
- * cache is destroyed when the last of the Cache and its registrations ends
+ * and its callable is never freed. A registration from Cache::on_batch keeps
+ * its cache alive: the cache is destroyed when the last of the Cache and its registrations ends
  * (but a refused reset() or destructor leaks its hold on the cache, so that
  * cache is never destroyed: dropping the hold then could destroy it inside
  * its own lookup). One made by register_sink on a kvzch_cache* must end
  * before that cache is destroyed. With a library that releases sinks itself
  * (Library::has("stat_sink_release"), ABI 1.3) a registration may be ended
  * from inside its own callable: the callable is freed as its last call
- * returns. With an older library it may not (that would free the callable
+ * returns. The library may let go of it after the registration ended, on a
+ * thread inside a lookup (of any cache, for a global sink), so what the
+ * callable captures must not destroy a cache or unload the library as it is
+ * destroyed. With an older library it may not (that would free the callable
  * while it runs). None may be ended, once its Cache is gone, from inside any
  * sink called for its cache's lookups (that could destroy the cache during
  * one). */
@@ -523,9 +525,10 @@ class [[nodiscard]] SinkRegistration {
 
   /* Unregisters and leaves the registration inactive whatever the library
    * answers. When it refuses, it may still call the sink, so this
-   * registration leaks its hold on the callable rather than freeing it (a
-   * library that releases sinks itself lets go of its own hold when the
-   * cache is destroyed), and its hold on its cache (from Cache::on_batch):
+   * registration leaks its hold on the callable rather than freeing it (so
+   * the callable is never freed, even once a library that releases sinks
+   * itself lets go of its own hold), and its hold on its cache (from
+   * Cache::on_batch):
    * the refusal comes from inside a sink, perhaps one called for that
    * cache's own lookup, and dropping the last hold there would destroy the
    * cache during it. */

@@ -5,7 +5,7 @@ use std::ffi::{c_char, CStr};
 use super::guard::{boundary_or, bounded_c_str, copy_last_error, slice_mut};
 use super::types::*;
 
-/// The features of ABI 1.0, then those 1.1 and 1.2 added; names are never
+/// The features of ABI 1.0, then those 1.1, 1.2 and 1.3 added; names are never
 /// removed.
 const FEATURES: &[&str] = &[
     "read_hit_rate_stats",
