@@ -5,6 +5,7 @@ use std::ffi::c_void;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use kvzch::ffi::*;
 
@@ -514,6 +515,24 @@ fn a_refused_registration_is_never_released() {
     assert_eq!(seen.calls_and_releases(), (0, 0));
 }
 
+/// Sets its flag as it drops, so a failed assertion stops the lookups
+/// instead of leaving the test waiting for them.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Yields until `done` or 10 s have passed.
+fn wait_until(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() && Instant::now() < deadline {
+        thread::yield_now();
+    }
+}
+
 #[test]
 fn a_global_sink_is_released_by_its_unregister_never_during_a_call() {
     let cache = AtomicPtr::new(one_row_cache());
@@ -524,6 +543,7 @@ fn a_global_sink_is_released_by_its_unregister_never_during_a_call() {
                 look_up(cache.load(Ordering::Relaxed));
             }
         });
+        let _stop_lookups = SetOnDrop(&stop);
         for _ in 0..200 {
             let seen = Released::default();
             assert_eq!(
@@ -535,22 +555,17 @@ fn a_global_sink_is_released_by_its_unregister_never_during_a_call() {
                 ),
                 kvzch_status::KVZCH_STATUS_OK
             );
-            while seen.calls.load(Ordering::SeqCst) == 0 {
-                thread::yield_now();
-            }
+            wait_until(|| seen.calls.load(Ordering::SeqCst) != 0);
             assert_eq!(
                 kvzch_unregister_global_stat_sink(seen.id.load(Ordering::SeqCst)),
                 kvzch_status::KVZCH_STATUS_OK
             );
             // Released by now or by the batch that still held it; `seen`
             // outlives both, since that batch returns before the next one.
-            while seen.releases() == 0 {
-                thread::yield_now();
-            }
+            wait_until(|| seen.releases() != 0);
             assert_eq!(seen.releases(), 1);
             assert!(!seen.out_of_order.load(Ordering::SeqCst));
         }
-        stop.store(true, Ordering::Relaxed);
     });
     kvzch_cache_destroy(cache.into_inner());
 }
